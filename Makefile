@@ -1,0 +1,34 @@
+# The two commands of the README:
+#   make run   installs the exporter into .venv and runs it
+#   make test  installs everything the tests need (Debian's prometheus for the server and
+#              promtool, Python packages into .venv) and runs the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+ARGS   ?=
+
+.PHONY: run test test-deps venv bench generate
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+
+venv: $(VENV)/bin/python
+
+run: venv
+	$(VENV)/bin/pip install --quiet .
+	$(VENV)/bin/twilio-insights-exporter $(ARGS)
+
+# Debian's prometheus package brings the real server and promtool; root installs it, anyone
+# else must have it already (the check below says so instead of failing obscurely later).
+test-deps: venv
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else \
+	    echo "prometheus and promtool are needed: sudo apt-get install prometheus" >&2; exit 1; \
+	  fi; \
+	fi
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+
+test: test-deps
+	$(VENV)/bin/python -m pytest $(ARGS)
