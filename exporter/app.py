@@ -1,0 +1,103 @@
+"""Application factory: two aiohttp applications sharing one runtime.
+
+The webhook application is the one exposed to the internet; the metrics application
+(``/metrics``, ``/-/healthy``, ``/-/ready``) stays internal. They listen on separate addresses,
+so nothing on the public port can read metrics and nothing on the internal port accepts events.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from .config import Config
+from .dedup import Window
+from .keys import RUNTIME
+from .metrics import ExporterMetrics, build_exporter_metrics
+from .pipeline import Pipeline
+from .recorder import Recorder
+from .webhook import BasicAuth, SignatureVerifier, handle_webhook
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Everything both applications share, built once from the configuration."""
+
+    config: Config
+    registry: CollectorRegistry
+    exporter_metrics: ExporterMetrics
+    pipeline: Pipeline
+    verifier: SignatureVerifier
+    basic_auth: BasicAuth
+    ready: bool = field(default=False)
+
+    @classmethod
+    def build(cls, config: Config, registry: CollectorRegistry) -> Runtime:
+        em = build_exporter_metrics(registry)
+        recorder = Recorder(config.settings, registry, on_label_overflow=lambda label: em.label_overflow.labels(label).inc())
+        dedup = config.settings.dedup
+        window = dedup.window.total_seconds()
+        pipeline = Pipeline(recorder, em, Window(window, dedup.max_entries), Window(window, dedup.max_entries))
+        return cls(config, registry, em, pipeline, SignatureVerifier(config), BasicAuth(config))
+
+
+@dataclass(frozen=True)
+class Apps:
+    webhook: web.Application
+    metrics: web.Application
+    runtime: Runtime
+
+
+def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
+    """Build the webhook and metrics applications around one runtime and ``registry``."""
+    runtime = Runtime.build(config, registry)
+    settings = config.settings
+
+    # aiohttp refuses bodies past client_max_size with 413 (read() raises): the size limit.
+    webhook = web.Application(client_max_size=settings.webhook.max_body_size)
+    webhook[RUNTIME] = runtime
+    webhook.router.add_post(settings.webhook.path, handle_webhook)
+
+    async def mark_ready(_: web.Application) -> None:
+        runtime.ready = True
+
+    async def mark_not_ready(_: web.Application) -> None:
+        runtime.ready = False
+
+    webhook.on_startup.append(mark_ready)
+    webhook.on_shutdown.append(mark_not_ready)
+
+    metrics = web.Application()
+    metrics[RUNTIME] = runtime
+    metrics.router.add_get(settings.web.telemetry_path, make_aiohttp_handler(registry))
+    metrics.router.add_get("/-/healthy", healthy)
+    metrics.router.add_get("/-/ready", ready)
+    metrics.router.add_get("/", landing)
+    return Apps(webhook=webhook, metrics=metrics, runtime=runtime)
+
+
+async def healthy(request: web.Request) -> web.Response:
+    """The process answers: nothing else is checked, so a slow dependency never restarts it."""
+    return web.Response(text="Healthy.\n")
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Ready once the webhook listener accepts deliveries, until shutdown begins."""
+    if request.app[RUNTIME].ready:
+        return web.Response(text="Ready.\n")
+    return web.Response(status=503, text="Not ready.\n")
+
+
+async def landing(request: web.Request) -> web.Response:
+    path = request.app[RUNTIME].config.settings.web.telemetry_path
+    return web.Response(
+        content_type="text/html",
+        text=f"<html><head><title>twilio-insights-exporter</title></head><body><h1>twilio-insights-exporter</h1>"
+        f'<p><a href="{path}">Metrics</a></p></body></html>\n',
+    )

@@ -1,0 +1,343 @@
+"""Configuration: command-line flags, environment variables and an optional YAML file.
+
+Precedence, highest first: flags, ``TWILIO_INSIGHTS_EXPORTER_<SECTION>__<FIELD>`` environment
+variables, the YAML file named by ``--config.file``, defaults. Every field has a default and a
+description; ``--help`` and the README's configuration table are generated from them.
+
+Secrets never travel on the command line (it is visible in ``ps``): they are read from the
+environment only, by :class:`Secrets`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    CliApp,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from . import metrics
+
+ENV_PREFIX = "TWILIO_INSIGHTS_EXPORTER_"
+
+# Prometheus' duration syntax: one or more <number><unit> groups, e.g. 30s, 5m, 4h, 1h30m, 30d.
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse a Prometheus-style duration.
+
+    >>> parse_duration("1h30m")
+    datetime.timedelta(seconds=5400)
+    >>> parse_duration(90)
+    datetime.timedelta(seconds=90)
+    """
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text and _DURATION_PART.sub("", text) == "":
+            return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text)))
+    raise ValueError(f"not a duration like 30s, 5m or 4h: {value!r}")
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest Prometheus form of a duration.
+
+    >>> format_duration(timedelta(hours=24))
+    '1d'
+    >>> format_duration(timedelta(seconds=90))
+    '90s'
+    """
+    seconds = value.total_seconds()
+    for unit in ("w", "d", "h", "m", "s"):
+        if seconds >= _UNIT_SECONDS[unit] and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{int(seconds // _UNIT_SECONDS[unit])}{unit}"
+    return f"{int(seconds * 1000)}ms"
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
+_SIZE_FACTOR = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
+
+
+def parse_size(value: Any) -> int:
+    """Parse a byte size: an integer, or a number with B, KiB, MiB, GiB, KB, MB or GB.
+
+    >>> parse_size("16MiB")
+    16777216
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and (m := _SIZE.match(value)):
+        return int(m.group(1)) * _SIZE_FACTOR[m.group(2)]
+    raise ValueError(f"not a size like 1048576 or 16MiB: {value!r}")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+ByteSize = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WebSettings(_Section):
+    listen_address: str = Field(":9802", description="Address of the metrics listener (/metrics, /-/healthy, /-/ready). Keep it internal.")
+    telemetry_path: str = Field("/metrics", description="Path under which to expose metrics.")
+
+
+class WebhookSettings(_Section):
+    listen_address: str = Field(":8080", description="Address of the webhook listener, the one exposed to Twilio.")
+    path: str = Field("/events", description="Path of the Event Streams webhook sink.")
+    public_url: str | None = Field(
+        None,
+        description="The exact URL Twilio calls (scheme, host, port, path), used to verify signatures behind a proxy. "
+        "Default: the URL as the exporter sees it.",
+    )
+    trust_forwarded_headers: bool = Field(
+        False, description="Rebuild the public URL from X-Forwarded-Proto/X-Forwarded-Host (first value). Only behind a proxy that sets them."
+    )
+    max_body_size: ByteSize = Field(16 * 1024**2, description="Largest delivery accepted (bytes, or with KiB/MiB/GiB); larger ones get 413.")
+    insecure_skip_signature_verification: bool = Field(
+        False, description="INSECURE, for local trials only: accept webhooks without a valid X-Twilio-Signature."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+
+class DedupSettings(_Section):
+    window: Duration = Field(
+        timedelta(hours=24),
+        description="How long delivery ids and participant SIDs are remembered. At least Twilio's 4 h retry horizon; "
+        "longer also covers a pull of a participant that was pushed earlier.",
+    )
+    max_entries: int = Field(1_000_000, gt=0, description="Most keys remembered per kind; the oldest are forgotten first.")
+
+    @field_validator("window")
+    @classmethod
+    def _covers_retries(cls, value: timedelta) -> timedelta:
+        if value < timedelta(hours=4):
+            raise ValueError("must be at least 4h, Twilio's retry horizon, or retried deliveries would count twice")
+        return value
+
+
+COMMON_LABELS = ("call_type", "call_direction", "participant_region", "conference_region", "country_code", "participant_label")
+OPTIONAL_LABELS = ("account_sid", "jitter_buffer_size")
+# Labels whose values come from open vocabularies inside the summary (not the common labels).
+DETAIL_LABELS = ("processing_state", "call_status", "tag", "issue", "severity", "metric", "action")
+
+# Why each cap: the documented vocabulary plus headroom for values Twilio adds later. country_code
+# and participant_label are the open ones, bounded by what a dashboard can still show.
+DEFAULT_MAX_VALUES = {
+    "call_type": 10,
+    "call_direction": 5,
+    "participant_region": 20,
+    "conference_region": 20,
+    "country_code": 100,
+    "participant_label": 50,
+    "account_sid": 50,
+    "jitter_buffer_size": 10,
+    "processing_state": 10,
+    "call_status": 20,
+    "tag": 50,
+    "issue": 20,
+    "severity": 10,
+    "metric": 20,
+    "action": 30,
+}
+
+
+class LabelLimit(_Section):
+    max_values: int | None = Field(None, ge=1, description="Distinct values kept before the rest become 'other'.")
+    allowlist: list[str] | None = Field(None, description="Only these values are kept; anything else becomes 'other'.")
+
+
+class LabelSettings(_Section):
+    account_sid: bool = Field(False, description="Add the account_sid label (useful with subaccounts).")
+    jitter_buffer_size: bool = Field(False, description="Add the jitter_buffer_size label.")
+    limits: dict[str, LabelLimit] = Field(
+        default_factory=dict,
+        description="Per-label caps and allowlists, e.g. {participant_label: {allowlist: [agent, customer]}}. "
+        f"Default caps: {DEFAULT_MAX_VALUES}.",
+    )
+
+    @field_validator("limits")
+    @classmethod
+    def _known_labels(cls, value: dict[str, LabelLimit]) -> dict[str, LabelLimit]:
+        unknown = set(value) - set(DEFAULT_MAX_VALUES)
+        if unknown:
+            raise ValueError(f"unknown labels {sorted(unknown)}; known: {sorted(DEFAULT_MAX_VALUES)}")
+        return value
+
+    def common_labels(self) -> tuple[str, ...]:
+        """The common label names in exposition order."""
+        return COMMON_LABELS + tuple(name for name in OPTIONAL_LABELS if getattr(self, name))
+
+    def max_values(self, label: str) -> int:
+        limit = self.limits.get(label)
+        return limit.max_values if limit and limit.max_values else DEFAULT_MAX_VALUES[label]
+
+    def allowlist(self, label: str) -> frozenset[str] | None:
+        limit = self.limits.get(label)
+        return frozenset(limit.allowlist) if limit and limit.allowlist is not None else None
+
+
+Buckets = list[float] | None
+
+
+class BucketSettings(_Section):
+    """Histogram bucket overrides; each must keep the threshold edges the dashboards rely on."""
+
+    mos: Buckets = Field(None, description=f"MOS buckets. Default {list(metrics.MOS_BUCKETS)}.")
+    jitter: Buckets = Field(None, description=f"Jitter buckets, seconds. Default {list(metrics.JITTER_BUCKETS)}.")
+    latency: Buckets = Field(None, description=f"Latency buckets, seconds. Default {list(metrics.LATENCY_BUCKETS)}.")
+    packet_loss: Buckets = Field(None, description=f"Packet loss buckets, ratio. Default {list(metrics.PACKET_LOSS_BUCKETS)}.")
+    quality_issues: Buckets = Field(None, description=f"Quality issue count buckets. Default {list(metrics.QUALITY_ISSUES_BUCKETS)}.")
+    duration: Buckets = Field(None, description=f"Participant duration buckets, seconds. Default {list(metrics.DURATION_BUCKETS)}.")
+    queue_time: Buckets = Field(None, description=f"Queue time buckets, seconds. Default {list(metrics.QUEUE_TIME_BUCKETS)}.")
+
+    @model_validator(mode="after")
+    def _keep_threshold_edges(self) -> BucketSettings:
+        for name, required in metrics.REQUIRED_EDGES.items():
+            edges = getattr(self, name)
+            if edges is None:
+                continue
+            if sorted(set(edges)) != edges:
+                raise ValueError(f"buckets.{name} must be strictly increasing")
+            missing = [edge for edge in required if edge not in edges]
+            if missing:
+                raise ValueError(f"buckets.{name} must keep the edges {missing}: dashboards and alerts read those buckets")
+        return self
+
+    def resolved(self) -> dict[str, tuple[float, ...]]:
+        return {name: tuple(getattr(self, name) or default) for name, default in metrics.DEFAULT_BUCKETS.items()}
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Least severe log level written.")
+    format: Literal["json", "text"] = Field("json", description="json: one JSON object per line; text: key=value lines.")
+
+
+class ConfigFileSettings(_Section):
+    file: Path | None = Field(None, description="YAML file with any of these settings (labels, caps, allowlists, buckets, ...).")
+
+
+class Settings(BaseSettings):
+    """Everything that is not a secret."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        cli_prog_name="twilio-insights-exporter",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_avoid_json=True,
+        cli_hide_none_type=True,
+        nested_model_default_partial_update=True,
+    )
+
+    web: WebSettings = Field(default_factory=WebSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    dedup: DedupSettings = Field(default_factory=DedupSettings)
+    labels: LabelSettings = Field(default_factory=LabelSettings)
+    buckets: BucketSettings = Field(default_factory=BucketSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    config: ConfigFileSettings = Field(default_factory=ConfigFileSettings)
+    check_config: bool = Field(False, description="Load and validate the configuration, print it (secrets masked) and exit.")
+
+    # Set by load_settings() before the sources run; a class attribute because pydantic-settings
+    # builds its sources in a classmethod.
+    _yaml_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cls._yaml_file))
+        return tuple(sources)
+
+
+class Secrets(BaseSettings):
+    """Credentials, from the environment only."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True)
+
+    auth_token: SecretStr | None = Field(None, validation_alias="TWILIO_AUTH_TOKEN", description="Auth token of the account that owns the sink.")
+    auth_token_secondary: SecretStr | None = Field(
+        None, validation_alias="TWILIO_AUTH_TOKEN_SECONDARY", description="A second accepted auth token, for rotations."
+    )
+    basic_auth_username: str | None = Field(None, validation_alias=ENV_PREFIX + "BASIC_AUTH_USERNAME")
+    basic_auth_password: SecretStr | None = Field(None, validation_alias=ENV_PREFIX + "BASIC_AUTH_PASSWORD")
+
+    @model_validator(mode="after")
+    def _basic_auth_pair(self) -> Secrets:
+        if (self.basic_auth_username is None) != (self.basic_auth_password is None):
+            raise ValueError(f"set both {ENV_PREFIX}BASIC_AUTH_USERNAME and {ENV_PREFIX}BASIC_AUTH_PASSWORD, or neither")
+        return self
+
+    def auth_tokens(self) -> list[str]:
+        """Every accepted auth token, primary first."""
+        return [t.get_secret_value() for t in (self.auth_token, self.auth_token_secondary) if t and t.get_secret_value()]
+
+
+class Config(BaseModel):
+    """Settings and secrets together: what the app factory takes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    settings: Settings
+    secrets: Secrets
+
+
+def load_config(argv: list[str] | None = None) -> Config:
+    """Parse flags, the environment and the YAML file.
+
+    Raises ``SystemExit`` for a malformed command line (argparse's usual behaviour), and
+    ``ValueError`` (``pydantic.ValidationError`` included) for a bad value.
+    """
+    argv = [] if argv is None else argv
+    yaml_file = _find_config_file(argv, os.environ)
+    if yaml_file is not None and not yaml_file.is_file():
+        raise ValueError(f"--config.file {yaml_file}: no such file")
+    Settings._yaml_file = yaml_file
+    try:
+        settings = CliApp.run(Settings, cli_args=argv)
+    finally:
+        Settings._yaml_file = None
+    return Config(settings=settings, secrets=Secrets())
+
+
+def _find_config_file(argv: list[str], environ: Any) -> Path | None:
+    """The YAML file must be known before the sources are built, so it is looked up first."""
+    for i, arg in enumerate(argv):
+        if arg == "--config.file" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--config.file="):
+            return Path(arg.split("=", 1)[1])
+    value = environ.get(ENV_PREFIX + "CONFIG__FILE")
+    return Path(value) if value else None

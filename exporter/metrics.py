@@ -1,0 +1,268 @@
+"""Every metric the exporter defines: the product's public API.
+
+Names, bucket edges and Twilio's quality thresholds are written here once; the recorder, the
+dashboards generator, the alert rules and the README all read them from this module.
+
+Everything is built against an injected :class:`~prometheus_client.CollectorRegistry` so that each
+test (and each app) owns its registry; nothing here touches the global ``REGISTRY``.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from . import __version__
+
+# ---------------------------------------------------------------------------------------------
+# Twilio's own detected-issue thresholds (twilio-facts.md). Each is also a bucket edge below, so
+# "share of participants past the threshold" is an exact bucket ratio, not an interpolation.
+# Prometheus buckets are "less than or equal", so the MOS share (<= 3.5) is exact; for jitter,
+# latency and loss the bucket ratio gives "strictly above the edge", which differs from Twilio's
+# ">=" only for a value exactly on the edge.
+# ---------------------------------------------------------------------------------------------
+MOS_THRESHOLD = 3.5
+JITTER_AVG_THRESHOLD_SECONDS = 0.005
+JITTER_MAX_THRESHOLD_SECONDS = 0.020
+# One Twilio page names 30 ms for the max jitter threshold: both are edges.
+JITTER_MAX_ALT_THRESHOLD_SECONDS = 0.030
+LATENCY_AVG_THRESHOLD_SECONDS = 0.150
+PACKET_LOSS_THRESHOLD_RATIO = 0.05
+
+# ---------------------------------------------------------------------------------------------
+# Default buckets. Each list is dense around the threshold where operators make decisions and
+# sparse in the tails, so a histogram stays at about ten series per label set.
+# ---------------------------------------------------------------------------------------------
+# MOS (ITU-T G.107 E-model) runs from 1 to about 4.5 for narrowband audio: 4.0+ is "satisfied",
+# 3.6-4.0 "some users dissatisfied", <= 3.5 Twilio's low-MOS tag, below 3.1 "many dissatisfied".
+MOS_BUCKETS = (1.0, 2.0, 2.5, 3.0, 3.25, MOS_THRESHOLD, 3.75, 4.0, 4.2, 4.4, 4.5)
+# Jitter: 5 ms average and 20/30 ms max are Twilio's edges; above 100 ms calls are unusable.
+JITTER_BUCKETS = (
+    0.001,
+    0.0025,
+    JITTER_AVG_THRESHOLD_SECONDS,
+    0.010,
+    JITTER_MAX_THRESHOLD_SECONDS,
+    JITTER_MAX_ALT_THRESHOLD_SECONDS,
+    0.050,
+    0.100,
+    0.250,
+)
+# Latency (edge to mixer): 150 ms is Twilio's edge and ITU-T G.114's one-way comfort limit.
+LATENCY_BUCKETS = (0.010, 0.025, 0.050, 0.100, LATENCY_AVG_THRESHOLD_SECONDS, 0.200, 0.300, 0.500, 1.0)
+# Packet loss ratio: an edge at exactly 0 separates clean calls; 1 % is audible with PLC, 5 % is
+# Twilio's edge, above 20 % speech is unintelligible.
+PACKET_LOSS_BUCKETS = (0.0, 0.001, 0.005, 0.01, 0.02, PACKET_LOSS_THRESHOLD_RATIO, 0.10, 0.20, 0.50, 1.0)
+# Quality issues per participant: 0 (a clean call) must be its own bucket.
+QUALITY_ISSUES_BUCKETS = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0)
+# Participant time in a conference: contact-centre calls cluster between 1 and 20 minutes.
+DURATION_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0)
+# Time in queue before joining (Add Participant API): service-level targets are usually 20-60 s.
+QUEUE_TIME_BUCKETS = (1.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+# Webhook handling time: Twilio gives a receiver 5 s before it retries.
+REQUEST_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# The threshold each configurable histogram must keep as an edge (config validation checks it,
+# because the dashboards and alert rules read exactly these buckets).
+REQUIRED_EDGES = {
+    "mos": (MOS_THRESHOLD,),
+    "jitter": (JITTER_AVG_THRESHOLD_SECONDS, JITTER_MAX_THRESHOLD_SECONDS, JITTER_MAX_ALT_THRESHOLD_SECONDS),
+    "latency": (LATENCY_AVG_THRESHOLD_SECONDS,),
+    "packet_loss": (PACKET_LOSS_THRESHOLD_RATIO,),
+    "quality_issues": (0.0,),
+    "duration": (),
+    "queue_time": (),
+}
+DEFAULT_BUCKETS = {
+    "mos": MOS_BUCKETS,
+    "jitter": JITTER_BUCKETS,
+    "latency": LATENCY_BUCKETS,
+    "packet_loss": PACKET_LOSS_BUCKETS,
+    "quality_issues": QUALITY_ISSUES_BUCKETS,
+    "duration": DURATION_BUCKETS,
+    "queue_time": QUEUE_TIME_BUCKETS,
+}
+
+# ---------------------------------------------------------------------------------------------
+# Names. The prefix says who measured: Twilio (twilio_conference_participant_) or the exporter
+# itself (twilio_insights_exporter_).
+# ---------------------------------------------------------------------------------------------
+PARTICIPANT = "twilio_conference_participant"
+EXPORTER = "twilio_insights_exporter"
+
+SUMMARIES = f"{PARTICIPANT}_summaries"
+MOS = f"{PARTICIPANT}_mos"
+JITTER = f"{PARTICIPANT}_jitter_seconds"
+LATENCY = f"{PARTICIPANT}_latency_seconds"
+PACKET_LOSS = f"{PARTICIPANT}_packet_loss_ratio"
+PACKETS_RECEIVED = f"{PARTICIPANT}_packets_received"
+PACKETS_LOST = f"{PARTICIPANT}_packets_lost"
+TAGS = f"{PARTICIPANT}_tags"
+TAG_SEVERITY = f"{PARTICIPANT}_tag_severity"
+DEGRADATIONS = f"{PARTICIPANT}_degradations"
+QUALITY_ISSUES = f"{PARTICIPANT}_quality_issues"
+DURATION = f"{PARTICIPANT}_duration_seconds"
+QUEUE_TIME = f"{PARTICIPANT}_queue_time_seconds"
+ACTIONS = f"{PARTICIPANT}_actions"
+REGION_MISMATCH = f"{PARTICIPANT}_region_mismatch"
+
+WEBHOOK_REQUESTS = f"{EXPORTER}_webhook_requests"
+WEBHOOK_REJECTIONS = f"{EXPORTER}_webhook_rejections"
+WEBHOOK_REQUEST_DURATION = f"{EXPORTER}_webhook_request_duration_seconds"
+EVENTS = f"{EXPORTER}_events"
+INVALID_EVENTS = f"{EXPORTER}_invalid_events"
+SIGNATURE_FAILURES = f"{EXPORTER}_signature_failures"
+BASIC_AUTH_FAILURES = f"{EXPORTER}_basic_auth_failures"
+LABEL_OVERFLOW = f"{EXPORTER}_label_overflow"
+DEDUP_ENTRIES = f"{EXPORTER}_dedup_entries"
+LAST_SUMMARY = f"{EXPORTER}_last_summary_timestamp_seconds"
+BUILD = f"{EXPORTER}_build"
+
+STREAMS = ("inbound", "outbound")
+STATS = ("avg", "max")
+
+# Event outcomes (the `outcome` label of the events counter).
+RECORDED = "recorded"
+DUPLICATE = "duplicate"
+INVALID = "invalid"
+IGNORED = "ignored"
+TEST = "test"
+OUTCOMES = (RECORDED, DUPLICATE, INVALID, IGNORED, TEST)
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantMetrics:
+    """What Twilio measured, one family per row of the README's metrics table."""
+
+    summaries: Counter
+    mos: Histogram
+    jitter: Histogram
+    latency: Histogram
+    packet_loss: Histogram
+    packets_received: Counter
+    packets_lost: Counter
+    tags: Counter
+    tag_severity: Counter
+    degradations: Counter
+    quality_issues: Histogram
+    duration: Histogram
+    queue_time: Histogram
+    actions: Counter
+    region_mismatch: Counter
+
+
+@dataclass(frozen=True, slots=True)
+class ExporterMetrics:
+    """The exporter's own health."""
+
+    webhook_requests: Counter
+    webhook_rejections: Counter
+    webhook_request_duration: Histogram
+    events: Counter
+    invalid_events: Counter
+    signature_failures: Counter
+    basic_auth_failures: Counter
+    label_overflow: Counter
+    dedup_entries: Gauge
+    last_summary: Gauge
+    build: Info
+
+
+def build_participant_metrics(
+    registry: CollectorRegistry,
+    common_labels: tuple[str, ...],
+    buckets: dict[str, tuple[float, ...]] | None = None,
+) -> ParticipantMetrics:
+    """Create the twilio_conference_participant_* families with ``common_labels`` first."""
+    b = {**DEFAULT_BUCKETS, **(buckets or {})}
+    common = list(common_labels)
+    stream = [*common, "stream"]
+    stream_stat = [*stream, "stat"]
+
+    def counter(name: str, doc: str, labels: list[str]) -> Counter:
+        return Counter(name, doc, labels, registry=registry)
+
+    def histogram(name: str, doc: str, labels: list[str], key: str) -> Histogram:
+        return Histogram(name, doc, labels, buckets=b[key], registry=registry)
+
+    return ParticipantMetrics(
+        summaries=counter(
+            SUMMARIES,
+            "Conference participant summaries recorded, each exactly once.",
+            [*common, "processing_state", "call_status"],
+        ),
+        mos=histogram(MOS, "Mean opinion score (ITU-T G.107) of a participant's media stream.", stream, "mos"),
+        jitter=histogram(JITTER, "Jitter of a participant's media stream, average or maximum.", stream_stat, "jitter"),
+        latency=histogram(
+            LATENCY, "Latency from Twilio's media edge to the conference mixer, average or maximum.", stream_stat, "latency"
+        ),
+        packet_loss=histogram(
+            PACKET_LOSS, "Cumulative packet loss of a participant's media stream, as a ratio.", stream, "packet_loss"
+        ),
+        packets_received=counter(PACKETS_RECEIVED, "RTP packets received, summed over participants.", stream),
+        packets_lost=counter(PACKETS_LOST, "RTP packets lost, summed over participants.", stream),
+        tags=counter(TAGS, "Voice Insights quality tags applied to participants' streams.", [*stream, "tag"]),
+        tag_severity=counter(
+            TAG_SEVERITY, "Severity of each detected quality issue (tags_info).", [*stream, "issue", "severity"]
+        ),
+        degradations=counter(
+            DEGRADATIONS, "Degradation occurrences reported within a participant's stream.", [*stream, "metric"]
+        ),
+        quality_issues=histogram(
+            QUALITY_ISSUES, "Number of quality issues Voice Insights detected per participant.", common, "quality_issues"
+        ),
+        duration=histogram(DURATION, "Time a participant spent in the conference.", common, "duration"),
+        queue_time=histogram(QUEUE_TIME, "Time in queue before joining (Add Participant API only).", common, "queue_time"),
+        actions=counter(ACTIONS, "Participant actions (hold, mute, coaching, ...) by kind.", [*common, "action"]),
+        region_mismatch=counter(
+            REGION_MISMATCH, "Participants whose media region differs from the conference's mixer region.", common
+        ),
+    )
+
+
+def build_exporter_metrics(registry: CollectorRegistry) -> ExporterMetrics:
+    """Create the twilio_insights_exporter_* families and the process collectors."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    m = ExporterMetrics(
+        webhook_requests=Counter(WEBHOOK_REQUESTS, "Webhook requests answered, by HTTP status code.", ["code"], registry=registry),
+        webhook_rejections=Counter(
+            WEBHOOK_REJECTIONS, "Webhook requests refused as a whole before any event was read, by reason.", ["reason"], registry=registry
+        ),
+        webhook_request_duration=Histogram(
+            WEBHOOK_REQUEST_DURATION,
+            "Time from a webhook request's arrival to its answer.",
+            buckets=REQUEST_DURATION_BUCKETS,
+            registry=registry,
+        ),
+        events=Counter(
+            EVENTS, "Events received, by source, event type and outcome.", ["source", "type", "outcome"], registry=registry
+        ),
+        invalid_events=Counter(INVALID_EVENTS, "Events that failed validation, by reason.", ["source", "reason"], registry=registry),
+        signature_failures=Counter(
+            SIGNATURE_FAILURES, "Webhook requests refused for their X-Twilio-Signature, by reason.", ["reason"], registry=registry
+        ),
+        basic_auth_failures=Counter(
+            BASIC_AUTH_FAILURES, "Webhook requests refused for missing or wrong HTTP Basic credentials.", registry=registry
+        ),
+        label_overflow=Counter(
+            LABEL_OVERFLOW, "Label values replaced by 'other' because the label reached its cap, by label.", ["label"], registry=registry
+        ),
+        dedup_entries=Gauge(DEDUP_ENTRIES, "Keys remembered for deduplication, by kind of key.", ["key"], registry=registry),
+        last_summary=Gauge(LAST_SUMMARY, "Unix time at which the last summary was recorded.", registry=registry),
+        build=Info(BUILD, "Version of the exporter.", registry=registry),
+    )
+    m.build.info({"version": __version__, "python_version": platform.python_version()})
+    return m

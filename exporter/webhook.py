@@ -1,0 +1,195 @@
+"""The Event Streams webhook: size limit, credentials, signature, batch handling, status codes.
+
+Status codes follow what Twilio does with them (twilio-facts.md): a 4xx other than 429 makes
+Twilio discard the delivery for good, so it is kept for what no retry can fix (forged,
+oversized, not JSON); anything the exporter itself got wrong is a 5xx, which Twilio retries for
+4 hours. A batch is answered 200 as soon as it is authentic JSON: the valid events are recorded,
+the invalid ones counted, and redelivering the batch would change nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+from .config import Config
+from .keys import RUNTIME
+from .models import loads
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Twilio-Signature"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a whole request was refused: status, the counted reason, a one-line message."""
+
+    status: int
+    reason: str
+    message: str
+
+
+class SignatureVerifier:
+    """Checks ``X-Twilio-Signature`` with the ``twilio`` SDK against every configured token."""
+
+    def __init__(self, config: Config) -> None:
+        webhook = config.settings.webhook
+        self.insecure = webhook.insecure_skip_signature_verification
+        self.public_url = urlsplit(webhook.public_url) if webhook.public_url else None
+        self.trust_forwarded = webhook.trust_forwarded_headers
+        # Primary and secondary token both verify, so a rotation on Twilio's side loses nothing.
+        self.validators = [RequestValidator(token) for token in config.secrets.auth_tokens()]
+
+    def signed_url(self, request: web.Request) -> str:
+        """The URL Twilio signed: public scheme, host and path, plus the query as received.
+
+        The query comes from the request because Twilio appends ``bodySHA256`` to it; the path
+        comes from the public URL because a proxy may rewrite it.
+        """
+        query = request.raw_path.partition("?")[2]
+        if self.public_url is not None:
+            scheme, host, path = self.public_url.scheme, self.public_url.netloc, self.public_url.path or "/"
+        elif self.trust_forwarded:
+            scheme = _first(request.headers.get("X-Forwarded-Proto")) or request.scheme
+            host = _first(request.headers.get("X-Forwarded-Host")) or request.host
+            path = request.raw_path.partition("?")[0]
+        else:
+            scheme, host, path = request.scheme, request.host, request.raw_path.partition("?")[0]
+        return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
+
+    def check(self, request: web.Request, body: bytes) -> str | None:
+        """``None`` when authentic, else the reason for refusing it."""
+        if self.insecure:
+            return None
+        if not self.validators:
+            return "no_auth_token_configured"
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if not signature:
+            return "missing_signature"
+        url = self.signed_url(request)
+        # Without bodySHA256 the signature covers the URL only: a captured signature would then
+        # accept any body. Twilio always sends it for JSON bodies, so its absence is refused.
+        if "bodySHA256" not in parse_qs(urlsplit(url).query):
+            return "missing_body_hash"
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return "body_not_utf8"
+        for validator in self.validators:
+            try:
+                # The raw body, never {}: passing {} would skip the body hash check.
+                if validator.validate(url, text, signature):
+                    return None
+            except (TypeError, ValueError):
+                # The SDK raises instead of answering False for some malformed inputs: fail closed.
+                continue
+        return "invalid_signature"
+
+
+class BasicAuth:
+    """Optional HTTP Basic credentials that Twilio sends when the sink URL carries them."""
+
+    def __init__(self, config: Config) -> None:
+        secrets = config.secrets
+        self.expected: bytes | None = None
+        if secrets.basic_auth_username is not None and secrets.basic_auth_password is not None:
+            self.expected = f"{secrets.basic_auth_username}:{secrets.basic_auth_password.get_secret_value()}".encode()
+
+    def check(self, request: web.Request) -> bool:
+        if self.expected is None:
+            return True
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            given = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(given, self.expected)
+
+
+def _first(header: str | None) -> str | None:
+    """The first value of a possibly comma-joined forwarded header (the client-facing hop)."""
+    if not header:
+        return None
+    return header.split(",", 1)[0].strip() or None
+
+
+def _reply(status: int, **fields: Any) -> web.Response:
+    return web.json_response(fields, status=status)
+
+
+async def handle_webhook(request: web.Request) -> web.Response:
+    """``POST`` of one delivery: a JSON array of CloudEvents or one bare CloudEvent."""
+    runtime = request.app[RUNTIME]
+    em = runtime.exporter_metrics
+    started = time.perf_counter()
+    try:
+        response = await _handle(request, runtime)
+    except Exception:
+        # Twilio retries a 5xx; what was recorded before the failure is deduplicated then.
+        log.exception("webhook failed")
+        response = _reply(500, error="internal error, delivery will be retried")
+    em.webhook_requests.labels(str(response.status)).inc()
+    em.webhook_request_duration.observe(time.perf_counter() - started)
+    return response
+
+
+async def _handle(request: web.Request, runtime: Any) -> web.Response:
+    em = runtime.exporter_metrics
+    rejection = await _read_and_verify(request, runtime)
+    if isinstance(rejection, Rejection):
+        if rejection.status == 403:
+            em.signature_failures.labels(rejection.reason).inc()
+            log.warning("signature refused", extra={"reason": rejection.reason, "remote": request.remote})
+        elif rejection.status == 401:
+            em.basic_auth_failures.inc()
+            log.warning("basic credentials refused", extra={"remote": request.remote})
+        else:
+            em.webhook_rejections.labels(rejection.reason).inc()
+            log.warning("delivery refused", extra={"reason": rejection.reason, "remote": request.remote})
+        response = _reply(rejection.status, error=rejection.message)
+        if rejection.status == 401:
+            response.headers["WWW-Authenticate"] = 'Basic realm="twilio-insights-exporter"'
+        return response
+    events = rejection
+    outcomes: dict[str, int] = {}
+    for event in events:
+        outcome = runtime.pipeline.accept_event(event, "webhook")
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return _reply(200, **outcomes)
+
+
+async def _read_and_verify(request: web.Request, runtime: Any) -> Rejection | list[Any]:
+    limit = runtime.config.settings.webhook.max_body_size
+    if request.content_length is not None and request.content_length > limit:
+        return Rejection(413, "too_large", f"body larger than {limit} bytes")
+    if not runtime.basic_auth.check(request):
+        return Rejection(401, "basic_auth", "missing or wrong credentials")
+    try:
+        # client_max_size of the webhook app bounds a chunked body that announced no length.
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return Rejection(413, "too_large", f"body larger than {limit} bytes")
+    reason = runtime.verifier.check(request, body)
+    if reason is not None:
+        return Rejection(403, reason, f"signature check failed: {reason}")
+    try:
+        document = loads(body)
+    except (ValueError, RecursionError):
+        return Rejection(400, "invalid_json", "body is not valid JSON")
+    if isinstance(document, dict):
+        return [document]
+    if isinstance(document, list) and all(isinstance(item, dict) for item in document):
+        return document
+    return Rejection(400, "not_cloudevents", "body is neither a CloudEvent object nor an array of them")
