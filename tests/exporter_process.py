@@ -1,0 +1,92 @@
+"""Start the real exporter as a subprocess on free loopback ports, for end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, deadline_seconds: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``url`` until it answers 200, the process dies, or the deadline passes."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"exporter exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {deadline_seconds}s")
+        time.sleep(0.05)  # polling interval, not synchronisation: the loop ends on the answer
+
+
+@dataclass
+class ExporterProcess:
+    proc: subprocess.Popen
+    metrics_url: str  # base, e.g. http://127.0.0.1:PORT
+    webhook_url: str  # full sink URL, e.g. http://127.0.0.1:PORT/events
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@contextlib.contextmanager
+def start_exporter(
+    *args: str, env: dict[str, str] | None = None, tmp_path: Path, webhook_path: str = "/events"
+) -> Iterator[ExporterProcess]:
+    """Run ``python -m exporter`` with both listeners on free loopback ports; wait for ready.
+
+    ``args`` come after the listen-address flags, so a test may override them.
+    """
+    metrics_port, webhook_port = free_port(), free_port()
+    log_path = tmp_path / f"exporter-{metrics_port}.log"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_",))}
+    full_env.update(env or {})
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                f"--web.listen-address=127.0.0.1:{metrics_port}",
+                f"--webhook.listen-address=127.0.0.1:{webhook_port}",
+                f"--webhook.path={webhook_path}",
+                *args,
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        metrics_url = f"http://127.0.0.1:{metrics_port}"
+        wait_for(metrics_url + "/-/ready", proc=proc)
+        yield ExporterProcess(proc, metrics_url, f"http://127.0.0.1:{webhook_port}{webhook_path}", log_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
