@@ -8,7 +8,7 @@ for a configurable time, bounded in count; the oldest go first.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 
 class Window:
@@ -25,10 +25,18 @@ class Window:
     False
     """
 
-    def __init__(self, window: float, max_entries: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        window: float,
+        max_entries: int,
+        clock: Callable[[], float] = time.time,
+        on_add: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.window = window
         self.max_entries = max_entries
         self._clock = clock
+        # Called with (key, time added) for every new key: how a state store persists the window.
+        self.on_add = on_add
         self._expiry: dict[str, float] = {}
 
     def __contains__(self, key: str) -> bool:
@@ -43,6 +51,18 @@ class Window:
         self._expiry[key] = now + self.window
         while len(self._expiry) > self.max_entries:
             del self._expiry[next(iter(self._expiry))]
+        if self.on_add is not None:
+            self.on_add(key, now)
+
+    def load(self, entries: Iterable[tuple[str, float]]) -> None:
+        """Restore keys remembered earlier, as ``(key, time added)`` in time order, without ``on_add``."""
+        on_add, self.on_add = self.on_add, None
+        try:
+            for key, added in entries:
+                self.add(key, at=added)
+        finally:
+            self.on_add = on_add
+        self._expire(self._clock())
 
     def __len__(self) -> int:
         return len(self._expiry)
