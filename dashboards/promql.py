@@ -1,0 +1,103 @@
+"""PromQL shared by the dashboards and the rules: selectors and "share past threshold".
+
+A Prometheus histogram bucket counts observations *less than or equal* to its edge, and each of
+Twilio's thresholds is a bucket edge (:data:`exporter.metrics.REQUIRED_EDGES`), so the share of
+streams past a threshold is an exact ratio of two counters, never an interpolated quantile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client.utils import floatToGoString
+
+from exporter import metrics as m
+from exporter.config import COMMON_LABELS
+
+# Template variables of the quality dashboard: scrape target first, then each common label.
+TARGET_VARIABLES = ("job", "instance")
+LABEL_VARIABLES = COMMON_LABELS
+
+
+def le(edge: float) -> str:
+    """The ``le`` label value prometheus_client writes for a bucket edge.
+
+    >>> le(0.15), le(3.5), le(0.0)
+    ('0.15', '3.5', '0.0')
+    """
+    return floatToGoString(edge)
+
+
+def selector(*matchers: str) -> str:
+    """``{a, b}`` from matchers, or the empty string when there are none.
+
+    >>> selector('job=~"$job"', 'le="3.5"')
+    '{job=~"$job", le="3.5"}'
+    """
+    present = [matcher for matcher in matchers if matcher]
+    return "{" + ", ".join(present) + "}" if present else ""
+
+
+def variable_matchers(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``name=~"$name"`` for each dashboard variable (multi-value variables expand to a regex)."""
+    return tuple(f'{name}=~"${name}"' for name in names)
+
+
+def by(labels: tuple[str, ...]) -> str:
+    """The ``by (...)`` clause of an aggregation, or nothing for a grand total."""
+    return f" by ({', '.join(labels)}) " if labels else ""
+
+
+@dataclass(frozen=True, slots=True)
+class QualityThreshold:
+    """One of Twilio's detected-issue thresholds, as a share of media streams past it."""
+
+    key: str
+    # Voice Insights' own tag for the issue; also names the recording rule of the share.
+    tag: str
+    metric: str
+    edge: float
+    # True when the bad side is at or below the edge (MOS); False when it is above (jitter, ...).
+    bad_is_below: bool
+    title: str
+    # Extra matchers, e.g. stat="avg": Twilio's jitter and latency thresholds are on the average.
+    matchers: tuple[str, ...] = field(default=())
+
+    def share(self, window: str, matchers: tuple[str, ...] = (), group: tuple[str, ...] = ()) -> str:
+        """Share of observations on the bad side of the edge over ``window``, per ``group``."""
+        base = (*matchers, *self.matchers)
+        edge = f'le="{le(self.edge)}"'
+        bucket = f"sum{by(group)}(rate({self.metric}_bucket{selector(*base, edge)}[{window}]))"
+        count = f"sum{by(group)}(rate({self.metric}_count{selector(*base)}[{window}]))"
+        if self.bad_is_below:
+            return f"{bucket} / {count}"
+        return f"({count} - {bucket}) / {count}"
+
+    def count(self, window: str, matchers: tuple[str, ...] = (), group: tuple[str, ...] = ()) -> str:
+        """How many observations the share is computed from, over ``window``."""
+        return f"sum{by(group)}(increase({self.metric}_count{selector(*matchers, *self.matchers)}[{window}]))"
+
+
+MOS = QualityThreshold("mos", "low_mos", m.MOS, m.MOS_THRESHOLD, True, f"MOS ≤ {m.MOS_THRESHOLD:g}")
+JITTER = QualityThreshold(
+    "jitter",
+    "high_jitter",
+    m.JITTER,
+    m.JITTER_AVG_THRESHOLD_SECONDS,
+    False,
+    f"Average jitter ≥ {m.JITTER_AVG_THRESHOLD_SECONDS * 1000:g} ms",
+    ('stat="avg"',),
+)
+LATENCY = QualityThreshold(
+    "latency",
+    "high_latency",
+    m.LATENCY,
+    m.LATENCY_AVG_THRESHOLD_SECONDS,
+    False,
+    f"Average latency ≥ {m.LATENCY_AVG_THRESHOLD_SECONDS * 1000:g} ms",
+    ('stat="avg"',),
+)
+PACKET_LOSS = QualityThreshold(
+    "packet_loss", "high_packet_loss", m.PACKET_LOSS, m.PACKET_LOSS_THRESHOLD_RATIO, False, f"Packet loss ≥ {m.PACKET_LOSS_THRESHOLD_RATIO * 100:g} %"
+)
+QUALITY_THRESHOLDS = (MOS, JITTER, LATENCY, PACKET_LOSS)

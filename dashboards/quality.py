@@ -1,0 +1,437 @@
+"""The "Twilio conference quality" dashboard: what Twilio's Conference Insights page shows, from Prometheus.
+
+It answers the questions of Twilio's own dashboard (volume, share of participants with quality
+warnings, region configuration issues, silent participants, MOS/jitter/latency/loss) and adds what
+only a time series database can: distributions over time with exemplars leading to the call, and
+breakdowns by any common label.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exporter import metrics as m
+
+from . import settings
+from .grafana import Cell, Section, custom_variable, dashboard, datasource_variable, heatmap, query, query_variable, stat, thresholds, timeseries
+from .promql import LABEL_VARIABLES, QUALITY_THRESHOLDS, TARGET_VARIABLES, QualityThreshold, by, selector, variable_matchers
+
+UID = "twilio-conference-quality"
+FILE = "twilio-conference-quality.json"
+RATE = "$__rate_interval"
+RANGE = "$__range"
+FILTERS = variable_matchers(TARGET_VARIABLES + LABEL_VARIABLES)
+BREAKDOWN = ("$breakdown",)
+SILENT = 'tag="silent"'
+
+# "Has at least one quality warning": the per-participant issue count is above its 0 bucket.
+WARNED = QualityThreshold("quality_issues", "quality_warning", m.QUALITY_ISSUES, 0.0, False, "With a quality warning")
+
+UNITS = {m.MOS: "none", m.JITTER: "s", m.LATENCY: "s", m.PACKET_LOSS: "percentunit"}
+NAMES = {m.MOS: "MOS", m.JITTER: "Jitter", m.LATENCY: "Latency", m.PACKET_LOSS: "Packet loss"}
+# Low MOS is bad, so its interesting percentiles are the low ones; for the others, the high ones.
+PERCENTILES = {m.MOS: (0.05, 0.25, 0.5), m.JITTER: (0.5, 0.9, 0.99), m.LATENCY: (0.5, 0.9, 0.99), m.PACKET_LOSS: (0.5, 0.9, 0.99)}
+# Jitter and latency are observed as both the average and the maximum of a stream.
+HAS_STAT = {m.JITTER, m.LATENCY}
+
+
+def sel(*extra: str) -> str:
+    """The dashboard's filters plus ``extra`` matchers."""
+    return selector(*FILTERS, *extra)
+
+
+def per_minute(metric: str, group: tuple[str, ...] = (), *extra: str) -> str:
+    return f"sum{by(group)}(rate({metric}_total{sel(*extra)}[{RATE}])) * 60"
+
+
+def per_summary(numerator: str, group: tuple[str, ...] = (), window: str = RATE) -> str:
+    """A counter's rate divided by the rate of summaries: "per participant"."""
+    return f"sum{by(group)}(rate({numerator}[{window}])) / sum{by(group)}(rate({m.SUMMARIES}_total{sel()}[{window}]))"
+
+
+def share_steps(alerting: bool) -> dict[str, Any]:
+    if alerting:
+        return thresholds((None, "green"), (settings.QUALITY_ALERT_SHARE, "red"))
+    return thresholds((None, "blue"))
+
+
+def overview() -> Section:
+    cells = [
+        Cell(
+            stat(
+                "Summaries",
+                "Participant summaries recorded in the selected time range (one per participant per conference).",
+                query(f"sum(increase({m.SUMMARIES}_total{sel()}[{RANGE}]))", instant=True),
+                "short",
+                thresholds((None, "blue")),
+                decimals=0,
+            ),
+            3,
+            4,
+        ),
+        Cell(
+            stat(
+                "With a quality warning",
+                "Share of participants for which Voice Insights detected at least one quality issue, over the selected range.",
+                query(WARNED.share(RANGE, FILTERS), instant=True),
+                "percentunit",
+                share_steps(False),
+            ),
+            3,
+            4,
+        ),
+    ]
+    for threshold in QUALITY_THRESHOLDS:
+        cells.append(
+            Cell(
+                stat(
+                    threshold.title,
+                    f"Share of media streams (inbound and outbound) with {threshold.title}, Twilio's threshold, over the "
+                    f"selected range. Red from {settings.QUALITY_ALERT_SHARE:.0%}, the share at which the alert fires.",
+                    query(threshold.share(RANGE, FILTERS), instant=True),
+                    "percentunit",
+                    share_steps(True),
+                ),
+                3,
+                4,
+            )
+        )
+    cells += [
+        Cell(
+            stat(
+                "Region mismatch",
+                "Share of participants whose media region differs from the conference's mixer region (a region configuration issue: media crosses regions).",
+                query(per_summary(f"{m.REGION_MISMATCH}_total{sel()}", window=RANGE), instant=True),
+                "percentunit",
+                share_steps(False),
+            ),
+            3,
+            4,
+        ),
+        Cell(
+            stat(
+                "Silent streams",
+                "Streams tagged `silent` by Voice Insights, per participant, over the selected range.",
+                query(per_summary(f"{m.TAGS}_total{sel(SILENT)}", window=RANGE), instant=True),
+                "percentunit",
+                share_steps(False),
+            ),
+            3,
+            4,
+        ),
+    ]
+    return Section("Overview", cells)
+
+
+def thresholds_over_time() -> Section:
+    cells = [
+        Cell(
+            timeseries(
+                f"{threshold.title}: share of streams",
+                f"Share of media streams with {threshold.title} (Twilio's threshold), by stream direction. The dashed "
+                f"line is the alert threshold ({settings.QUALITY_ALERT_SHARE:.0%} over {settings.QUALITY_WINDOW}).",
+                [query(threshold.share(RATE, FILTERS, ("stream",)), "{{stream}}")],
+                "percentunit",
+                maximum=1,
+                threshold=settings.QUALITY_ALERT_SHARE,
+            )
+        )
+        for threshold in QUALITY_THRESHOLDS
+    ]
+    cells += [
+        Cell(
+            timeseries(
+                "Participants with a quality warning",
+                "Share of participants for which Voice Insights detected at least one quality issue.",
+                [query(WARNED.share(RATE, FILTERS), "with a warning")],
+                "percentunit",
+                maximum=1,
+            )
+        ),
+        Cell(
+            timeseries(
+                "Packets lost, all participants",
+                "RTP packets lost over packets received, summed over every participant: the loss a listener hears on average.",
+                [
+                    query(
+                        f"sum by (stream) (rate({m.PACKETS_LOST}_total{sel()}[{RATE}])) / sum by (stream) (rate({m.PACKETS_RECEIVED}_total{sel()}[{RATE}]))",
+                        "{{stream}}",
+                    )
+                ],
+                "percentunit",
+            )
+        ),
+    ]
+    return Section("Quality past Twilio's thresholds", cells)
+
+
+def distributions() -> Section:
+    cells = []
+    for metric in (m.MOS, m.JITTER, m.LATENCY, m.PACKET_LOSS):
+        name, unit = NAMES[metric], UNITS[metric]
+        stat_matcher = ('stat="$stat"',) if metric in HAS_STAT else ()
+        which = " ($stat)" if metric in HAS_STAT else ""
+        for stream in m.STREAMS:
+            stream_matcher = f'stream="{stream}"'
+            cells.append(
+                Cell(
+                    heatmap(
+                        f"{name}{which}, {stream}",
+                        f"Distribution of {name.lower()} of {stream} streams over time. Exemplar dots lead to a call: "
+                        "hover one for its call_sid and conference_sid.",
+                        query(
+                            f"sum by (le) (rate({metric}_bucket{sel(stream_matcher, *stat_matcher)}[{RATE}]))",
+                            "{{le}}",
+                            exemplar=True,
+                            heatmap=True,
+                        ),
+                        unit,
+                    ),
+                    8,
+                )
+            )
+        cells.append(
+            Cell(
+                timeseries(
+                    f"{name}{which} percentiles",
+                    f"Percentiles of {name.lower()} by stream direction, interpolated within the buckets.",
+                    [
+                        query(
+                            f"histogram_quantile({q}, sum by (le, stream) (rate({metric}_bucket{sel(*stat_matcher)}[{RATE}])))",
+                            f"p{q * 100:g} {{{{stream}}}}",
+                            exemplar=True,
+                        )
+                        for q in PERCENTILES[metric]
+                    ],
+                    unit,
+                    maximum=1 if metric == m.PACKET_LOSS else None,
+                ),
+                8,
+            )
+        )
+    return Section("Distributions (exemplars lead to the call)", cells)
+
+
+def breakdown() -> Section:
+    cells = [
+        Cell(
+            timeseries(
+                "Summaries per minute by $breakdown",
+                "Participant summaries recorded per minute, by the label chosen in the `breakdown` variable.",
+                [query(per_minute(m.SUMMARIES, BREAKDOWN))],
+                "cpm",
+                stack=True,
+            )
+        ),
+        Cell(
+            timeseries(
+                "With a quality warning by $breakdown",
+                "Share of participants with at least one quality issue, by the chosen label.",
+                [query(WARNED.share(RATE, FILTERS, BREAKDOWN))],
+                "percentunit",
+                maximum=1,
+            )
+        ),
+    ]
+    cells += [
+        Cell(
+            timeseries(
+                f"{threshold.title} by $breakdown",
+                f"Share of media streams with {threshold.title}, by the chosen label.",
+                [query(threshold.share(RATE, FILTERS, BREAKDOWN))],
+                "percentunit",
+                maximum=1,
+                threshold=settings.QUALITY_ALERT_SHARE,
+            )
+        )
+        for threshold in QUALITY_THRESHOLDS
+    ]
+    return Section("Breakdown by $breakdown", cells)
+
+
+def volume_and_regions() -> Section:
+    return Section(
+        "Volume and regions",
+        [
+            Cell(
+                timeseries(
+                    "Summaries per minute by state and call status",
+                    "`timeout` means Twilio gave up processing after 24 h and the metrics may be missing.",
+                    [query(per_minute(m.SUMMARIES, ("processing_state", "call_status")), "{{processing_state}} / {{call_status}}")],
+                    "cpm",
+                    stack=True,
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Summaries per minute by call type and direction",
+                    "Volume trend by call type (carrier, client, sip) and direction.",
+                    [query(per_minute(m.SUMMARIES, ("call_type", "call_direction")), "{{call_type}} {{call_direction}}")],
+                    "cpm",
+                    stack=True,
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Region mismatches per minute",
+                    "Participants whose media region differs from the conference's mixer region, by the pair of regions.",
+                    [query(per_minute(m.REGION_MISMATCH, ("participant_region", "conference_region")), "{{participant_region}} → {{conference_region}}")],
+                    "cpm",
+                    stack=True,
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Region mismatch share by conference region",
+                    "Share of a mixer region's participants whose media region differs from it.",
+                    [query(per_summary(f"{m.REGION_MISMATCH}_total{sel()}", ("conference_region",)), "{{conference_region}}")],
+                    "percentunit",
+                    maximum=1,
+                )
+            ),
+        ],
+    )
+
+
+def tags() -> Section:
+    return Section(
+        "Tags, severity and silent participants",
+        [
+            Cell(
+                timeseries(
+                    "Quality tags per minute",
+                    "Voice Insights tags applied to streams (silent, high_jitter, high_latency, high_packet_loss, low_mos, ...).",
+                    [query(per_minute(m.TAGS, ("tag", "stream")), "{{tag}} {{stream}}")],
+                    "cpm",
+                    stack=True,
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Detected issues per minute by severity",
+                    "Severity Voice Insights gave each detected issue (tags_info).",
+                    [query(per_minute(m.TAG_SEVERITY, ("issue", "severity")), "{{issue}} {{severity}}")],
+                    "cpm",
+                    stack=True,
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Silent streams per participant",
+                    "Streams tagged `silent` per participant: one-way audio, a muted device or a broken media path.",
+                    [query(per_summary(f"{m.TAGS}_total{sel(SILENT)}", ("stream",)), "{{stream}}")],
+                    "percentunit",
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Degradations per minute",
+                    "Degradation occurrences Voice Insights reported within streams, by metric.",
+                    [query(per_minute(m.DEGRADATIONS, ("metric", "stream")), "{{metric}} {{stream}}")],
+                    "cpm",
+                    stack=True,
+                )
+            ),
+        ],
+    )
+
+
+def durations() -> Section:
+    cells = []
+    for metric, name in ((m.DURATION, "Time in conference"), (m.QUEUE_TIME, "Queue time")):
+        cells += [
+            Cell(
+                heatmap(
+                    name,
+                    f"Distribution of {name.lower()} per participant.",
+                    query(f"sum by (le) (rate({metric}_bucket{sel()}[{RATE}]))", "{{le}}", heatmap=True),
+                    "s",
+                ),
+                8,
+            ),
+            Cell(
+                timeseries(
+                    f"{name} percentiles",
+                    f"Percentiles of {name.lower()}, interpolated within the buckets.",
+                    [
+                        query(f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{sel()}[{RATE}])))", f"p{q * 100:g}")
+                        for q in (0.5, 0.9, 0.99)
+                    ],
+                    "s",
+                ),
+                8,
+            ),
+            Cell(
+                timeseries(
+                    f"{name}, average",
+                    f"Average {name.lower()} per participant.",
+                    [query(f"sum(rate({metric}_sum{sel()}[{RATE}])) / sum(rate({metric}_count{sel()}[{RATE}]))", "average")],
+                    "s",
+                ),
+                8,
+            ),
+        ]
+    return Section("Duration and queue time", cells)
+
+
+def activity() -> Section:
+    return Section(
+        "Hold, mute and coaching",
+        [
+            Cell(
+                timeseries(
+                    "Participant actions per minute",
+                    "Hold, mute, coaching and modify events recorded in summaries.",
+                    [query(per_minute(m.ACTIONS, ("action",)), "{{action}}")],
+                    "cpm",
+                    stack=True,
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Participant actions per participant",
+                    "How often, on average, a participant is put on hold, muted or coached.",
+                    [
+                        query(
+                            f"sum by (action) (rate({m.ACTIONS}_total{sel()}[{RATE}])) / on () group_left () sum(rate({m.SUMMARIES}_total{sel()}[{RATE}]))",
+                            "{{action}}",
+                        )
+                    ],
+                    "short",
+                )
+            ),
+        ],
+    )
+
+
+def variables() -> list[dict[str, Any]]:
+    found_in = f"{m.SUMMARIES}_total"
+    result = [
+        datasource_variable(),
+        query_variable("job", f"label_values({found_in}, job)"),
+        query_variable("instance", f'label_values({found_in}{{job=~"$job"}}, instance)'),
+    ]
+    result += [
+        query_variable(name, f'label_values({found_in}{{job=~"$job", instance=~"$instance"}}, {name})', label=name.replace("_", " "))
+        for name in LABEL_VARIABLES
+    ]
+    result += [
+        custom_variable("stat", m.STATS, label="jitter/latency stat", description="Which jitter and latency the distribution panels show: each stream's average or its maximum."),
+        custom_variable("breakdown", LABEL_VARIABLES, label="breakdown", description="The label the breakdown row splits by."),
+    ]
+    return result
+
+
+def build(generated: str) -> dict[str, Any]:
+    """The whole dashboard as a JSON-ready dict."""
+    return dashboard(
+        uid=UID,
+        title="Twilio conference quality",
+        description=f"Twilio Voice Insights conference participant summaries. Twilio's thresholds: MOS <= {m.MOS_THRESHOLD:g}, "
+        f"average jitter >= {m.JITTER_AVG_THRESHOLD_SECONDS * 1000:g} ms, average latency >= {m.LATENCY_AVG_THRESHOLD_SECONDS * 1000:g} ms, "
+        f"packet loss >= {m.PACKET_LOSS_THRESHOLD_RATIO * 100:g} %.",
+        generated=generated,
+        variables=variables(),
+        sections=[overview(), thresholds_over_time(), distributions(), breakdown(), volume_and_regions(), tags(), durations(), activity()],
+        tags=["twilio-insights", "twilio", "voice"],
+    )

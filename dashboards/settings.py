@@ -1,0 +1,48 @@
+"""The tunables of the dashboards and alerts, each written once.
+
+Twilio's quality thresholds (MOS <= 3.5, jitter >= 5 ms, ...) are not here: they belong to the
+exporter's metrics contract (:mod:`exporter.metrics`) because they are also bucket edges. What is
+here decides *when to wake someone up*, and is read by both the alert rules and the dashboards
+(the red line on a "share past threshold" panel is the share at which the alert fires).
+"""
+
+from __future__ import annotations
+
+# Where each alert's runbook lives; an alert's runbook_url is RUNBOOK_BASE_URL/<AlertName>.md.
+# Point it at your fork (or an internal wiki mirror) before loading the rules.
+RUNBOOK_BASE_URL = "https://github.com/twilio-insights-exporter/twilio-insights-exporter/blob/main/docs/runbooks"
+
+# `up` is the one series that exists when the exporter is down, and it carries only target labels,
+# so the "exporter down" alert needs to know the scrape job. The Helm chart's ServiceMonitor names
+# the job after the Service (<release>-twilio-insights-exporter); a static config should use a
+# job name containing "twilio-insights-exporter".
+EXPORTER_JOB_REGEX = ".*twilio-insights-exporter.*"
+EXPORTER_DOWN_FOR = "5m"
+
+# Twilio sends a summary up to ~30 minutes after a conference ends, and a contact centre can be
+# quiet at night: two hours without a single summary while the exporter is up means the sink,
+# the subscription or the public URL broke, not that nobody called.
+NO_SUMMARIES_FOR_SECONDS = 2 * 60 * 60
+
+# Quality alerts: the share of media streams past Twilio's threshold over QUALITY_WINDOW, for
+# streams aggregated per scrape job and stream direction. QUALITY_MIN_STREAMS keeps one bad call
+# (two streams) on a quiet evening from paging anyone; QUALITY_ALERT_SHARE is several times the
+# share a healthy contact centre sees (a few percent), so it means "something systematic".
+QUALITY_WINDOW = "30m"
+QUALITY_MIN_STREAMS = 20
+QUALITY_ALERT_SHARE = 0.10
+QUALITY_ALERT_FOR = "10m"
+
+# Webhook health: a signature failure answers 403, and Twilio discards a 4xx delivery without
+# retrying, so a broken token or public URL loses data. A few stray unsigned requests (scanners on
+# a public URL) must not page, hence both a minimum count and a share of all requests.
+WEBHOOK_WINDOW = "15m"
+SIGNATURE_FAILURE_MIN = 5
+SIGNATURE_FAILURE_SHARE = 0.10
+INVALID_EVENT_MIN = 5
+INVALID_EVENT_SHARE = 0.05
+WEBHOOK_ALERT_FOR = "5m"
+
+# A label that keeps overflowing folds new values into "other": dashboards lose detail, nothing
+# is lost in totals. Worth a ticket, not a page.
+LABEL_OVERFLOW_WINDOW = "1h"
