@@ -1,0 +1,117 @@
+"""Fixtures: the real app factory, a fresh registry per test, requests signed by the twilio SDK."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry
+
+from exporter.app import Runtime, create_apps
+from exporter.config import load_config
+from exporter.synthetic import batch_body, sign
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TOKEN = "test-auth-token-primary"
+SECONDARY_TOKEN = "test-auth-token-secondary"
+
+
+def fixture(name: str) -> Any:
+    """A fresh copy of a JSON fixture from tests/fixtures/."""
+    return copy.deepcopy(json.loads((FIXTURES / name).read_text()))
+
+
+def sample_sum(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``labels`` (0 when none)."""
+    total = 0.0
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def snapshot(registry: CollectorRegistry, prefix: str = "twilio_conference_participant_") -> dict[tuple[str, tuple], float]:
+    """Every sample under ``prefix``, to show that something did not change."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in registry.collect()
+        for s in family.samples
+        if s.name.startswith(prefix)
+    }
+
+
+@dataclass
+class Harness:
+    """The webhook and metrics applications of one exporter, with a signing client."""
+
+    client: TestClient
+    metrics: TestClient
+    registry: CollectorRegistry
+    runtime: Runtime
+    path: str = "/events"
+
+    def url(self, path: str | None = None) -> str:
+        return str(self.client.make_url(path or self.path))
+
+    async def post(
+        self,
+        payload: Any,
+        *,
+        token: str | None = TOKEN,
+        url: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> ClientResponse:
+        """POST ``payload`` (bytes, or a JSON value) signed for ``url`` with ``token`` (None: unsigned)."""
+        body = payload if isinstance(payload, bytes) else batch_body(payload) if isinstance(payload, list) else json.dumps(payload).encode()
+        target = url or self.url()
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        if token is not None:
+            target, signature = sign(target, body, token)
+            all_headers["X-Twilio-Signature"] = signature
+        # The request goes to the test server whatever host the signed URL names (proxy tests).
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(target)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        return await self.client.post(path, data=body, headers=all_headers)
+
+    def value(self, name: str, **labels: str) -> float:
+        return sample_sum(self.registry, name, **labels)
+
+
+HarnessFactory = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+def make_harness(aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch) -> HarnessFactory:
+    """Build an exporter from command-line ``args`` and environment ``env`` (defaults: signed, one token)."""
+    for name in ("TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN_SECONDARY", "TWILIO_ACCOUNT_SID", "TWILIO_API_KEY", "TWILIO_API_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+
+    async def build(*args: str, env: dict[str, str] | None = None) -> Harness:
+        for name, value in ({"TWILIO_AUTH_TOKEN": TOKEN} if env is None else env).items():
+            monkeypatch.setenv(name, value)
+        registry = CollectorRegistry()
+        apps = create_apps(load_config(list(args)), registry)
+        return Harness(
+            client=await aiohttp_client(apps.webhook),
+            metrics=await aiohttp_client(apps.metrics),
+            registry=registry,
+            runtime=apps.runtime,
+            path=apps.runtime.config.settings.webhook.path,
+        )
+
+    return build
+
+
+@pytest.fixture
+async def harness(make_harness: HarnessFactory) -> Harness:
+    return await make_harness()
