@@ -240,7 +240,15 @@ class ConfigFileSettings(_Section):
 
 
 class Settings(BaseSettings):
-    """Everything that is not a secret."""
+    """Receives Twilio Voice Insights participant summaries and serves them as Prometheus metrics.
+
+    Every flag can also be set by an environment variable TWILIO_INSIGHTS_EXPORTER_<SECTION>__<FIELD>
+    (e.g. TWILIO_INSIGHTS_EXPORTER_WEBHOOK__PUBLIC_URL) or in the YAML file of --config.file; flags win
+    over the environment, the environment over the file. Durations: 30s, 5m, 4h, 1d. Secrets are read from
+    the environment only: TWILIO_AUTH_TOKEN (and TWILIO_AUTH_TOKEN_SECONDARY during a rotation) verify
+    webhook signatures; TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_USERNAME and _PASSWORD require HTTP Basic
+    credentials on the webhook.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
