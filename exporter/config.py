@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from pydantic_core import core_schema
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -85,7 +86,19 @@ def parse_size(value: Any) -> int:
     raise ValueError(f"not a size like 1048576 or 16MiB: {value!r}")
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+class Duration(timedelta):
+    """A timedelta written and printed the Prometheus way (``4h``), in --help and --check-config alike."""
+
+    def __str__(self) -> str:
+        return format_duration(self)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            lambda value: cls(seconds=parse_duration(value).total_seconds()),
+            serialization=core_schema.plain_serializer_function_ser_schema(format_duration),
+        )
+
 ByteSize = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
 
 
@@ -124,7 +137,7 @@ class WebhookSettings(_Section):
 
 class DedupSettings(_Section):
     window: Duration = Field(
-        timedelta(hours=24),
+        Duration(hours=24),
         description="How long delivery ids and participant SIDs are remembered. At least Twilio's 4 h retry horizon; "
         "longer also covers a pull of a participant that was pushed earlier.",
     )
