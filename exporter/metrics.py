@@ -72,6 +72,8 @@ DURATION_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.
 QUEUE_TIME_BUCKETS = (1.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 # Webhook handling time: Twilio gives a receiver 5 s before it retries.
 REQUEST_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# One poll of the REST API: a few requests when quiet, minutes for a 30-day backfill or under 429s.
+PULL_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 
 # The threshold each configurable histogram must keep as an edge (config validation checks it,
 # because the dashboards and alert rules read exactly these buckets).
@@ -128,6 +130,21 @@ LABEL_OVERFLOW = f"{EXPORTER}_label_overflow"
 DEDUP_ENTRIES = f"{EXPORTER}_dedup_entries"
 LAST_SUMMARY = f"{EXPORTER}_last_summary_timestamp_seconds"
 BUILD = f"{EXPORTER}_build"
+
+PULL_API_REQUESTS = f"{EXPORTER}_pull_api_requests"
+PULL_POLLS = f"{EXPORTER}_pull_polls"
+PULL_DURATION = f"{EXPORTER}_pull_duration_seconds"
+PULL_CONFERENCES_SEEN = f"{EXPORTER}_pull_conferences_seen"
+PULL_PARTICIPANTS_SEEN = f"{EXPORTER}_pull_participants_seen"
+PULL_LAST_SUCCESS = f"{EXPORTER}_pull_last_success_timestamp_seconds"
+PULL_WATERMARK = f"{EXPORTER}_pull_watermark_timestamp_seconds"
+PULL_PENDING = f"{EXPORTER}_pull_pending_summaries"
+PULL_EXPIRED = f"{EXPORTER}_pull_expired"
+
+# Values of the pull metrics' bounded labels.
+PULL_ENDPOINTS = ("conferences", "participants")
+PULL_NETWORK_ERROR = "network_error"  # the `code` of a request that got no HTTP answer
+PROCESSING_STATES = ("complete", "in_progress", "timeout", "other")
 
 STREAMS = ("inbound", "outbound")
 STATS = ("avg", "max")
@@ -265,4 +282,51 @@ def build_exporter_metrics(registry: CollectorRegistry) -> ExporterMetrics:
         build=Info(BUILD, "Version of the exporter.", registry=registry),
     )
     m.build.info({"version": __version__, "python_version": platform.python_version()})
+    return m
+
+
+@dataclass(frozen=True, slots=True)
+class PullMetrics:
+    """The REST poller's own health (pull mode only)."""
+
+    api_requests: Counter
+    polls: Counter
+    duration: Histogram
+    conferences_seen: Counter
+    participants_seen: Counter
+    last_success: Gauge
+    watermark: Gauge
+    pending: Gauge
+    expired: Counter
+
+
+def build_pull_metrics(registry: CollectorRegistry) -> PullMetrics:
+    """Create the twilio_insights_exporter_pull_* families, with the children alerts divide by at 0."""
+    m = PullMetrics(
+        # endpoint: two values; code: an HTTP status (a few dozen exist) or network_error.
+        api_requests=Counter(
+            PULL_API_REQUESTS, "Requests to the Voice Insights REST API, by endpoint and HTTP status.", ["endpoint", "code"], registry=registry
+        ),
+        polls=Counter(PULL_POLLS, "Polls of the REST API, by outcome (success or failure).", ["outcome"], registry=registry),
+        duration=Histogram(PULL_DURATION, "Time one poll of the REST API took, retries included.", buckets=PULL_DURATION_BUCKETS, registry=registry),
+        conferences_seen=Counter(PULL_CONFERENCES_SEEN, "Conferences listed by the poller, each time it read them.", registry=registry),
+        participants_seen=Counter(
+            PULL_PARTICIPANTS_SEEN,
+            "Participant summaries listed by the poller, each time it read them, by processing_state.",
+            ["processing_state"],
+            registry=registry,
+        ),
+        last_success=Gauge(PULL_LAST_SUCCESS, "Unix time at which the last successful poll ended.", registry=registry),
+        watermark=Gauge(PULL_WATERMARK, "Unix time up to which conferences have been listed (before the overlap).", registry=registry),
+        pending=Gauge(PULL_PENDING, "Participant summaries seen in_progress and waiting for completion.", registry=registry),
+        expired=Counter(
+            PULL_EXPIRED, "Participant summaries given up on because they stayed in_progress past --pull.pending-max-age.", registry=registry
+        ),
+    )
+    for endpoint in PULL_ENDPOINTS:
+        m.api_requests.labels(endpoint, "200")
+    for outcome in ("success", "failure"):
+        m.polls.labels(outcome)
+    for state in PROCESSING_STATES:
+        m.participants_seen.labels(state)
     return m

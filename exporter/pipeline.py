@@ -84,6 +84,10 @@ class Pipeline:
         self.metrics.last_summary.set(self._clock())
         return self._count(source, SUMMARY, names.RECORDED)
 
+    def reject_summary(self, exc: ValidationError, source: str) -> str:
+        """A summary that failed validation without an envelope around it (the REST poller's): counted, not recorded."""
+        return self._invalid(source, SUMMARY, _summary_reason(exc), exc)
+
     def _count(self, source: str, kind: str, outcome: str) -> str:
         self.metrics.events.labels(source, kind, outcome).inc()
         return outcome
