@@ -252,6 +252,66 @@ class ConfigFileSettings(_Section):
     file: Path | None = Field(None, description="YAML file with any of these settings (labels, caps, allowlists, buckets, ...).")
 
 
+# The Insights API keeps summaries for 30 days: a longer lookback would ask for nothing.
+MAX_LOOKBACK = timedelta(days=30)
+
+
+class PullSettings(_Section):
+    """Pull mode: read participant summaries from the Voice Insights REST API (credentials from the environment)."""
+
+    enabled: bool = Field(
+        False, description="Poll the Voice Insights REST API for participant summaries (needs TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or TWILIO_API_KEY with TWILIO_API_SECRET)."
+    )
+    api_url: str = Field("https://insights.twilio.com", description="Base URL of the Voice Insights API (without /v1).")
+    interval: Duration = Field(Duration(minutes=1), description="Time between the start of one poll and the next.")
+    overlap: Duration = Field(
+        Duration(hours=1),
+        description="Each poll lists conferences created since the last poll minus this much, for conferences the API lists late.",
+    )
+    lookback: Duration = Field(
+        Duration(hours=1),
+        description="How far back the first poll reads when there is no saved watermark; up to 30d for a deliberate backfill.",
+    )
+    page_size: int = Field(1000, ge=1, le=1000, description="Items per page of the API's lists (1-1000): fewer requests, fewer 429s.")
+    concurrency: int = Field(4, ge=1, le=64, description="Requests to the API in flight at once.")
+    pending_max_age: Duration = Field(
+        Duration(hours=12),
+        description="How long a conference with in_progress summaries is re-read before its summaries are given up (counted as expired).",
+    )
+    timeout: Duration = Field(Duration(seconds=30), description="Time allowed for one API request.")
+    retries: int = Field(5, ge=0, le=20, description="Retries of a request that got a 429, a 5xx or no answer.")
+    backoff: Duration = Field(Duration(seconds=1), description="Wait before the first retry; doubles on each retry (a 429's Retry-After wins).")
+    max_backoff: Duration = Field(Duration(minutes=5), description="Longest wait before a retry, Retry-After included.")
+
+    @field_validator("lookback")
+    @classmethod
+    def _within_retention(cls, value: timedelta) -> timedelta:
+        if value > MAX_LOOKBACK:
+            raise ValueError("must be at most 30d: the Insights API keeps summaries for 30 days")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("interval", "timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be more than 0s")
+        return value
+
+
+class StateSettings(_Section):
+    path: Path | None = Field(
+        None,
+        description="SQLite file keeping dedup keys and the poll watermark across restarts (webhook and pull). Default: in memory only.",
+    )
+
+
 class Settings(BaseSettings):
     """Receives Twilio Voice Insights participant summaries and serves them as Prometheus metrics.
 
@@ -260,7 +320,8 @@ class Settings(BaseSettings):
     over the environment, the environment over the file. Durations: 30s, 5m, 4h, 1d. Secrets are read from
     the environment only: TWILIO_AUTH_TOKEN (and TWILIO_AUTH_TOKEN_SECONDARY during a rotation) verify
     webhook signatures; TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_USERNAME and _PASSWORD require HTTP Basic
-    credentials on the webhook.
+    credentials on the webhook. Pull mode (--pull.enabled) authenticates with TWILIO_ACCOUNT_SID and
+    TWILIO_AUTH_TOKEN, or TWILIO_API_KEY and TWILIO_API_SECRET.
     """
 
     model_config = SettingsConfigDict(
@@ -282,11 +343,26 @@ class Settings(BaseSettings):
     buckets: BucketSettings = Field(default_factory=BucketSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     config: ConfigFileSettings = Field(default_factory=ConfigFileSettings)
+    pull: PullSettings = Field(default_factory=PullSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
     check_config: bool = Field(False, description="Load and validate the configuration, print it (secrets masked) and exit.")
 
     # Set by load_settings() before the sources run; a class attribute because pydantic-settings
     # builds its sources in a classmethod.
     _yaml_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pull_within_dedup_window(self) -> Settings:
+        # The poller re-reads a conference for up to the overlap (or, while summaries are pending,
+        # pending_max_age) plus one interval; a participant key that expired before that would be
+        # recorded a second time.
+        pull = self.pull
+        if pull.enabled and max(pull.overlap, pull.pending_max_age) + pull.interval > self.dedup.window:
+            raise ValueError(
+                "dedup.window must be at least max(pull.overlap, pull.pending_max_age) + pull.interval, "
+                "or a re-read participant would be counted twice"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -314,12 +390,26 @@ class Secrets(BaseSettings):
     )
     basic_auth_username: str | None = Field(None, validation_alias=ENV_PREFIX + "BASIC_AUTH_USERNAME")
     basic_auth_password: SecretStr | None = Field(None, validation_alias=ENV_PREFIX + "BASIC_AUTH_PASSWORD")
+    # Pull mode authenticates to the REST API with the Account SID and auth token, or with an API key.
+    account_sid: str | None = Field(None, validation_alias="TWILIO_ACCOUNT_SID", description="Account SID, the REST API user with TWILIO_AUTH_TOKEN.")
+    api_key: str | None = Field(None, validation_alias="TWILIO_API_KEY", description="API key SID (SK...), the REST API user with TWILIO_API_SECRET.")
+    api_secret: SecretStr | None = Field(None, validation_alias="TWILIO_API_SECRET", description="Secret of TWILIO_API_KEY.")
 
     @model_validator(mode="after")
     def _basic_auth_pair(self) -> Secrets:
         if (self.basic_auth_username is None) != (self.basic_auth_password is None):
             raise ValueError(f"set both {ENV_PREFIX}BASIC_AUTH_USERNAME and {ENV_PREFIX}BASIC_AUTH_PASSWORD, or neither")
+        if (self.api_key is None) != (self.api_secret is None):
+            raise ValueError("set both TWILIO_API_KEY and TWILIO_API_SECRET, or neither")
         return self
+
+    def api_credentials(self) -> tuple[str, str] | None:
+        """HTTP Basic user and password for the REST API: the API key if set, else the Account SID and auth token."""
+        if self.api_key and self.api_secret and self.api_secret.get_secret_value():
+            return self.api_key, self.api_secret.get_secret_value()
+        if self.account_sid and self.auth_token and self.auth_token.get_secret_value():
+            return self.account_sid, self.auth_token.get_secret_value()
+        return None
 
     def auth_tokens(self) -> list[str]:
         """Every accepted auth token, primary first."""
@@ -333,6 +423,12 @@ class Config(BaseModel):
 
     settings: Settings
     secrets: Secrets
+
+    @model_validator(mode="after")
+    def _pull_has_credentials(self) -> Config:
+        if self.settings.pull.enabled and self.secrets.api_credentials() is None:
+            raise ValueError("--pull.enabled needs TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or TWILIO_API_KEY with TWILIO_API_SECRET")
+        return self
 
 
 def load_config(argv: list[str] | None = None) -> Config:
