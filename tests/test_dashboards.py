@@ -1,0 +1,159 @@
+"""The committed dashboards: generated from their source, importable, and consistent with the contract."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from dashboards import generate, health, quality, settings
+from dashboards.promql import LABEL_VARIABLES
+from exporter import metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+FILES = {quality.UID: ROOT / "dashboards" / quality.FILE, health.UID: ROOT / "dashboards" / health.FILE}
+# Panel types Grafana renders without Angular (graph, singlestat, table-old, ... are Angular-only).
+REACT_PANEL_TYPES = {"row", "timeseries", "stat", "heatmap"}
+BUILT_IN = {"__rate_interval", "__range", "__interval"}
+
+
+def load(uid: str) -> dict:
+    return json.loads(FILES[uid].read_text(encoding="utf-8"))
+
+
+def panels(dashboard: dict) -> list[dict]:
+    return [panel for panel in dashboard["panels"] if panel["type"] != "row"]
+
+
+def targets(dashboard: dict) -> list[tuple[dict, dict]]:
+    return [(panel, target) for panel in panels(dashboard) for target in panel["targets"]]
+
+
+@pytest.mark.parametrize("uid", sorted(FILES))
+def test_committed_dashboard_is_what_the_generator_writes(uid):
+    assert FILES[uid].read_text(encoding="utf-8") == generate.render()[FILES[uid]], "run `python -m dashboards.generate`"
+
+
+def test_check_mode_fails_and_names_the_file_when_a_generated_file_differs(monkeypatch, capsys):
+    assert generate.main(["--check"]) == 0
+    fresh = generate.render()
+    monkeypatch.setattr(generate, "render", lambda: {**fresh, FILES[quality.UID]: fresh[FILES[quality.UID]].replace("MOS", "M0S")})
+    assert generate.main(["--check"]) == 1
+    assert f"dashboards/{quality.FILE} differs from a fresh generation" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("uid", sorted(FILES))
+def test_dashboard_says_it_is_generated_and_keeps_its_uid(uid):
+    dashboard = load(uid)
+    assert dashboard["__generated"] == generate.NOTICE
+    assert dashboard["uid"] == uid
+    assert dashboard["schemaVersion"] == 41
+
+
+def test_uids_are_the_stable_ones_links_and_the_helm_chart_rely_on():
+    assert sorted(FILES) == ["twilio-conference-quality", "twilio-insights-exporter"]
+
+
+@pytest.mark.parametrize("uid", sorted(FILES))
+def test_only_react_panel_types_are_used(uid):
+    assert {panel["type"] for panel in load(uid)["panels"]} <= REACT_PANEL_TYPES
+
+
+@pytest.mark.parametrize("uid", sorted(FILES))
+def test_panel_ids_are_unique_and_panels_do_not_overlap(uid):
+    dashboard = load(uid)
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    occupied: set[tuple[int, int]] = set()
+    for panel in dashboard["panels"]:
+        pos = panel["gridPos"]
+        assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24
+        cells = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+        assert not cells & occupied, panel["title"]
+        occupied |= cells
+
+
+@pytest.mark.parametrize("uid", sorted(FILES))
+def test_every_query_uses_the_datasource_variable_and_a_unique_ref_id(uid):
+    dashboard = load(uid)
+    for panel in panels(dashboard):
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert [t["refId"] for t in panel["targets"]] == [chr(ord("A") + i) for i in range(len(panel["targets"]))]
+        assert all(t["datasource"] == panel["datasource"] for t in panel["targets"])
+
+
+@pytest.mark.parametrize("uid", sorted(FILES))
+def test_every_range_vector_uses_rate_interval_or_the_dashboard_range(uid):
+    windows = {w for _, target in targets(load(uid)) for w in re.findall(r"\[([^\]]+)\]", target["expr"])}
+    assert windows <= {"$__rate_interval", "$__range"}
+    assert "$__rate_interval" in windows
+
+
+@pytest.mark.parametrize("uid", sorted(FILES))
+def test_every_variable_a_query_uses_is_defined(uid):
+    dashboard = load(uid)
+    defined = {variable["name"] for variable in dashboard["templating"]["list"]}
+    texts = [t["expr"] for _, t in targets(dashboard)] + [p["title"] for p in dashboard["panels"]]
+    texts += [v["definition"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    used = {name for text in texts for name in re.findall(r"\$\{?(\w+)", text)} - BUILT_IN
+    assert used <= defined
+    assert defined - {"datasource"} <= used
+
+
+def test_quality_dashboard_has_a_variable_for_datasource_target_and_each_common_label():
+    names = [variable["name"] for variable in load(quality.UID)["templating"]["list"]]
+    assert names == ["datasource", "job", "instance", *LABEL_VARIABLES, "stat", "breakdown"]
+    assert LABEL_VARIABLES == ("call_type", "call_direction", "participant_region", "conference_region", "country_code", "participant_label")
+
+
+def test_every_distribution_of_a_quality_metric_shows_exemplars():
+    quality_metrics = (metrics.MOS, metrics.JITTER, metrics.LATENCY, metrics.PACKET_LOSS)
+    distribution = [
+        (panel, target)
+        for panel, target in targets(load(quality.UID))
+        if any(f"{name}_bucket" in target["expr"] for name in quality_metrics) and "le=" not in target["expr"]
+    ]
+    assert len(distribution) == 4 * 2 + 3 * 4  # two heatmaps and three percentiles per metric
+    assert all(target.get("exemplar") is True for _, target in distribution)
+    heatmaps = [panel for panel, _ in distribution if panel["type"] == "heatmap"]
+    assert all(panel["options"]["exemplars"]["color"] for panel in heatmaps)
+    assert all(target["format"] == "heatmap" for panel, target in distribution if panel["type"] == "heatmap")
+
+
+def test_threshold_share_panels_turn_red_at_the_alert_share():
+    stats = {panel["title"]: panel for panel in panels(load(quality.UID)) if panel["type"] == "stat"}
+    for title in ("MOS ≤ 3.5", "Average jitter ≥ 5 ms", "Average latency ≥ 150 ms", "Packet loss ≥ 5 %"):
+        steps = stats[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert steps == [{"color": "green", "value": None}, {"color": "red", "value": settings.QUALITY_ALERT_SHARE}]
+
+
+def test_health_dashboard_covers_what_an_operator_asks():
+    exprs = " ".join(t["expr"] for _, t in targets(load(health.UID)))
+    for name in (
+        metrics.WEBHOOK_REQUESTS,
+        metrics.WEBHOOK_REJECTIONS,
+        metrics.WEBHOOK_REQUEST_DURATION,
+        metrics.EVENTS,
+        metrics.INVALID_EVENTS,
+        metrics.SIGNATURE_FAILURES,
+        metrics.BASIC_AUTH_FAILURES,
+        metrics.LABEL_OVERFLOW,
+        metrics.DEDUP_ENTRIES,
+        metrics.LAST_SUMMARY,
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+    ):
+        assert name in exprs, name
+    assert 'outcome="duplicate"' in exprs
+
+
+def test_quality_dashboard_covers_every_participant_metric():
+    exprs = " ".join(t["expr"] for _, t in targets(load(quality.UID)))
+    for name in (
+        metrics.SUMMARIES, metrics.MOS, metrics.JITTER, metrics.LATENCY, metrics.PACKET_LOSS, metrics.PACKETS_RECEIVED,
+        metrics.PACKETS_LOST, metrics.TAGS, metrics.TAG_SEVERITY, metrics.DEGRADATIONS, metrics.QUALITY_ISSUES,
+        metrics.DURATION, metrics.QUEUE_TIME, metrics.ACTIONS, metrics.REGION_MISMATCH,
+    ):  # fmt: skip
+        assert name in exprs, name
