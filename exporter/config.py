@@ -388,8 +388,12 @@ class Secrets(BaseSettings):
     auth_token_secondary: SecretStr | None = Field(
         None, validation_alias="TWILIO_AUTH_TOKEN_SECONDARY", description="A second accepted auth token, for rotations."
     )
-    basic_auth_username: str | None = Field(None, validation_alias=ENV_PREFIX + "BASIC_AUTH_USERNAME")
-    basic_auth_password: SecretStr | None = Field(None, validation_alias=ENV_PREFIX + "BASIC_AUTH_PASSWORD")
+    basic_auth_username: str | None = Field(
+        None, validation_alias=ENV_PREFIX + "BASIC_AUTH_USERNAME", description="With the password: HTTP Basic credentials the webhook requires."
+    )
+    basic_auth_password: SecretStr | None = Field(
+        None, validation_alias=ENV_PREFIX + "BASIC_AUTH_PASSWORD", description="Password of the webhook's HTTP Basic credentials."
+    )
     # Pull mode authenticates to the REST API with the Account SID and auth token, or with an API key.
     account_sid: str | None = Field(None, validation_alias="TWILIO_ACCOUNT_SID", description="Account SID, the REST API user with TWILIO_AUTH_TOKEN.")
     api_key: str | None = Field(None, validation_alias="TWILIO_API_KEY", description="API key SID (SK...), the REST API user with TWILIO_API_SECRET.")
