@@ -1,0 +1,189 @@
+"""The exporter, started with exactly the args and env the chart's Deployment renders, runs.
+
+Each scenario's Deployment is read back from the rendered manifests and "scheduled" locally the
+way the kubelet would: ConfigMap volumes become files in a temporary directory (args that point
+into a mount are rewritten to it), ``secretKeyRef`` variables are resolved from the rendered
+Secret (or from a stand-in for ``existingSecret``), and the two listen addresses become free
+loopback ports. Then a delivery signed for the public URL Twilio would call must be recorded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
+from tests.exporter_process import ROOT as EXPORTER_ROOT
+from tests.exporter_process import start_exporter
+from tests.helm_chart import Rendering, container_args, render_scenario, scenario_names
+
+# Stands in for the Secret that existing-secret-values.yaml names and the chart does not create.
+EXISTING_SECRETS = {
+    "twilio-credentials": {
+        "TWILIO_AUTH_TOKEN": "existing-auth-token",
+        "BASIC_USER": "hooks",
+        "BASIC_PASSWORD": "existing-basic-password",
+    }
+}
+# "default" has no auth token: the kubelet refuses to start that pod (see the test below).
+# "persistence" passes --state.path, which arrives with the state store; add it here then.
+NOT_RUN = {"default", "persistence"}
+RUN = [name for name in scenario_names() if name not in NOT_RUN]
+
+
+class MissingSecretKey(Exception):
+    """What the kubelet reports as CreateContainerConfigError."""
+
+
+def secret_data(rendering: Rendering) -> dict[str, dict[str, str]]:
+    rendered = {
+        m.name: {key: base64.b64decode(value).decode() for key, value in (m.doc.get("data") or {}).items()}
+        for m in rendering.of_kind("Secret")
+    }
+    return EXISTING_SECRETS | rendered
+
+
+def resolve_env(rendering: Rendering) -> dict[str, str]:
+    """The container's environment as the kubelet builds it from ``env``."""
+    secrets = secret_data(rendering)
+    env: dict[str, str] = {}
+    for variable in rendering.deployment_container()["env"]:
+        if "value" in variable:
+            env[variable["name"]] = variable["value"]
+            continue
+        ref = variable["valueFrom"]["secretKeyRef"]
+        value = secrets.get(ref["name"], {}).get(ref["key"])
+        if value is None:
+            if ref.get("optional", False):
+                continue
+            raise MissingSecretKey(f"couldn't find key {ref['key']} in Secret {ref['name']}")
+        env[variable["name"]] = value
+    return env
+
+
+def materialise_volumes(rendering: Rendering, tmp_path: Path) -> list[str]:
+    """Write each ConfigMap volume to a directory; return the args with mount paths rewritten."""
+    pod = rendering.one("Deployment")["spec"]["template"]["spec"]
+    container = rendering.deployment_container()
+    config_maps = {m.name: m.doc for m in rendering.of_kind("ConfigMap")}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    args = list(container["args"])
+    for mount in container["volumeMounts"]:
+        source = volumes[mount["name"]]["configMap"]["name"]
+        directory = tmp_path / mount["name"]
+        directory.mkdir()
+        for key, content in config_maps[source]["data"].items():
+            (directory / key).write_text(content)
+        args = [arg.replace(mount["mountPath"] + "/", f"{directory}/") for arg in args]
+    return args
+
+
+def loopback_args(rendering: Rendering, tmp_path: Path) -> list[str]:
+    """The rendered args, minus the listen addresses (start_exporter binds free loopback ports)."""
+    container = rendering.deployment_container()
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    parsed = container_args(container)
+    # Dropping them is only sound if they name the ports the Services and probes point at.
+    assert parsed["--web.listen-address"] == f":{ports['metrics']}"
+    assert parsed["--webhook.listen-address"] == f":{ports['webhook']}"
+    listen = ("--web.listen-address=", "--webhook.listen-address=")
+    return [arg for arg in materialise_volumes(rendering, tmp_path) if not arg.startswith(listen)]
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def metric_value(metrics_url: str, sample: str) -> float | None:
+    with urllib.request.urlopen(metrics_url + "/metrics", timeout=10) as answer:
+        for line in answer.read().decode().splitlines():
+            name, _, value = line.rpartition(" ")
+            if name == sample:
+                return float(value)
+    return None
+
+
+def test_the_scenarios_left_out_are_exactly_the_documented_ones():
+    assert sorted(RUN) == ["all", "existing-secret", "hpa", "httproute", "ingress", "networkpolicy"]
+
+
+def test_without_an_auth_token_the_pod_cannot_start():
+    with pytest.raises(MissingSecretKey, match="couldn't find key auth-token in Secret tie-twilio-insights-exporter"):
+        resolve_env(render_scenario("default"))
+
+
+@pytest.mark.parametrize("scenario", RUN)
+def test_the_rendered_config_validates_with_check_config(scenario, tmp_path):
+    rendering = render_scenario(scenario)
+    env = resolve_env(rendering)
+    checked = subprocess.run(
+        [sys.executable, "-m", "exporter", *loopback_args(rendering, tmp_path), "--check-config"],
+        cwd=EXPORTER_ROOT,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr
+    report = json.loads(checked.stdout)
+    settings = report["settings"]
+    args = container_args(rendering.deployment_container())
+    assert settings["webhook"]["public_url"] == args.get("--webhook.public-url")
+    assert settings["log"] == {"level": args["--log.level"], "format": args["--log.format"]}
+    assert report["auth_tokens"] == (2 if scenario == "all" else 1)
+    if scenario == "all":
+        # The ConfigMap's YAML reached the exporter.
+        assert settings["labels"]["account_sid"] is True
+        assert settings["labels"]["limits"]["participant_label"]["allowlist"] == ["agent", "customer"]
+        assert settings["dedup"]["window"] == "6h"
+        assert settings["dedup"]["max_entries"] == 200000
+        assert settings["webhook"]["max_body_size"] == 32 * 1024**2
+
+
+@pytest.mark.parametrize("scenario", RUN)
+def test_exporter_started_as_the_deployment_says_records_a_delivery_signed_for_the_public_url(scenario, tmp_path):
+    rendering = render_scenario(scenario)
+    env = resolve_env(rendering)
+    args = loopback_args(rendering, tmp_path)
+    path = container_args(rendering.deployment_container())["--webhook.path"]
+    public_url = container_args(rendering.deployment_container()).get("--webhook.public-url")
+    headers = {}
+    if "TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_USERNAME" in env:
+        credentials = f"{env['TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_USERNAME']}:{env['TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_PASSWORD']}"
+        headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+    body = batch_body([cloud_event(generate_summary(random.Random(4)))])
+    with start_exporter(*args, env=env, tmp_path=tmp_path, webhook_path=path) as exporter:
+        assert metric_value(exporter.metrics_url, 'twilio_insights_exporter_build_info{python_version="%s",version="0.1.0"}' % _python_version()) == 1.0
+        # Twilio signs the URL it calls; behind the ingress that is the public URL, not ours.
+        signed_url, signature = sign(public_url or exporter.webhook_url, body, env["TWILIO_AUTH_TOKEN"])
+        query = signed_url.partition("?")[2]
+        status, answer = post(f"{exporter.webhook_url}?{query}", body, {**headers, "X-Twilio-Signature": signature})
+        assert (status, answer) == (200, {"recorded": 1})
+        recorded = 'twilio_insights_exporter_events_total{outcome="recorded",source="webhook",type="summary"}'
+        assert metric_value(exporter.metrics_url, recorded) == 1.0
+        if public_url is not None:
+            # The same delivery signed for the URL the exporter sees locally is refused: the
+            # public URL, and only it, is what signatures are checked against.
+            local_url, local_signature = sign(exporter.webhook_url, body, env["TWILIO_AUTH_TOKEN"])
+            status, _ = post(local_url, body, {**headers, "X-Twilio-Signature": local_signature})
+            assert status == 403
+
+
+def _python_version() -> str:
+    import platform
+
+    return platform.python_version()
