@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from .config import Config
@@ -56,6 +56,9 @@ class Apps:
 
 def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     """Build the webhook and metrics applications around one runtime and ``registry``."""
+    # A *_created sample per child would double the series count for a timestamp nobody graphs
+    # (rate() does not need it). The switch is process-wide, as prometheus_client offers it.
+    disable_created_metrics()
     runtime = Runtime.build(config, registry)
     settings = config.settings
 
