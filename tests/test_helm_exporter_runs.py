@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import platform
 import random
 import subprocess
 import sys
@@ -167,7 +168,7 @@ def test_exporter_started_as_the_deployment_says_records_a_delivery_signed_for_t
         headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
     body = batch_body([cloud_event(generate_summary(random.Random(4)))])
     with start_exporter(*args, env=env, tmp_path=tmp_path, webhook_path=path) as exporter:
-        assert metric_value(exporter.metrics_url, 'twilio_insights_exporter_build_info{python_version="%s",version="0.1.0"}' % _python_version()) == 1.0
+        assert metric_value(exporter.metrics_url, 'twilio_insights_exporter_build_info{python_version="%s",version="0.1.0"}' % platform.python_version()) == 1.0
         # Twilio signs the URL it calls; behind the ingress that is the public URL, not ours.
         signed_url, signature = sign(public_url or exporter.webhook_url, body, env["TWILIO_AUTH_TOKEN"])
         query = signed_url.partition("?")[2]
@@ -181,9 +182,3 @@ def test_exporter_started_as_the_deployment_says_records_a_delivery_signed_for_t
             local_url, local_signature = sign(exporter.webhook_url, body, env["TWILIO_AUTH_TOKEN"])
             status, _ = post(local_url, body, {**headers, "X-Twilio-Signature": local_signature})
             assert status == 403
-
-
-def _python_version() -> str:
-    import platform
-
-    return platform.python_version()
