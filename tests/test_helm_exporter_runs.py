@@ -36,8 +36,7 @@ EXISTING_SECRETS = {
     }
 }
 # "default" has no auth token: the kubelet refuses to start that pod (see the test below).
-# "persistence" passes --state.path, which arrives with the state store; add it here then.
-NOT_RUN = {"default", "persistence"}
+NOT_RUN = {"default"}
 RUN = [name for name in scenario_names() if name not in NOT_RUN]
 
 
@@ -72,18 +71,22 @@ def resolve_env(rendering: Rendering) -> dict[str, str]:
 
 
 def materialise_volumes(rendering: Rendering, tmp_path: Path) -> list[str]:
-    """Write each ConfigMap volume to a directory; return the args with mount paths rewritten."""
+    """Each volume as a directory (a ConfigMap's keys as files, a claim empty, as when new);
+    return the args with mount paths rewritten to those directories."""
     pod = rendering.one("Deployment")["spec"]["template"]["spec"]
     container = rendering.deployment_container()
     config_maps = {m.name: m.doc for m in rendering.of_kind("ConfigMap")}
     volumes = {v["name"]: v for v in pod["volumes"]}
     args = list(container["args"])
     for mount in container["volumeMounts"]:
-        source = volumes[mount["name"]]["configMap"]["name"]
+        volume = volumes[mount["name"]]
         directory = tmp_path / mount["name"]
         directory.mkdir()
-        for key, content in config_maps[source]["data"].items():
-            (directory / key).write_text(content)
+        if "configMap" in volume:
+            for key, content in config_maps[volume["configMap"]["name"]]["data"].items():
+                (directory / key).write_text(content)
+        else:
+            assert set(volume) == {"name", "persistentVolumeClaim"}, volume
         args = [arg.replace(mount["mountPath"] + "/", f"{directory}/") for arg in args]
     return args
 
@@ -119,7 +122,7 @@ def metric_value(metrics_url: str, sample: str) -> float | None:
 
 
 def test_the_scenarios_left_out_are_exactly_the_documented_ones():
-    assert sorted(RUN) == ["all", "existing-secret", "hpa", "httproute", "ingress", "networkpolicy"]
+    assert sorted(RUN) == ["all", "existing-secret", "hpa", "httproute", "ingress", "networkpolicy", "persistence"]
 
 
 def test_without_an_auth_token_the_pod_cannot_start():
@@ -176,6 +179,11 @@ def test_exporter_started_as_the_deployment_says_records_a_delivery_signed_for_t
         assert (status, answer) == (200, {"recorded": 1})
         recorded = 'twilio_insights_exporter_events_total{outcome="recorded",source="webhook",type="summary"}'
         assert metric_value(exporter.metrics_url, recorded) == 1.0
+        state_path = container_args(rendering.deployment_container()).get("--state.path")
+        if state_path is not None:
+            # The state file lands on the claim's mount, the one writable place in the pod.
+            assert state_path == "/var/lib/twilio-insights-exporter/state.sqlite"
+            assert (tmp_path / "state" / "state.sqlite").is_file()
         if public_url is not None:
             # The same delivery signed for the URL the exporter sees locally is refused: the
             # public URL, and only it, is what signatures are checked against.
