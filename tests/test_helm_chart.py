@@ -43,7 +43,7 @@ PUBLIC_URL = "https://twilio-hooks.example.com/events"
 
 
 def test_the_scenarios_cover_what_the_issue_asks_for():
-    assert SCENARIOS == ["default", "all", "existing-secret", "hpa", "httproute", "ingress", "networkpolicy", "persistence"]
+    assert SCENARIOS == ["default", "all", "existing-secret", "hpa", "httproute", "ingress", "networkpolicy", "persistence", "pull"]
 
 
 # --- lint and schemas ------------------------------------------------------------------------
@@ -263,6 +263,9 @@ def test_secrets_reach_the_exporter_only_as_environment_variables_from_the_secre
         "TWILIO_AUTH_TOKEN_SECONDARY": {"name": FULLNAME, "key": "auth-token-secondary", "optional": True},
         "TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_USERNAME": {"name": FULLNAME, "key": "basic-auth-username", "optional": True},
         "TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_PASSWORD": {"name": FULLNAME, "key": "basic-auth-password", "optional": True},
+        "TWILIO_ACCOUNT_SID": {"name": FULLNAME, "key": "account-sid", "optional": True},
+        "TWILIO_API_KEY": {"name": FULLNAME, "key": "api-key", "optional": True},
+        "TWILIO_API_SECRET": {"name": FULLNAME, "key": "api-secret", "optional": True},
     }
     assert not any("test-auth-token" in arg for arg in rendering.deployment_container()["args"])
 
@@ -446,6 +449,21 @@ def test_persistence_mounts_a_claim_passes_the_state_path_and_recreates_pods():
         "resources": {"requests": {"storage": "2Gi"}},
     }
     assert "--state.path" not in container_args(render_scenario("default").deployment_container())
+
+
+def test_pull_mode_passes_the_flag_and_the_api_key_from_the_secret():
+    rendering = render_scenario("pull")
+    assert "--pull.enabled" in rendering.deployment_container()["args"]
+    decoded = {key: base64.b64decode(value).decode() for key, value in rendering.one("Secret")["data"].items()}
+    assert decoded == {"auth-token": "test-auth-token", "api-key": "SKtest0000000000000000000000000000", "api-secret": "test-api-secret"}
+    assert "--pull.enabled" not in render_scenario("default").deployment_container()["args"]
+
+
+@pytest.mark.parametrize("values", [{"replicaCount": 2}, {"autoscaling": {"enabled": True}}])
+def test_pull_mode_refuses_more_than_one_replica(values):
+    with pytest.raises(helm.HelmRenderError) as failed:
+        render({"pull": {"enabled": True}, **values})
+    assert "pull.enabled needs exactly one replica" in str(failed.value)
 
 
 # --- ServiceMonitor, rules and dashboards from the repository --------------------------------
