@@ -25,7 +25,7 @@ import pytest
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests.exporter_process import ROOT as EXPORTER_ROOT
 from tests.exporter_process import start_exporter
-from tests.helm_chart import Rendering, container_args, render_scenario, scenario_names
+from tests.helm_chart import Rendering, container_args, render_scenario, scenario_names, scenario_values
 
 # Stands in for the Secret that existing-secret-values.yaml names and the chart does not create.
 EXISTING_SECRETS = {
@@ -105,6 +105,32 @@ def loopback_args(rendering: Rendering, tmp_path: Path) -> list[str]:
     return [arg for arg in materialise_volumes(rendering, tmp_path) if not arg.startswith(listen)]
 
 
+def url_twilio_calls(rendering: Rendering, scenario: str) -> str | None:
+    """The sink URL, read from what exposes the webhook (not from the exporter's own flags)."""
+    if ingresses := rendering.of_kind("Ingress"):
+        spec = ingresses[0].doc["spec"]
+        host, path = spec["rules"][0]["host"], spec["rules"][0]["http"]["paths"][0]["path"]
+        scheme = "https" if any(host in tls["hosts"] for tls in spec.get("tls", [])) else "http"
+        return f"{scheme}://{host}{path}"
+    if routes := rendering.of_kind("HTTPRoute"):
+        spec = routes[0].doc["spec"]
+        return f"https://{spec['hostnames'][0]}{spec['rules'][0]['matches'][0]['path']['value']}"
+    # A proxy outside the chart (here a LoadBalancer): the operator states its URL.
+    return (scenario_values(scenario) or {}).get("webhook", {}).get("publicUrl")
+
+
+def test_the_url_twilio_calls_is_known_for_each_exposed_scenario():
+    assert {name: url_twilio_calls(render_scenario(name), name) for name in RUN} == {
+        "all": "https://twilio-hooks.example.com/events",
+        "existing-secret": None,
+        "hpa": None,
+        "httproute": "https://twilio-hooks.example.com/events",
+        "ingress": "https://twilio-hooks.example.com/events",
+        "networkpolicy": "https://twilio-hooks.example.com/events",
+        "persistence": None,
+    }
+
+
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
     request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json", **headers})
     try:
@@ -171,7 +197,7 @@ def test_exporter_started_as_the_deployment_says_records_a_delivery_signed_for_t
     env = resolve_env(rendering)
     args = loopback_args(rendering, tmp_path)
     path = container_args(rendering.deployment_container())["--webhook.path"]
-    public_url = container_args(rendering.deployment_container()).get("--webhook.public-url")
+    public_url = url_twilio_calls(rendering, scenario)
     headers = {}
     if "TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_USERNAME" in env:
         credentials = f"{env['TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_USERNAME']}:{env['TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_PASSWORD']}"
@@ -179,7 +205,8 @@ def test_exporter_started_as_the_deployment_says_records_a_delivery_signed_for_t
     body = batch_body([cloud_event(generate_summary(random.Random(4)))])
     with start_exporter(*args, env=env, tmp_path=tmp_path, webhook_path=path) as exporter:
         assert metric_value(exporter.metrics_url, 'twilio_insights_exporter_build_info{python_version="%s",version="0.1.0"}' % platform.python_version()) == 1.0
-        # Twilio signs the URL it calls; behind the ingress that is the public URL, not ours.
+        # Twilio signs the URL it calls; behind the ingress that is the public URL, not the one the
+        # exporter sees. It verifies only if the Deployment told the exporter that URL.
         signed_url, signature = sign(public_url or exporter.webhook_url, body, env["TWILIO_AUTH_TOKEN"])
         query = signed_url.partition("?")[2]
         status, answer = post(f"{exporter.webhook_url}?{query}", body, {**headers, "X-Twilio-Signature": signature})
