@@ -17,9 +17,11 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from .config import Config
 from .dedup import Window
 from .keys import RUNTIME
-from .metrics import ExporterMetrics, build_exporter_metrics
+from .metrics import ExporterMetrics, build_exporter_metrics, build_pull_metrics
 from .pipeline import Pipeline
+from .pull import Poller, pull_context
 from .recorder import Recorder
+from .state import EVENT_ID, PARTICIPANT_SID, StateStore, state_context
 from .webhook import BasicAuth, SignatureVerifier, handle_webhook
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ class Runtime:
     verifier: SignatureVerifier
     basic_auth: BasicAuth
     ready: bool = field(default=False)
+    # Opened and closed by the metrics application's cleanup_ctx.
+    state: StateStore | None = None
+    # Set when --pull.enabled; runs as a background task of the metrics application.
+    poller: Poller | None = None
 
     @classmethod
     def build(cls, config: Config, registry: CollectorRegistry) -> Runtime:
@@ -78,6 +84,16 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
 
     metrics = web.Application()
     metrics[RUNTIME] = runtime
+    # The metrics application starts first and stops last (__main__), so the state is loaded
+    # before the first delivery and saved after the last. Dedup keys go to the store only when it
+    # is a file: in memory they would be a second copy of the windows.
+    pipeline = runtime.pipeline
+    runtime.state = StateStore(settings.state.path, settings.dedup.window.total_seconds())
+    persisted = {EVENT_ID: pipeline.event_ids, PARTICIPANT_SID: pipeline.participants} if runtime.state.persistent else {}
+    metrics.cleanup_ctx.append(state_context(runtime.state, persisted))
+    if settings.pull.enabled:
+        runtime.poller = Poller.build(config, pipeline, runtime.state, build_pull_metrics(registry))
+        metrics.cleanup_ctx.append(pull_context(runtime.poller))
     metrics.router.add_get(settings.web.telemetry_path, make_aiohttp_handler(registry))
     metrics.router.add_get("/-/healthy", healthy)
     metrics.router.add_get("/-/ready", ready)

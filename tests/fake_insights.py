@@ -1,0 +1,217 @@
+"""A fake Voice Insights REST API for the pull-mode tests (aiohttp, loopback only).
+
+It follows the documented shapes (twilio-facts.md, participant-summary-rest-resource.txt):
+
+- HTTP Basic auth is required (Account SID + auth token, or API key SID + secret); anything else
+  gets Twilio's 401 error body;
+- ``GET /v1/Conferences`` filters on ``CreatedAfter`` and pages by ``PageSize``/``Page``/
+  ``PageToken``; ``GET /v1/Conferences/{CF}/Participants`` pages the same way;
+- lists answer ``{"meta": {page, page_size, first_page_url, previous_page_url, next_page_url, url,
+  key}, "<key>": [...]}``, and ``next_page_url`` is absolute on ``https://insights.twilio.com``
+  as the real API writes it (so a client that followed the host blindly would leave loopback);
+- a 429 carries error 20429 and, when asked, ``Retry-After``.
+
+Tests add conferences and participants, change a participant between polls (``in_progress`` then
+``complete``), schedule faults (429, 5xx, a dropped connection) and can hold every request at a
+gate to play a slow API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+ACCOUNT_SID = "AC" + "0" * 31 + "1"
+AUTH_TOKEN = "fake-insights-auth-token"
+API_KEY = "SK" + "0" * 31 + "2"
+API_SECRET = "fake-insights-api-secret"
+PUBLIC_BASE = "https://insights.twilio.com"
+
+CONFERENCES = "conferences"
+PARTICIPANTS = "participants"
+BROKEN = 0  # a fault "status": bytes that are not HTTP, then the connection closes
+
+
+def iso(unix_time: float) -> str:
+    return datetime.fromtimestamp(unix_time, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Fault:
+    status: int
+    endpoint: str | None
+    path: str | None
+    retry_after: str | None
+
+
+@dataclass
+class Seen:
+    """One request the fake answered: which list, its path and query, and the status given."""
+
+    endpoint: str
+    path: str
+    query: dict[str, str]
+    status: int
+
+
+@dataclass
+class FakeInsights:
+    conferences: dict[str, dict[str, Any]] = field(default_factory=dict)
+    participants: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    faults: list[Fault] = field(default_factory=list)
+    seen: list[Seen] = field(default_factory=list)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    credentials: frozenset[tuple[str, str]] = frozenset({(ACCOUNT_SID, AUTH_TOKEN), (API_KEY, API_SECRET)})
+
+    def __post_init__(self) -> None:
+        self.gate.set()
+
+    # -- what the tests set up --------------------------------------------------------------
+
+    def add_conference(self, sid: str, created: float, processing_state: str = "complete", **fields: Any) -> str:
+        """A conference created at Unix time ``created``, shaped like the Insights Conference resource."""
+        self.conferences[sid] = {
+            "conference_sid": sid,
+            "account_sid": ACCOUNT_SID,
+            "friendly_name": None,
+            "create_time": iso(created),
+            "start_time": iso(created),
+            "end_time": None if processing_state == "in_progress" else iso(created + 600),
+            "duration_seconds": None if processing_state == "in_progress" else 600,
+            "connect_duration_seconds": 590,
+            "status": "in_progress" if processing_state == "in_progress" else "completed",
+            "max_participants": 250,
+            "max_concurrent_participants": 2,
+            "unique_participants": 2,
+            "end_reason": "last_participant_left",
+            "ended_by": None,
+            "mixer_region": "us1",
+            "mixer_region_requested": None,
+            "recording_enabled": False,
+            "detected_issues": None,
+            "tags": None,
+            "tag_info": None,
+            "processing_state": processing_state,
+            "url": f"{PUBLIC_BASE}/v1/Conferences/{sid}",
+            "links": {"conference_participants": f"{PUBLIC_BASE}/v1/Conferences/{sid}/Participants"},
+            # An undocumented key, as real answers carry.
+            "created_time_ms": int(created * 1000),
+            **fields,
+        }
+        self.participants.setdefault(sid, {})
+        return sid
+
+    def add_participant(self, conference_sid: str, summary: dict[str, Any]) -> str:
+        """``summary`` (a REST-shaped participant summary) listed under ``conference_sid``."""
+        summary = copy.deepcopy(summary)
+        summary["conference_sid"] = conference_sid
+        sid = summary["participant_sid"]
+        summary["url"] = f"{PUBLIC_BASE}/v1/Conferences/{conference_sid}/Participants/{sid}"
+        self.participants[conference_sid][sid] = summary
+        return sid
+
+    def update_participant(self, conference_sid: str, participant_sid: str, /, **fields: Any) -> None:
+        self.participants[conference_sid][participant_sid].update(fields)
+
+    def fail(
+        self, status: int, times: int = 1, endpoint: str | None = None, path: str | None = None, retry_after: str | None = None
+    ) -> None:
+        """The next ``times`` requests (to ``endpoint`` or ``path``, else any) answer ``status`` (``BROKEN``: not HTTP)."""
+        self.faults += [Fault(status, endpoint, path, retry_after)] * times
+
+    def requests(self, endpoint: str, status: int | None = 200) -> list[Seen]:
+        return [s for s in self.seen if s.endpoint == endpoint and (status is None or s.status == status)]
+
+    # -- the API ----------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v1/Conferences", self._list_conferences)
+        app.router.add_get("/v1/Conferences/{sid}/Participants", self._list_participants)
+        return app
+
+    async def _list_conferences(self, request: web.Request) -> web.StreamResponse:
+        if (refusal := await self._refuse(request, CONFERENCES)) is not None:
+            return refusal
+        after = request.query.get("CreatedAfter")
+        items = sorted(self.conferences.values(), key=lambda c: c["create_time"], reverse=True)  # newest first
+        if after:
+            items = [c for c in items if c["create_time"] > after]
+        return self._page(request, CONFERENCES, "/v1/Conferences", items, {"CreatedAfter": after} if after else {})
+
+    async def _list_participants(self, request: web.Request) -> web.StreamResponse:
+        if (refusal := await self._refuse(request, PARTICIPANTS)) is not None:
+            return refusal
+        sid = request.match_info["sid"]
+        if sid not in self.participants:
+            return self._error(request, PARTICIPANTS, 404, 20404, f"The requested resource /Conferences/{sid}/Participants was not found")
+        items = list(self.participants[sid].values())
+        return self._page(request, PARTICIPANTS, f"/v1/Conferences/{sid}/Participants", items, {})
+
+    async def _refuse(self, request: web.Request, endpoint: str) -> web.StreamResponse | None:
+        await self.gate.wait()
+        if not self._authorised(request):
+            response = self._error(request, endpoint, 401, 20003, "Authenticate")
+            response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
+            return response
+        for i, fault in enumerate(self.faults):
+            if fault.endpoint in (None, endpoint) and fault.path in (None, request.path):
+                del self.faults[i]
+                if fault.status == BROKEN:
+                    # Not a mere disconnect: aiohttp's client silently retries those once.
+                    self._record(request, endpoint, BROKEN)
+                    assert request.transport is not None
+                    request.transport.write(b"NOT HTTP AT ALL\r\n\r\n")
+                    request.transport.close()
+                    return web.Response()
+                code = 20429 if fault.status == 429 else 20500
+                response = self._error(request, endpoint, fault.status, code, "Too Many Requests" if fault.status == 429 else "Internal Server Error")
+                if fault.retry_after is not None:
+                    response.headers["Retry-After"] = fault.retry_after
+                return response
+        return None
+
+    def _authorised(self, request: web.Request) -> bool:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Basic":
+            return False
+        user, _, password = base64.b64decode(value).decode().partition(":")
+        return (user, password) in self.credentials
+
+    def _page(self, request: web.Request, endpoint: str, path: str, items: list[dict[str, Any]], filters: dict[str, str]) -> web.Response:
+        size = min(int(request.query.get("PageSize", "50")), 1000)
+        page = int(request.query.get("Page", "0"))
+        chunk = items[page * size : (page + 1) * size]
+
+        def url(number: int) -> str:
+            query = {**filters, "PageSize": size, "Page": number}
+            if number:
+                query["PageToken"] = f"PT{number * size}"
+            return f"{PUBLIC_BASE}{path}?{urlencode(query)}"
+
+        meta = {
+            "page": page,
+            "page_size": size,
+            "first_page_url": url(0),
+            "previous_page_url": url(page - 1) if page else None,
+            "url": url(page),
+            "next_page_url": url(page + 1) if (page + 1) * size < len(items) else None,
+            "key": endpoint,
+        }
+        self._record(request, endpoint, 200)
+        return web.json_response({"meta": meta, endpoint: copy.deepcopy(chunk)})
+
+    def _error(self, request: web.Request, endpoint: str, status: int, code: int, message: str) -> web.Response:
+        self._record(request, endpoint, status)
+        body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}
+        return web.json_response(body, status=status)
+
+    def _record(self, request: web.Request, endpoint: str, status: int) -> None:
+        self.seen.append(Seen(endpoint, request.path, dict(request.query), status))
