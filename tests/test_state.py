@@ -1,0 +1,199 @@
+"""The state store: what it keeps across a restart, what it forgets, and the webhook's dedup surviving a restart."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.dedup import Window
+from exporter.state import CONFERENCE_SID, EVENT_ID, PARTICIPANT_SID, SCHEMA_VERSION, StateStore
+from exporter.synthetic import cloud_event, generate_summary
+from tests.conftest import HarnessFactory
+
+DAY = 86400.0
+P = "twilio_conference_participant_"
+E = "twilio_insights_exporter_"
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def window(clock: Clock) -> Window:
+    return Window(DAY, 1000, clock=clock)
+
+
+def reopen(path: Path | None, clock: Clock) -> StateStore:
+    store = StateStore(path, DAY, clock=clock)
+    store.open()
+    return store
+
+
+def test_keys_added_to_an_attached_window_are_there_after_a_reopen(tmp_path: Path) -> None:
+    clock = Clock()
+    store = reopen(tmp_path / "state.db", clock)
+    events, participants = window(clock), window(clock)
+    store.attach(EVENT_ID, events)
+    store.attach(PARTICIPANT_SID, participants)
+    events.add("EZ1")
+    participants.add("CP1")
+    participants.add("CP2")
+    store.close()
+
+    clock.now += 3600
+    store = reopen(tmp_path / "state.db", clock)
+    events, participants = window(clock), window(clock)
+    store.attach(EVENT_ID, events)
+    store.attach(PARTICIPANT_SID, participants)
+
+    assert "EZ1" in events and "CP1" in participants and "CP2" in participants
+    assert "CP1" not in events  # kinds stay apart
+    assert len(events) == 1 and len(participants) == 2
+    store.close()
+
+
+def test_a_reloaded_key_expires_when_it_was_first_added_not_when_reloaded(tmp_path: Path) -> None:
+    clock = Clock()
+    store = reopen(tmp_path / "state.db", clock)
+    first = window(clock)
+    store.attach(PARTICIPANT_SID, first)
+    first.add("CP1")
+    store.close()
+
+    clock.now += DAY - 1
+    store = reopen(tmp_path / "state.db", clock)
+    second = window(clock)
+    store.attach(PARTICIPANT_SID, second)
+    assert "CP1" in second
+    clock.now += 1
+    assert "CP1" not in second
+    store.close()
+
+
+def test_keys_older_than_the_window_are_neither_loaded_nor_kept(tmp_path: Path) -> None:
+    clock = Clock()
+    store = reopen(tmp_path / "state.db", clock)
+    w = window(clock)
+    store.attach(EVENT_ID, w)
+    w.add("EZold")
+    clock.now += DAY / 2
+    w.add("EZnew")
+    store.close()
+
+    clock.now += DAY / 2  # EZold is exactly one window old
+    store = reopen(tmp_path / "state.db", clock)
+    w = window(clock)
+    store.attach(EVENT_ID, w)
+
+    assert "EZold" not in w and "EZnew" in w
+    assert store.count_keys(EVENT_ID) == 1  # deleted from the file on open
+    store.close()
+
+
+def test_watermark_and_pending_conferences_survive_a_reopen(tmp_path: Path) -> None:
+    clock = Clock()
+    store = reopen(tmp_path / "state.db", clock)
+    assert store.watermark() is None
+    store.set_watermark(1_700_000_000.5)
+    store.set_watermark(1_700_000_060.5)
+    store.add_pending("CF1", 10.0)
+    store.add_pending("CF1", 20.0)  # first seen stays first
+    store.add_pending("CF2", 30.0)
+    store.remove_pending("CF2")
+    store.close()
+
+    store = reopen(tmp_path / "state.db", clock)
+    assert store.watermark() == 1_700_000_060.5
+    assert store.pending_conferences() == {"CF1": 10.0}
+    store.close()
+
+
+def test_the_file_is_sqlite_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None:
+    store = reopen(tmp_path / "sub" / "state.db", Clock())  # a missing directory is created
+    store.close()
+
+    with sqlite3.connect(tmp_path / "sub" / "state.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()
+
+
+def test_a_state_file_from_a_newer_exporter_is_refused(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+
+    with pytest.raises(RuntimeError, match="newer than this exporter"):
+        reopen(tmp_path / "state.db", Clock())
+
+
+def test_without_a_path_the_store_lives_in_memory_only() -> None:
+    clock = Clock()
+    store = reopen(None, clock)
+    assert store.persistent is False
+    store.set_watermark(5.0)
+    done = window(clock)
+    store.attach(CONFERENCE_SID, done)
+    done.add("CF1")
+    assert store.count_keys(CONFERENCE_SID) == 1
+    store.close()
+
+    store = reopen(None, clock)
+    assert store.watermark() is None and store.count_keys() == 0
+    store.close()
+
+
+def test_a_closed_store_lets_its_windows_go_on_in_memory(tmp_path: Path) -> None:
+    clock = Clock()
+    store = reopen(tmp_path / "state.db", clock)
+    w = window(clock)
+    store.attach(EVENT_ID, w)
+    store.close()
+
+    w.add("EZ-after-close")  # does not touch the closed database
+
+    assert "EZ-after-close" in w
+    store = reopen(tmp_path / "state.db", clock)
+    assert store.count_keys() == 0
+    store.close()
+
+
+# --- the service, webhook only ----------------------------------------------------------------
+
+
+def delivery(seed: int, event_id: str) -> list[dict[str, Any]]:
+    return [cloud_event(generate_summary(random.Random(seed)), event_id=event_id)]
+
+
+async def test_webhook_dedup_survives_a_restart_on_the_same_state_file(make_harness: HarnessFactory, tmp_path: Path) -> None:
+    flag = f"--state.path={tmp_path / 'state.db'}"
+    first = await make_harness(flag)
+    assert await (await first.post(delivery(1, "EZ-retried"))).json() == {"recorded": 1}
+    await first.metrics.close()  # stopping the metrics app closes the store
+    await first.client.close()
+
+    second = await make_harness(flag)
+    # The same delivery retried by Twilio, and the same participant under a new delivery id.
+    assert await (await second.post(delivery(1, "EZ-retried"))).json() == {"duplicate": 1}
+    assert await (await second.post(delivery(1, "EZ-other-id"))).json() == {"duplicate": 1}
+    assert await (await second.post(delivery(2, "EZ-new"))).json() == {"recorded": 1}
+    assert second.value(P + "summaries_total") == 1
+    assert second.runtime.state is not None and second.runtime.state.count_keys(PARTICIPANT_SID) == 2
+
+
+async def test_without_a_state_file_a_restart_forgets(make_harness: HarnessFactory) -> None:
+    first = await make_harness()
+    assert await (await first.post(delivery(1, "EZ-retried"))).json() == {"recorded": 1}
+    await first.metrics.close()
+    await first.client.close()
+
+    second = await make_harness()
+    assert await (await second.post(delivery(1, "EZ-retried"))).json() == {"recorded": 1}
