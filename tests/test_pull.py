@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import Runtime, create_apps
@@ -28,7 +31,7 @@ from exporter.config import load_config
 from exporter.metrics import build_pull_metrics
 from exporter.pull import Poller
 from exporter.state import EVENT_ID, PARTICIPANT_SID, StateStore
-from exporter.synthetic import cloud_event, generate_summary
+from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests import fake_insights as fi
 from tests.conftest import TOKEN, fixture, sample_sum
 from tests.exporter_process import start_exporter
@@ -533,10 +536,6 @@ async def start_service(aiohttp_client: Any, *flags: str) -> Service:
 
 
 async def post_signed(service: Service, events: list[dict[str, Any]]) -> aiohttp.ClientResponse:
-    from urllib.parse import urlsplit
-
-    from exporter.synthetic import batch_body, sign
-
     body = batch_body(events)
     url, signature = sign(str(service.webhook.make_url("/events")), body, fi.AUTH_TOKEN)
     parts = urlsplit(url)
@@ -681,3 +680,50 @@ async def _exporter(*args: str, env: dict[str, str], tmp_path: Path) -> AsyncIte
         yield process
     finally:
         await asyncio.to_thread(manager.__exit__, None, None, None)
+
+
+# --- documentation ----------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "pull.md"
+
+
+def test_docs_flag_table_matches_the_settings() -> None:
+    from exporter.config import ENV_PREFIX, PullSettings, StateSettings
+
+    rows = {m.group(1): (m.group(2), m.group(3)) for m in _table_rows(r"^\| `(--[a-z.-]+)` \| `(\w+)` \| ([^|]+) \|")}
+    expected = {}
+    for section, model in (("pull", PullSettings), ("state", StateSettings)):
+        for name, info in model.model_fields.items():
+            default = info.get_default()
+            shown = "(in memory)" if default is None else ("false" if default is False else f"`{default}`")
+            expected[f"--{section}.{name.replace('_', '-')}"] = (f"{ENV_PREFIX}{section.upper()}__{name.upper()}", shown)
+
+    assert {flag: (env, default.strip()) for flag, (env, default) in rows.items()} == expected
+
+
+async def test_docs_metrics_table_names_every_pull_metric(
+    aiohttp_client: Any, fake: fi.FakeInsights, fake_server: TestServer, pull_env: None
+) -> None:
+    service = await start_service(aiohttp_client, f"--pull.api-url=http://127.0.0.1:{fake_server.port}")
+    text = await (await service.metrics.get("/metrics")).text()
+    await service.close()
+
+    exported = {m.group(1) for m in re.finditer(r"^# TYPE (twilio_insights_exporter_pull_\w+) \w+", text, re.M)}
+    documented = {m.group(1) for m in _table_rows(r"^\| `(twilio_insights_exporter_pull_\w+)` \|")}
+
+    assert documented == exported
+
+
+async def test_exposition_with_pull_metrics_is_promtool_clean(rig: Rig) -> None:
+    conference_with(rig.fake, 1, rig.time.now - 60, [participant(10), participant(11, processing_state="in_progress")])
+    rig.fake.fail(429, retry_after="1")
+    assert await rig.poll() is True
+
+    result = subprocess.run(["promtool", "check", "metrics"], input=generate_latest(rig.registry).decode(), capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == ""
+
+
+def _table_rows(pattern: str) -> list[Any]:
+    return [m for line in DOCS.read_text().splitlines() if (m := re.match(pattern, line))]
