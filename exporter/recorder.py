@@ -31,16 +31,11 @@ class Recorder:
     ) -> None:
         self.labels = LabelPolicy(settings.labels, on_label_overflow)
         self.metrics: ParticipantMetrics = build_participant_metrics(registry, self.labels.common_names, settings.buckets.resolved())
-        # Labeled children, cached per label tuple: .labels() takes a lock and validates its
-        # arguments on every call, and label tuples are bounded, so the cache is too.
-        self._children: dict[tuple[Any, ...], Any] = {}
 
-    def _child(self, metric: Any, values: tuple[str, ...]) -> Any:
-        key = (id(metric), values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return child
+    @staticmethod
+    def _child(metric: Any, values: tuple[str, ...]) -> Any:
+        # A dict lookup per label tuple: the families index their series by it (families.py).
+        return metric.labels(*values)
 
     def record(self, summary: ParticipantSummary) -> None:
         """Turn one summary into observations. Call once per summary: deduplication is the caller's."""
