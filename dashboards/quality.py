@@ -45,7 +45,12 @@ def per_minute(metric: str, group: tuple[str, ...] = (), *extra: str) -> str:
 
 
 def per_summary(numerator: str, group: tuple[str, ...] = (), window: str = RATE) -> str:
-    """A counter's rate divided by the rate of summaries: "per participant"."""
+    """A counter's rate divided by the rate of summaries: "per participant".
+
+    Summaries carry no ``stream`` label, so a per-stream numerator divides by all summaries.
+    """
+    if "stream" in group:
+        return f"sum{by(group)}(rate({numerator}[{window}])) / on () group_left () sum(rate({m.SUMMARIES}_total{sel()}[{window}]))"
     return f"sum{by(group)}(rate({numerator}[{window}])) / sum{by(group)}(rate({m.SUMMARIES}_total{sel()}[{window}]))"
 
 

@@ -1,0 +1,179 @@
+"""A real Prometheus for end-to-end tests, and what it takes to run a dashboard's queries on it.
+
+Prometheus runs from Debian's ``prometheus`` package on a free loopback port, with its TSDB under
+the test's temporary directory, exemplar storage on and a 1 s scrape and evaluation interval.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.exporter_process import free_port, wait_for
+
+JOB = "twilio-insights-exporter"
+# What Grafana would put in place of its built-in variables: the test's traffic is all younger
+# than a minute, so a one-minute window sees every sample.
+BUILT_INS = {"__rate_interval": "1m", "__range": "1m", "__interval": "1s"}
+
+
+class PrometheusError(AssertionError):
+    pass
+
+
+@dataclass
+class Prometheus:
+    url: str
+    proc: subprocess.Popen
+
+    def api(self, path: str, **params: str) -> Any:
+        """GET an HTTP API endpoint; the ``data`` of a successful answer, else PrometheusError."""
+        url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                answer = json.load(response)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise PrometheusError(f"{path} {params}: HTTP {exc.code}: {exc.read().decode()}") from None
+        if answer.get("status") != "success":
+            raise PrometheusError(f"{path} {params}: {answer}")
+        return answer["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query's vector (a scalar answer becomes a one-element vector)."""
+        data = self.api("query", query=expr)
+        if data["resultType"] == "scalar":
+            return [{"metric": {}, "value": data["result"]}]
+        return data["result"]
+
+    def value(self, expr: str) -> float | None:
+        result = self.query(expr)
+        return float(result[0]["value"][1]) if result else None
+
+    def poll(self, what: str, check: Callable[[], bool], deadline_seconds: float = 30.0) -> None:
+        """Poll ``check`` until it holds or the deadline passes (then fail naming ``what``)."""
+        deadline = time.monotonic() + deadline_seconds
+        while not check():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Prometheus: {what} within {deadline_seconds}s")
+            time.sleep(0.1)  # polling interval, not synchronisation: the loop ends on the condition
+
+    def wait_for_scrapes(self, instance: str, count: int) -> None:
+        """Return once ``count`` more scrapes of ``instance`` have been stored."""
+        stamp = f'timestamp(up{{job="{JOB}", instance="{instance}"}})'
+        first = self.value(stamp)
+        assert first is not None, f"{instance} was never scraped"
+        self.poll(f"{count} more scrapes of {instance}", lambda: (self.value(stamp) or 0) >= first + count - 0.5)
+
+
+@contextlib.contextmanager
+def start_prometheus(tmp_path: Path, targets: list[str], rule_files: list[Path]) -> Iterator[Prometheus]:
+    """Run Prometheus scraping ``targets`` (host:port) as job ``twilio-insights-exporter``."""
+    binary = shutil.which("prometheus")
+    assert binary, "Debian's prometheus package is needed: apt-get install prometheus"
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(path) for path in rule_files],
+                "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": targets}]}],
+            }
+        )
+    )
+    log_path = tmp_path / "prometheus.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--enable-feature=exemplar-storage",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(url + "/-/ready", proc=proc)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}\n{log_path.read_text()}") from exc
+        yield Prometheus(url, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def substitute(text: str, values: dict[str, str]) -> str:
+    """Replace Grafana variables (``$name`` and ``${name}``) by ``values`` and the built-ins.
+
+    >>> substitute('rate(x{a=~"$a"}[$__rate_interval]) by (${b})', {"a": ".*", "b": "call_type"})
+    'rate(x{a=~".*"}[1m]) by (call_type)'
+    """
+    everything = {**BUILT_INS, **values}
+
+    def replace(match: re.Match[str]) -> str:
+        return everything[match.group(1) or match.group(2)]
+
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", replace, text)
+
+
+def variable_values(dashboard: dict[str, Any]) -> list[dict[str, str]]:
+    """Variable assignments to run the panels with: every query variable at All (``.*``), and
+    every value of each custom variable in turn (the others at their default)."""
+    variables = dashboard["templating"]["list"]
+    base = {v["name"]: v.get("allValue", ".*") for v in variables if v["type"] == "query"}
+    custom = {v["name"]: v["query"].split(",") for v in variables if v["type"] == "custom"}
+    defaults = {name: values[0] for name, values in custom.items()}
+    assignments = [{**base, **defaults}]
+    for name, values in custom.items():
+        assignments += [{**base, **defaults, name: value} for value in values[1:]]
+    return assignments
+
+
+def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(panel title, PromQL)`` for every query of every panel, under every variable assignment."""
+    queries = []
+    for values in variable_values(dashboard):
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                queries.append((substitute(panel["title"], values), substitute(target["expr"], values)))
+    return sorted(set(queries))
+
+
+def variable_queries(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(variable, label, series selector)`` of every ``label_values(selector, label)`` variable."""
+    found = []
+    values = variable_values(dashboard)[0]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["definition"])
+            assert match, variable["definition"]
+            found.append((variable["name"], match.group(2), substitute(match.group(1), values)))
+    return found
+
+
+def has_finite_value(result: list[dict[str, Any]]) -> bool:
+    return any(math.isfinite(float(sample["value"][1])) for sample in result)

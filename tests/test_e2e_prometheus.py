@@ -1,0 +1,227 @@
+"""End to end: signed summaries -> exporter -> a real Prometheus -> every dashboard query and rule.
+
+One exporter receives a realistic synthetic set of signed summaries (plus the traffic the health
+dashboard watches: a sink test event, a duplicate delivery, an invalid event, a forged signature,
+a body that is not JSON, and more countries than the country_code cap). A second exporter, idle,
+is there to be stopped. Prometheus scrapes both every second with exemplar storage on and
+evaluates the generated rules file; the tests then ask it what Grafana and Alertmanager would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dashboards import health, quality, rules
+from exporter import metrics, synthetic
+from tests.e2e_prometheus import JOB, Prometheus, has_finite_value, panel_queries, start_prometheus, substitute, variable_queries, variable_values
+from tests.exporter_process import ExporterProcess, start_exporter
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES_FILE = ROOT / "rules" / "twilio-insights-exporter.rules.yml"
+DASHBOARDS = {uid: json.loads((ROOT / "dashboards" / module.FILE).read_text()) for uid, module in ((quality.UID, quality), (health.UID, health))}
+TOKEN = "e2e0123456789abcdef0123456789abcd"
+PUBLIC_URL = "https://hooks.example.com/events"
+COUNTRY_CAP = 3
+BATCH = 20
+
+
+@dataclass
+class Stack:
+    prometheus: Prometheus
+    exporter: ExporterProcess
+    idle: ExporterProcess
+    summaries: list[dict[str, Any]]
+    started: float
+
+    @property
+    def instance(self) -> str:
+        return urllib.parse.urlsplit(self.exporter.metrics_url).netloc
+
+
+def post(exporter: ExporterProcess, body: bytes, *, token: str = TOKEN) -> int:
+    """Deliver ``body`` as Event Streams does; Twilio signs the public URL, the proxy forwards it."""
+    signed_url, signature = synthetic.sign(PUBLIC_URL, body, token)
+    url = exporter.webhook_url + "?" + urllib.parse.urlsplit(signed_url).query
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json", "X-Twilio-Signature": signature})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code
+
+
+def deliver(exporter: ExporterProcess, summaries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    batches = [[synthetic.cloud_event(s) for s in summaries[i : i + BATCH]] for i in range(0, len(summaries), BATCH)]
+    for batch in batches:
+        assert post(exporter, synthetic.batch_body(batch)) == 200
+    return batches
+
+
+def side_traffic(exporter: ExporterProcess, batch: list[dict[str, Any]]) -> None:
+    """What the exporter health dashboard watches, besides summaries."""
+    assert post(exporter, synthetic.batch_body([synthetic.sink_test_event()])) == 200
+    assert post(exporter, synthetic.batch_body(batch[:2])) == 200  # a redelivery: duplicates
+    invalid = synthetic.cloud_event(synthetic.generate_summary(random.Random(99)))
+    invalid["data"] = "not a summary"
+    assert post(exporter, synthetic.batch_body([invalid])) == 200
+    assert post(exporter, synthetic.batch_body(batch[:1]), token="a-forged-token") == 403
+    assert post(exporter, b"this is not JSON") == 400
+
+
+def total_summaries(prometheus: Prometheus, instance: str) -> float:
+    return prometheus.value(f'sum({metrics.SUMMARIES}_total{{instance="{instance}"}})') or 0.0
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    env = {"TWILIO_AUTH_TOKEN": TOKEN}
+    flags = (f"--webhook.public-url={PUBLIC_URL}", f'--labels.limits={{"country_code": {{"max_values": {COUNTRY_CAP}}}}}', "--log.level=warning")
+    with contextlib.ExitStack() as cleanup:
+        exporter = cleanup.enter_context(start_exporter(*flags, env=env, tmp_path=tmp))
+        idle = cleanup.enter_context(start_exporter(*flags, env=env, tmp_path=tmp))
+        targets = [urllib.parse.urlsplit(e.metrics_url).netloc for e in (exporter, idle)]
+        started = time.time()
+        prometheus = cleanup.enter_context(start_prometheus(tmp, targets, [RULES_FILE]))
+        instance = targets[0]
+        prometheus.poll("first scrape of the exporter", lambda: prometheus.value(f'up{{instance="{instance}"}}') == 1)
+
+        # Two deliveries of realistic traffic, each seen by Prometheus before the next, so that
+        # every counter has grown between scrapes and every rate is a real number.
+        # 2 x 50 summaries: enough for every label and tag to occur, few enough series that a scrape
+        # fits in the 1 s scrape timeout on a busy CI machine.
+        first, second = list(synthetic.summaries(50, seed=1)), list(synthetic.summaries(50, seed=2))
+        for number, part in enumerate((first, second), start=1):
+            batches = deliver(exporter, part)
+            side_traffic(exporter, batches[0])
+            expected = len(first) * number
+            prometheus.poll(f"{expected} summaries scraped", lambda: total_summaries(prometheus, instance) == expected)
+        prometheus.wait_for_scrapes(instance, 2)
+        yield Stack(prometheus, exporter, idle, first + second, started)
+
+
+@pytest.mark.parametrize("uid", sorted(DASHBOARDS))
+def test_every_panel_query_of_the_dashboard_returns_data(stack, uid):
+    empty, errors = [], []
+    queries = panel_queries(DASHBOARDS[uid])
+    for title, expr in queries:
+        try:
+            result = stack.prometheus.query(expr)
+        except AssertionError as exc:
+            errors.append(f"{title}: {exc}")
+            continue
+        if not has_finite_value(result):
+            empty.append(f"{title}: {expr} -> {result}")
+    assert errors == []
+    assert empty == []
+    assert len(queries) > (60 if uid == quality.UID else 20)
+
+
+@pytest.mark.parametrize("uid", sorted(DASHBOARDS))
+def test_every_template_variable_lists_values(stack, uid):
+    for name, label, series in variable_queries(DASHBOARDS[uid]):
+        values = stack.prometheus.api(f"label/{label}/values", **{"match[]": series})
+        assert values, f"${name}: label_values({series}, {label}) is empty"
+    if uid == quality.UID:
+        call_types = stack.prometheus.api("label/call_type/values", **{"match[]": f"{metrics.SUMMARIES}_total"})
+        assert call_types == sorted({s["call_type"] for s in stack.summaries})
+
+
+def test_prometheus_loaded_and_evaluates_every_rule_without_error(stack):
+    def all_evaluated() -> bool:
+        groups = stack.prometheus.api("rules")["groups"]
+        return all(rule.get("lastEvaluation", "").startswith("2") and not rule["lastEvaluation"].startswith("0001") for g in groups for rule in g["rules"])
+
+    stack.prometheus.poll("every rule evaluated", all_evaluated)
+    loaded = [rule for group in stack.prometheus.api("rules")["groups"] for rule in group["rules"]]
+    assert len(loaded) == 17
+    assert [(rule["name"], rule["health"], rule.get("lastError", "")) for rule in loaded] == [(rule["name"], "ok", "") for rule in loaded]
+
+
+def test_every_rule_expression_runs_and_recording_rules_return_data(stack):
+    groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    for rule in (rule for group in groups for rule in group["rules"]):
+        result = stack.prometheus.query(rule["expr"])  # raises on a PromQL error
+        if "record" in rule:
+            assert has_finite_value(result), f"{rule['record']}: {result}"
+    for rule in groups[0]["rules"]:
+        stack.prometheus.poll(f"{rule['record']} recorded", lambda name=rule["record"]: bool(stack.prometheus.query(name)))
+
+
+@pytest.mark.parametrize("alert", rules.alerts(), ids=lambda alert: alert.name)
+def test_every_alert_probe_returns_data(stack, alert):
+    """The parts of each alert that hold data whenever the exporter runs (the alert itself only
+    returns data while it fires), so a misspelt metric or label in an alert is caught here."""
+    for probe in alert.probes:
+        assert has_finite_value(stack.prometheus.query(probe)), probe
+
+
+def test_exporter_down_alert_expression_fires_when_a_target_stops(stack):
+    down = next(alert for alert in rules.alerts() if alert.name == "TwilioInsightsExporterDown")
+    idle = urllib.parse.urlsplit(stack.idle.metrics_url).netloc
+    stack.idle.proc.terminate()
+    stack.idle.proc.wait(10)
+    stack.prometheus.poll("the idle exporter reported down", lambda: bool(stack.prometheus.query(down.expr)), 15)
+    # Only the idle target is down (the busy one could miss a scrape on a loaded machine: not asserted).
+    assert {"__name__": "up", "job": JOB, "instance": idle} in [sample["metric"] for sample in stack.prometheus.query(down.expr)]
+
+
+def test_no_summaries_alert_counts_from_the_last_summary(stack):
+    no_summaries = next(alert for alert in rules.alerts() if alert.name == "TwilioInsightsNoSummaries")
+    (since_last,) = no_summaries.probes
+    ages = {s["metric"]["instance"]: float(s["value"][1]) for s in stack.prometheus.query(since_last)}
+    # Both exporters started moments ago; the busy one has just recorded summaries.
+    assert 0 <= ages[stack.instance] < 60
+    assert stack.prometheus.query(no_summaries.expr) == []
+
+
+def test_threshold_buckets_count_exactly_the_streams_past_twilios_thresholds(stack):
+    """The dashboards' and rules' le="..." edges exist in the live output and mean Twilio's thresholds."""
+    streams = [s["metrics"][direction] for s in stack.summaries for direction in metrics.STREAMS]
+    expected = {
+        f'{metrics.MOS}_bucket{{le="3.5"}}': sum(st["mos"] <= 3.5 for st in streams),
+        f'{metrics.JITTER}_bucket{{stat="avg", le="0.005"}}': sum(st["jitter"]["avg"] <= 5 for st in streams),
+        f'{metrics.LATENCY}_bucket{{stat="avg", le="0.15"}}': sum(st["latency"]["avg"] <= 150 for st in streams),
+        f'{metrics.PACKET_LOSS}_bucket{{le="0.05"}}': sum(st["packet_loss_percentage"] <= 5 for st in streams),
+    }
+    got = {selector: stack.prometheus.value(f"sum({selector[:-1]}, instance=\"{stack.instance}\"}})") for selector in expected}
+    assert got == {selector: float(count) for selector, count in expected.items()}
+    assert 0 < expected[f'{metrics.MOS}_bucket{{le="3.5"}}'] < len(streams)
+
+
+def test_distribution_panels_lead_to_calls_through_exemplars(stack):
+    call_sids = {s["call_sid"] for s in stack.summaries}
+    conference_sids = {s["conference_sid"] for s in stack.summaries}
+    dashboard = DASHBOARDS[quality.UID]
+    exemplar_queries = sorted({t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", []) if t.get("exemplar")})
+    values = variable_values(dashboard)[0]
+    assert len(exemplar_queries) == 20
+    for expr in exemplar_queries:
+        data = stack.prometheus.api("query_exemplars", query=substitute(expr, values), start=str(stack.started - 5), end=str(time.time() + 5))
+        exemplars = [e for series in data for e in series["exemplars"]]
+        assert exemplars, expr
+        assert all(e["labels"]["call_sid"] in call_sids and e["labels"]["conference_sid"] in conference_sids for e in exemplars)
+
+
+def test_promtool_check_metrics_is_clean_on_the_exporter_output(stack):
+    with urllib.request.urlopen(stack.exporter.metrics_url + "/metrics", timeout=10) as response:
+        exposition = response.read()
+    assert f"{metrics.SUMMARIES}_total".encode() in exposition
+    promtool = shutil.which("promtool") or "promtool"
+    result = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, timeout=60)
+    assert (result.returncode, result.stdout.decode() + result.stderr.decode()) == (0, "")
