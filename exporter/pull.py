@@ -298,6 +298,11 @@ class Poller:
         watermark = self.store.watermark()
         if watermark is not None:
             self.metrics.watermark.set(watermark)
+        if not self.store.persistent:
+            log.warning(
+                "pull mode without --state.path: after a restart the first poll reads --pull.lookback again "
+                "and counts what it finds a second time, and misses what is older"
+            )
         await self.api.open()
 
     async def stop(self) -> None:
