@@ -32,3 +32,10 @@ test-deps: venv
 
 test: test-deps
 	$(VENV)/bin/python -m pytest $(ARGS)
+
+# Regenerate the dashboards, the rules file and the README's configuration table from their
+# Python sources (the test suite fails when a committed copy differs).
+generate: venv
+	$(VENV)/bin/python -m dashboards.generate
+	$(VENV)/bin/python scripts/readme_tables.py
+	$(VENV)/bin/python helm/generate_readme.py
