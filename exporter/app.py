@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, disable_created_metrics
-from prometheus_client.aiohttp import make_aiohttp_handler
 
 from .config import Config
 from .dedup import Window
+from .exposition import make_metrics_handler
 from .keys import RUNTIME
 from .metrics import ExporterMetrics, build_exporter_metrics, build_pull_metrics
 from .pipeline import Pipeline
@@ -94,7 +94,7 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     if settings.pull.enabled:
         runtime.poller = Poller.build(config, pipeline, runtime.state, build_pull_metrics(registry))
         metrics.cleanup_ctx.append(pull_context(runtime.poller))
-    metrics.router.add_get(settings.web.telemetry_path, make_aiohttp_handler(registry))
+    metrics.router.add_get(settings.web.telemetry_path, make_metrics_handler(registry, runtime.pipeline.recorder.families()))
     metrics.router.add_get("/-/healthy", healthy)
     metrics.router.add_get("/-/ready", ready)
     metrics.router.add_get("/", landing)

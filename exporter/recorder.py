@@ -7,6 +7,7 @@ with respect to its input: it reads the validated summary and touches only the r
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -31,6 +32,10 @@ class Recorder:
     ) -> None:
         self.labels = LabelPolicy(settings.labels, on_label_overflow)
         self.metrics: ParticipantMetrics = build_participant_metrics(registry, self.labels.common_names, settings.buckets.resolved())
+
+    def families(self) -> list[Any]:
+        """The participant families, in exposition order (for the /metrics handler)."""
+        return [getattr(self.metrics, f.name) for f in fields(self.metrics)]
 
     @staticmethod
     def _child(metric: Any, values: tuple[str, ...]) -> Any:
