@@ -69,13 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     settings = config.settings
     logs.configure(settings.log.level, settings.log.format)
     if settings.check_config:
-        print(json.dumps({"settings": settings.model_dump(mode="json"), "auth_tokens": len(config.secrets.auth_tokens())}, indent=2))
+        summary = {
+            "settings": settings.model_dump(mode="json"),
+            "auth_tokens": len(config.secrets.auth_tokens()),
+            "pull_credentials": config.secrets.api_credentials() is not None,
+            "basic_auth": config.secrets.basic_auth_username is not None,
+        }
+        print(json.dumps(summary, indent=2))
         return 0
     webhook = settings.webhook
     if webhook.insecure_skip_signature_verification:
         log.warning("INSECURE: webhook signatures are NOT verified; anyone who can reach the webhook can write metrics. Use for local trials only.")
     elif not config.secrets.auth_tokens():
-        log.warning("no TWILIO_AUTH_TOKEN set: every webhook delivery will be refused with 403")
+        # Legitimate in pull-only mode with an API key; a misconfiguration otherwise.
+        level = logging.INFO if settings.pull.enabled else logging.WARNING
+        log.log(level, "no TWILIO_AUTH_TOKEN set: every webhook delivery will be refused with 403")
     try:
         _split_address(settings.web.listen_address), _split_address(webhook.listen_address)
     except ValueError:
