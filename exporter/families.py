@@ -27,6 +27,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from contextvars import ContextVar
+from functools import lru_cache
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -47,8 +48,15 @@ def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+@lru_cache(maxsize=8192)
+def _pair(name: str, value: str) -> str:
+    # Cached: a summary's common label values recur in every family it touches, and label
+    # values are bounded (labels.py), so most new series are made of pairs already escaped.
+    return f'{name}="{_escape(value)}"'
+
+
 def _pairs(pairs: Iterable[tuple[str, str]]) -> str:
-    return ",".join(f'{name}="{_escape(value)}"' for name, value in pairs)
+    return ",".join([_pair(name, value) for name, value in pairs])
 
 
 class _Family:

@@ -1,0 +1,182 @@
+"""In-process figures, no HTTP: stage costs, /metrics render time, peak memory.
+
+``python -m bench.inprocess rss`` is run as its own process by the harness, so its peak RSS is
+the exporter's alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import random
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+from aiohttp.test_utils import make_mocked_request
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from exporter import synthetic
+from exporter.models import CloudEvent, ParticipantSummary, loads
+
+from . import workload
+from .procs import PUBLIC_SINK_URL
+
+OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"
+
+
+def build_apps() -> Any:
+    """The real apps and runtime, configured as the benchmarks' exporter process is."""
+    os.environ["TWILIO_AUTH_TOKEN"] = workload.AUTH_TOKEN
+    from exporter.app import create_apps
+    from exporter.config import load_config
+
+    config = load_config([f"--webhook.public-url={PUBLIC_SINK_URL}"])
+    return create_apps(config, CollectorRegistry())
+
+
+def stage_costs(count: int, repeats: int, warm: int = 3000) -> dict[str, float]:
+    """Median microseconds per summary of each step of the data's path."""
+    deliveries = []
+    for i, event in enumerate(workload.events(count, seed=99)):
+        body = synthetic.batch_body([event])
+        signed_url, signature = synthetic.sign(PUBLIC_SINK_URL, body, workload.AUTH_TOKEN)
+        path_query = "/" + signed_url.split("://", 1)[1].partition("/")[2]
+        request = make_mocked_request("POST", path_query, headers={"Host": "127.0.0.1:8080", "X-Twilio-Signature": signature})
+        deliveries.append((request, body))
+    figures: dict[str, list[float]] = {"verify": [], "parse": [], "dedup": [], "record": [], "accept_event (pipeline)": []}
+    for _ in range(repeats):
+        runtime = build_apps().runtime
+        pipeline = runtime.pipeline
+        # Warm: the label sets of the distribution mostly exist already, as in a running exporter.
+        for event in workload.events(warm, seed=98):
+            pipeline.recorder.record(ParticipantSummary.model_validate(event["data"]))
+
+        def timed(name: str, fn, items):
+            started = time.perf_counter()
+            out = [fn(item) for item in items]
+            figures[name].append((time.perf_counter() - started) / count * 1e6)
+            return out
+
+        assert all(r is None for r in timed("verify", lambda d: runtime.verifier.check(*d), deliveries))
+        events = timed("parse", lambda d: CloudEvent.model_validate(loads(d[1])[0]), deliveries)
+        summaries = [ParticipantSummary.model_validate(e.data) for e in events]
+
+        def dedup(pair):
+            event, summary = pair
+            seen = event.id in pipeline.event_ids or summary.participant_sid in pipeline.participants
+            pipeline.participants.add(summary.participant_sid)
+            pipeline.event_ids.add(event.id)
+            return seen
+
+        # The summary half of parsing, timed with the envelope above.
+        started = time.perf_counter()
+        for event in events:
+            ParticipantSummary.model_validate(event.data)
+        figures["parse"][-1] += (time.perf_counter() - started) / count * 1e6
+        assert not any(timed("dedup", dedup, list(zip(events, summaries))))
+        timed("record", runtime.pipeline.recorder.record, summaries)
+        fresh = build_apps().runtime.pipeline
+        for event in workload.events(warm, seed=98):
+            fresh.recorder.record(ParticipantSummary.model_validate(event["data"]))
+        raw = [loads(body)[0] for _, body in deliveries]
+        timed("accept_event (pipeline)", lambda r: fresh.accept_event(r, "webhook"), raw)
+    return {name: statistics.median(values) for name, values in figures.items()}
+
+
+def fill_registry(runtime: Any, target_samples: int, seed: int = 7) -> int:
+    """Record team-labelled summaries until the registry holds ``target_samples``; the count."""
+    rng = random.Random(seed)
+    while True:
+        for _ in range(100):
+            summary = synthetic.generate_summary(rng, label=workload.TEAM_LABELS[rng.randrange(len(workload.TEAM_LABELS))])
+            runtime.pipeline.accept_summary(ParticipantSummary.model_validate(summary), "webhook")
+        # Counted from the families' own render, chunk by chunk: collect() would build every
+        # sample as an object and its transient peak would be what the RSS figure measures.
+        families = runtime.pipeline.recorder.families()
+        samples = sum(chunk.count("\n") - chunk.count("\n#") - chunk.startswith("#") for f in families for chunk in f.render(False))
+        if samples >= target_samples:
+            return samples
+
+
+async def _time_handler(handler, accept: str) -> tuple[float, float]:
+    """(render seconds, longest event-loop stall seconds) of one /metrics request."""
+    longest = 0.0
+    running = True
+
+    async def ticker() -> None:
+        nonlocal longest
+        last = time.perf_counter()
+        while running:
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            longest = max(longest, now - last)
+            last = now
+
+    tick = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    response = await handler(make_mocked_request("GET", "/metrics", headers={"Accept": accept}))
+    elapsed = time.perf_counter() - started
+    running = False
+    await tick
+    assert response.status == 200 and len(response.body) > 1000
+    return elapsed, longest
+
+
+def render_times(target_samples: int, repeats: int) -> dict[str, float]:
+    """Median milliseconds: the exporter's /metrics handler and generate_latest of the same registry."""
+    apps = build_apps()
+    samples = fill_registry(apps.runtime, target_samples)
+    handler = next(route.handler for route in apps.metrics.router.routes() if route.method == "GET" and route.resource.canonical == "/metrics")
+    out: dict[str, list[float]] = {k: [] for k in ("handler_text", "handler_openmetrics", "stall_openmetrics", "generate_latest", "generate_openmetrics")}
+    loop = asyncio.new_event_loop()
+    try:
+        for _ in range(repeats):
+            gc.collect()
+            elapsed, _stall = loop.run_until_complete(_time_handler(handler, "text/plain"))
+            out["handler_text"].append(elapsed)
+            elapsed, stall = loop.run_until_complete(_time_handler(handler, OPENMETRICS_ACCEPT))
+            out["handler_openmetrics"].append(elapsed)
+            out["stall_openmetrics"].append(stall)
+            for name, encode in (("generate_latest", generate_latest), ("generate_openmetrics", generate_openmetrics)):
+                started = time.perf_counter()
+                encode(apps.runtime.registry)
+                out[name].append(time.perf_counter() - started)
+    finally:
+        loop.close()
+    return {"samples": samples, **{k: statistics.median(v) * 1000 for k, v in out.items()}}
+
+
+def peak_rss(samples: int, deliveries: int) -> dict[str, float]:
+    """Peak RSS with ``samples`` in the registry and ``deliveries`` in both dedup windows."""
+    apps = build_apps()
+    found = fill_registry(apps.runtime, samples)
+    gc.collect()
+    registry_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    pipeline = apps.runtime.pipeline
+    now = time.time()
+    started = time.perf_counter()
+    for i in range(deliveries):
+        # The shapes of real keys: CloudEvent ids and participant SIDs, 34 characters each.
+        pipeline.event_ids.add(f"EZ{i:032x}", at=now)
+        pipeline.participants.add(f"CP{i:032x}", at=now)
+    add_us = (time.perf_counter() - started) / deliveries / 2 * 1e6
+    return {
+        "samples": found,
+        "event_ids": len(pipeline.event_ids),
+        "participant_sids": len(pipeline.participants),
+        "rss_registry_mib": registry_mib,
+        "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "dedup_add_us": add_us,
+    }
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["rss"]:
+        print("RESULT " + json.dumps(peak_rss(int(sys.argv[2]), int(sys.argv[3]))))
