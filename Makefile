@@ -39,3 +39,9 @@ generate: venv
 	$(VENV)/bin/python -m dashboards.generate
 	$(VENV)/bin/python scripts/readme_tables.py
 	$(VENV)/bin/python helm/generate_readme.py
+
+# Every benchmark of docs/performance.md, printed as one table (needs Debian's wrk and taskset:
+# apt-get install wrk util-linux). ARGS=--quick for a shorter run.
+bench: venv
+	$(VENV)/bin/pip install --quiet -e .
+	$(VENV)/bin/python -m bench $(ARGS)
