@@ -2,8 +2,8 @@
 
 Every panel answers a question an on-call engineer asks when summaries stop or look wrong: does
 Twilio reach us (requests by status), do we accept what it sends (signatures, rejections, invalid
-events), do we count each summary once (duplicates), are labels still bounded (overflow), and is
-the process itself healthy.
+events), do we count each summary once (duplicates), are labels still bounded (overflow), does the
+REST poller keep up (pull mode), and is the process itself healthy.
 """
 
 from __future__ import annotations
@@ -258,6 +258,93 @@ def events() -> Section:
     )
 
 
+def pull() -> Section:
+    """The REST poller (--pull.enabled); every panel is empty for a webhook-only exporter."""
+    target = "{{instance}}"
+    return Section(
+        "Pull mode",
+        [
+            Cell(
+                timeseries(
+                    "API requests per minute by endpoint and status",
+                    "Requests to the Voice Insights REST API, retries included. 429: rate limited (retried after Retry-After); "
+                    f"5xx and {m.PULL_NETWORK_ERROR}: retried with backoff; 401/403: wrong credentials (not retried).",
+                    [query(per_minute(f"{m.PULL_API_REQUESTS}_total", ("endpoint", "code")), "{{endpoint}} {{code}}")],
+                    "cpm",
+                    stack=True,
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Polls per minute by outcome",
+                    "A failed poll could not read everything after its retries; the next one starts again from the same watermark.",
+                    [query(per_minute(f"{m.PULL_POLLS}_total", ("outcome",)), "{{outcome}}")],
+                    "cpm",
+                    stack=True,
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Poll duration",
+                    "Time one poll took, retries and backoff included. A poll longer than --pull.interval delays the next one.",
+                    [
+                        query(f"histogram_quantile({q}, sum by (le) (rate({m.PULL_DURATION}_bucket{sel()}[{RATE}])))", f"p{q * 100:g}")
+                        for q in (0.5, 0.9, 0.99)
+                    ],
+                    "s",
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Conferences and participant summaries read per minute",
+                    "Conferences listed and participant summaries read, each time a poll reads them (a pending conference is "
+                    "read again on every poll), by processing_state: only complete and timeout summaries are recorded.",
+                    [
+                        query(per_minute(f"{m.PULL_CONFERENCES_SEEN}_total"), "conferences"),
+                        query(per_minute(f"{m.PULL_PARTICIPANTS_SEEN}_total", ("processing_state",)), "participants {{processing_state}}"),
+                    ],
+                    "cpm",
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Time since the last successful poll",
+                    f"Per exporter that polls; empty until its first successful poll. The alert fires after {settings.PULL_FAILING_FOR_SECONDS // 60} min "
+                    "without one (counted from the process start when it never succeeded).",
+                    [query(f"time() - max by (instance) ({m.PULL_LAST_SUCCESS}{sel()} > 0)", target)],
+                    "s",
+                    threshold=settings.PULL_FAILING_FOR_SECONDS,
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Watermark lag",
+                    "How far behind now the conference list has been read: about one --pull.interval when healthy, growing while polls fail.",
+                    [query(f"time() - max by (instance) ({m.PULL_WATERMARK}{sel()} > 0)", target)],
+                    "s",
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Summaries pending completion",
+                    "Participant summaries seen in_progress, re-read on every poll until they complete (up to ~30 min after the "
+                    "conference ends) or --pull.pending-max-age passes.",
+                    [query(f"sum by (instance) ({m.PULL_PENDING}{sel()})", target)],
+                    "short",
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Summaries expired per minute",
+                    "Participant summaries given up because they stayed in_progress past --pull.pending-max-age: never recorded.",
+                    [query(per_minute(f"{m.PULL_EXPIRED}_total", ("instance",)), target)],
+                    "cpm",
+                )
+            ),
+        ],
+    )
+
+
 def process() -> Section:
     return Section(
         "Process",
@@ -310,9 +397,9 @@ def build(generated: str) -> dict[str, Any]:
     return dashboard(
         uid=UID,
         title="Twilio Insights exporter",
-        description="Health of twilio-insights-exporter: webhook deliveries, signatures, events, label caps and the process.",
+        description="Health of twilio-insights-exporter: webhook deliveries, signatures, events, label caps, pull mode and the process.",
         generated=generated,
         variables=variables(),
-        sections=[overview(), webhook(), events(), process()],
+        sections=[overview(), webhook(), events(), pull(), process()],
         tags=["twilio-insights", "exporter"],
     )

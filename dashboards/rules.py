@@ -186,9 +186,49 @@ def exporter_alerts() -> list[Alert]:
     ]
 
 
+def pull_alerts() -> list[Alert]:
+    """Pull mode's alerts. Pull metrics exist only where --pull.enabled, so a webhook-only
+    exporter has none of these series and neither alert can fire for it."""
+    target = ", ".join(TARGET)
+    # As for the last summary: the later of the last successful poll and the process start, so a
+    # poller that has not succeeded since a restart counts from the restart, not from 1970. The
+    # start time is taken only from targets that poll (they expose the polls counter).
+    polling = f"(process_start_time_seconds and on ({target}) {m.PULL_POLLS}_total)"
+    since_success = f"time() - (({m.PULL_LAST_SUCCESS} > on ({target}) {polling}) or on ({target}) {polling})"
+    failing_for = settings.PULL_FAILING_FOR_SECONDS
+    expired = f"sum by ({target}) (increase({m.PULL_EXPIRED}_total[{settings.PULL_EXPIRED_WINDOW}]))"
+    return [
+        Alert(
+            name="TwilioInsightsPullFailing",
+            expr=f"{since_success} > {failing_for}",
+            duration="0m",
+            severity="warning",
+            summary="twilio-insights-exporter cannot poll the Voice Insights API",
+            description=(
+                "{{ $labels.instance }} of job {{ $labels.job }} polls the Voice Insights REST API but has completed no "
+                f"successful poll for {{{{ $value | humanizeDuration }}}} (the alert fires after {failing_for // 60} min). "
+                "Nothing is being pulled; the API keeps summaries for 30 days, so a fix within that time loses nothing."
+            ),
+            probes=(since_success,),
+        ),
+        Alert(
+            name="TwilioInsightsPullSummariesExpired",
+            expr=f"{expired} >= {settings.PULL_EXPIRED_MIN}",
+            duration="0m",
+            severity="warning",
+            summary="Pulled participant summaries given up while still in progress",
+            description=(
+                "{{ $labels.instance }} of job {{ $labels.job }} gave up {{ $value | printf \"%.0f\" }} participant summaries over the last "
+                f"{settings.PULL_EXPIRED_WINDOW}: they stayed in_progress past --pull.pending-max-age and were never recorded."
+            ),
+            probes=(expired,),
+        ),
+    ]
+
+
 def alerts() -> list[Alert]:
     """Every alert, exporter health first."""
-    return exporter_alerts() + quality_alerts()
+    return exporter_alerts() + pull_alerts() + quality_alerts()
 
 
 def build() -> dict[str, Any]:

@@ -8,6 +8,8 @@ here decides *when to wake someone up*, and is read by both the alert rules and 
 
 from __future__ import annotations
 
+from exporter.config import PullSettings
+
 # Where each alert's runbook lives; an alert's runbook_url is RUNBOOK_BASE_URL/<AlertName>.md.
 # Point it at your fork (or an internal wiki mirror) before loading the rules.
 RUNBOOK_BASE_URL = "https://github.com/twilio-insights-exporter/twilio-insights-exporter/blob/main/docs/runbooks"
@@ -46,3 +48,16 @@ WEBHOOK_ALERT_FOR = "5m"
 # A label that keeps overflowing folds new values into "other": dashboards lose detail, nothing
 # is lost in totals. Worth a ticket, not a page.
 LABEL_OVERFLOW_WINDOW = "1h"
+
+# Pull mode. The exporter does not expose its --pull.interval, so the "pull failing" alert assumes
+# the exporter's default interval (read from its settings, not written again here): set
+# PULL_INTERVAL_SECONDS to yours if you changed it. Three missed intervals mean polling is broken,
+# not one poll delayed by a 429; the 10-minute floor keeps a short interval from paging while a
+# poll is still retrying a brief API outage (it backs off for minutes before giving up).
+PULL_INTERVAL_SECONDS = int(PullSettings.model_fields["interval"].get_default().total_seconds())
+PULL_FAILING_FOR_SECONDS = max(3 * PULL_INTERVAL_SECONDS, 10 * 60)
+
+# A summary still in_progress after --pull.pending-max-age is given up and never recorded: each is
+# a participant missing from the quality dashboards. Rare and worth a look, not a page.
+PULL_EXPIRED_WINDOW = "1h"
+PULL_EXPIRED_MIN = 1
