@@ -157,3 +157,30 @@ def test_quality_dashboard_covers_every_participant_metric():
         metrics.DURATION, metrics.QUEUE_TIME, metrics.ACTIONS, metrics.REGION_MISMATCH,
     ):  # fmt: skip
         assert name in exprs, name
+
+
+def test_health_dashboard_has_a_pull_mode_row_with_every_pull_metric():
+    dashboard = load(health.UID)
+    rows = [panel for panel in dashboard["panels"] if panel["type"] == "row"]
+    assert [row["title"] for row in rows] == ["Overview", "Webhook", "Events", "Pull mode", "Process"]
+    start = dashboard["panels"].index(rows[3])
+    end = dashboard["panels"].index(rows[4])
+    pull = dashboard["panels"][start + 1 : end]
+    exprs = " ".join(t["expr"] for panel in pull for t in panel["targets"])
+    for name in (
+        metrics.PULL_API_REQUESTS, metrics.PULL_POLLS, metrics.PULL_DURATION, metrics.PULL_CONFERENCES_SEEN,
+        metrics.PULL_PARTICIPANTS_SEEN, metrics.PULL_LAST_SUCCESS, metrics.PULL_WATERMARK, metrics.PULL_PENDING,
+        metrics.PULL_EXPIRED,
+    ):  # fmt: skip
+        assert name in exprs, name
+    assert "by (processing_state)" in exprs and "by (endpoint, code)" in exprs and "by (outcome)" in exprs
+    since = next(panel for panel in pull if panel["title"] == "Time since the last successful poll")
+    assert since["fieldConfig"]["defaults"]["thresholds"]["steps"][-1] == {"color": "red", "value": settings.PULL_FAILING_FOR_SECONDS}
+
+
+def test_pull_failing_threshold_is_three_default_intervals_or_ten_minutes_whichever_is_longer():
+    from exporter.config import PullSettings
+
+    interval = PullSettings().interval.total_seconds()
+    assert settings.PULL_INTERVAL_SECONDS == interval
+    assert settings.PULL_FAILING_FOR_SECONDS == max(3 * interval, 600)

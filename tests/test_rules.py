@@ -32,7 +32,7 @@ def test_rules_file_says_it_is_generated():
 def test_promtool_check_rules_passes():
     result = promtool("check", "rules", str(RULES_FILE))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 17 rules found" in result.stdout
+    assert "SUCCESS: 19 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_pass():
@@ -41,23 +41,42 @@ def test_promtool_unit_tests_pass():
     assert result.stdout.count("SUCCESS") == len(UNIT_TESTS)
 
 
-def test_promtool_unit_tests_fail_when_a_threshold_is_broken(tmp_path):
-    """The unit tests are not vacuous: loosening the MOS alert's share makes them fail."""
-    broken = RULES_FILE.read_text(encoding="utf-8").replace("ratio_rate30m > 0.1 and", "ratio_rate30m > 0.5 and")
-    assert broken != RULES_FILE.read_text(encoding="utf-8")
+def unit_tests_against(rules_text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """The promtool unit tests, run against ``rules_text`` instead of the committed rules file."""
     (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / RULES_FILE.name).write_text(broken, encoding="utf-8")
+    (tmp_path / "rules" / RULES_FILE.name).write_text(rules_text, encoding="utf-8")
     (tmp_path / "rules" / "tests").mkdir()
     for test in UNIT_TESTS:
         shutil.copy(test, tmp_path / "rules" / "tests" / test.name)
-    result = subprocess.run(
+    return subprocess.run(
         [PROMTOOL, "test", "rules", *(str(tmp_path / "rules" / "tests" / t.name) for t in UNIT_TESTS)],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_promtool_unit_tests_fail_when_a_threshold_is_broken(tmp_path):
+    """The unit tests are not vacuous: loosening the MOS alert's share makes them fail."""
+    broken = RULES_FILE.read_text(encoding="utf-8").replace("ratio_rate30m > 0.1 and", "ratio_rate30m > 0.5 and")
+    assert broken != RULES_FILE.read_text(encoding="utf-8")
+    result = unit_tests_against(broken, tmp_path)
     assert result.returncode != 0
     assert "TwilioConferenceLowMOS" in result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_fail_when_the_pull_alert_watches_webhook_only_exporters(tmp_path):
+    """Without its "targets that poll" guard the pull-failing alert would page for every
+    webhook-only exporter (and any other process) started more than 10 minutes ago; the unit
+    tests catch that."""
+    guard = "(process_start_time_seconds and on (job, instance) twilio_insights_exporter_pull_polls_total)"
+    text = RULES_FILE.read_text(encoding="utf-8")
+    assert text.count(guard) == 2
+    result = unit_tests_against(text.replace(guard, "process_start_time_seconds"), tmp_path)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "webhook-only exporters never fire the pull alerts" in output
+    assert 'instance="w"' in output
 
 
 def test_every_alert_has_a_unit_test_that_expects_it_to_fire():
