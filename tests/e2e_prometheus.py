@@ -2,16 +2,19 @@
 
 Prometheus runs from Debian's ``prometheus`` package on a free loopback port, with its TSDB under
 the test's temporary directory, exemplar storage on and a 1 s scrape and evaluation interval.
+The fake Voice Insights API (:mod:`tests.fake_insights`) runs beside it for a polling exporter.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -19,11 +22,15 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from aiohttp import web
 
 from tests.exporter_process import free_port, wait_for
+from tests.fake_insights import FakeInsights
+
+T = TypeVar("T")
 
 JOB = "twilio-insights-exporter"
 # What Grafana would put in place of its built-in variables: the test's traffic is all younger
@@ -124,6 +131,49 @@ def start_prometheus(tmp_path: Path, targets: list[str], rule_files: list[Path])
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@dataclass
+class FakeInsightsServer:
+    """The fake Voice Insights API, served from an event loop of its own in a background thread
+    (the tests are synchronous, and the exporter polls it while they block on Prometheus)."""
+
+    fake: FakeInsights
+    url: str
+    loop: asyncio.AbstractEventLoop
+
+    def call(self, change: Callable[[], T]) -> T:
+        """Run ``change`` on the fake's loop, between two of its requests, and return its result."""
+
+        async def run() -> T:
+            return change()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+
+@contextlib.contextmanager
+def start_fake_insights() -> Iterator[FakeInsightsServer]:
+    """Serve a :class:`FakeInsights` on a free loopback port until the block ends."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-insights", daemon=True)
+    thread.start()
+
+    async def start() -> tuple[FakeInsights, web.AppRunner]:
+        fake = FakeInsights()  # on the loop that serves it: its gate is an asyncio.Event
+        runner = web.AppRunner(fake.app())
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return fake, runner
+
+    fake, runner = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        host, port = runner.addresses[0][:2]
+        yield FakeInsightsServer(fake, f"http://{host}:{port}", loop)
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def substitute(text: str, values: dict[str, str]) -> str:

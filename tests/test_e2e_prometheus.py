@@ -2,9 +2,12 @@
 
 One exporter receives a realistic synthetic set of signed summaries (plus the traffic the health
 dashboard watches: a sink test event, a duplicate delivery, an invalid event, a forged signature,
-a body that is not JSON, and more countries than the country_code cap). A second exporter, idle,
-is there to be stopped. Prometheus scrapes both every second with exemplar storage on and
-evaluates the generated rules file; the tests then ask it what Grafana and Alertmanager would.
+a body that is not JSON, and more countries than the country_code cap). It also polls a fake Voice
+Insights API every second, which lists the same summaries (so both paths see each participant,
+and it is counted once) and one summary that stays in_progress until the poller gives it up. A
+second exporter, webhook-only and idle, is there to be stopped. Prometheus scrapes both every
+second with exemplar storage on and evaluates the generated rules file; the tests then ask it
+what Grafana and Alertmanager would.
 """
 
 from __future__ import annotations
@@ -27,7 +30,19 @@ import yaml
 
 from dashboards import health, quality, rules
 from exporter import metrics, synthetic
-from tests.e2e_prometheus import JOB, Prometheus, has_finite_value, panel_queries, start_prometheus, substitute, variable_queries, variable_values
+from tests import fake_insights
+from tests.e2e_prometheus import (
+    JOB,
+    FakeInsightsServer,
+    Prometheus,
+    has_finite_value,
+    panel_queries,
+    start_fake_insights,
+    start_prometheus,
+    substitute,
+    variable_queries,
+    variable_values,
+)
 from tests.exporter_process import ExporterProcess, start_exporter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +52,9 @@ TOKEN = "e2e0123456789abcdef0123456789abcd"
 PUBLIC_URL = "https://hooks.example.com/events"
 COUNTRY_CAP = 3
 BATCH = 20
+# Polls every second, and gives up an in_progress summary on the first poll after a second.
+PULL_FLAGS = ("--pull.enabled", "--pull.interval=1s", "--pull.pending-max-age=1s")
+PULL_ENV = {"TWILIO_API_KEY": fake_insights.API_KEY, "TWILIO_API_SECRET": fake_insights.API_SECRET}
 
 
 @dataclass
@@ -44,6 +62,7 @@ class Stack:
     prometheus: Prometheus
     exporter: ExporterProcess
     idle: ExporterProcess
+    insights: FakeInsightsServer
     summaries: list[dict[str, Any]]
     started: float
 
@@ -87,32 +106,73 @@ def total_summaries(prometheus: Prometheus, instance: str) -> float:
     return prometheus.value(f'sum({metrics.SUMMARIES}_total{{instance="{instance}"}})') or 0.0
 
 
+def pulled(prometheus: Prometheus, instance: str) -> float:
+    """Summaries the poller handed to the pipeline: recorded, or already pushed by the webhook."""
+    events = f'{metrics.EVENTS}_total{{instance="{instance}", source="pull", outcome=~"{metrics.RECORDED}|{metrics.DUPLICATE}"}}'
+    return prometheus.value(f"sum({events})") or 0.0
+
+
+def publish(insights: FakeInsightsServer, summaries: list[dict[str, Any]]) -> None:
+    """List ``summaries`` in the fake API, each conference with all its participants at once (a
+    conference read while still empty would be finished with, and its participants never read)."""
+
+    def add() -> None:
+        for summary in summaries:
+            conference = summary["conference_sid"]
+            if conference not in insights.fake.conferences:
+                insights.fake.add_conference(conference, time.time() - 120)
+            insights.fake.add_participant(conference, summary)
+
+    insights.call(add)
+
+
+def publish_one_that_never_completes(insights: FakeInsightsServer) -> None:
+    summary = synthetic.generate_summary(random.Random(7), processing_state="in_progress")
+
+    def add() -> None:
+        insights.fake.add_conference(summary["conference_sid"], time.time() - 120, processing_state="in_progress")
+        insights.fake.add_participant(summary["conference_sid"], summary)
+
+    insights.call(add)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("e2e")
     env = {"TWILIO_AUTH_TOKEN": TOKEN}
     flags = (f"--webhook.public-url={PUBLIC_URL}", f'--labels.limits={{"country_code": {{"max_values": {COUNTRY_CAP}}}}}', "--log.level=warning")
     with contextlib.ExitStack() as cleanup:
-        exporter = cleanup.enter_context(start_exporter(*flags, env=env, tmp_path=tmp))
+        insights = cleanup.enter_context(start_fake_insights())
+        pull = (*PULL_FLAGS, f"--pull.api-url={insights.url}")
+        exporter = cleanup.enter_context(start_exporter(*flags, *pull, env={**env, **PULL_ENV}, tmp_path=tmp))
         idle = cleanup.enter_context(start_exporter(*flags, env=env, tmp_path=tmp))
         targets = [urllib.parse.urlsplit(e.metrics_url).netloc for e in (exporter, idle)]
         started = time.time()
         prometheus = cleanup.enter_context(start_prometheus(tmp, targets, [RULES_FILE]))
         instance = targets[0]
         prometheus.poll("first scrape of the exporter", lambda: prometheus.value(f'up{{instance="{instance}"}}') == 1)
+        # Only now, so that Prometheus has seen the expired counter at 0 before it moves (increase()
+        # cannot see a rise that happened before a counter's first scrape).
+        publish_one_that_never_completes(insights)
 
         # Two deliveries of realistic traffic, each seen by Prometheus before the next, so that
         # every counter has grown between scrapes and every rate is a real number.
         # 2 x 50 summaries: enough for every label and tag to occur, few enough series that a scrape
         # fits in the 1 s scrape timeout on a busy CI machine.
         first, second = list(synthetic.summaries(50, seed=1)), list(synthetic.summaries(50, seed=2))
+        # The fake API lists each part as it is pushed: whichever path comes first records it.
         for number, part in enumerate((first, second), start=1):
+            publish(insights, part)
             batches = deliver(exporter, part)
             side_traffic(exporter, batches[0])
             expected = len(first) * number
             prometheus.poll(f"{expected} summaries scraped", lambda: total_summaries(prometheus, instance) == expected)
+        everything = len(first) + len(second)
+        prometheus.poll(f"{everything} summaries pulled", lambda: pulled(prometheus, instance) == everything)
+        expired = f'{metrics.PULL_EXPIRED}_total{{instance="{instance}"}}'
+        prometheus.poll("the in_progress summary given up", lambda: (prometheus.value(expired) or 0) >= 1)
         prometheus.wait_for_scrapes(instance, 2)
-        yield Stack(prometheus, exporter, idle, first + second, started)
+        yield Stack(prometheus, exporter, idle, insights, first + second, started)
 
 
 @pytest.mark.parametrize("uid", sorted(DASHBOARDS))
@@ -149,7 +209,7 @@ def test_prometheus_loaded_and_evaluates_every_rule_without_error(stack):
 
     stack.prometheus.poll("every rule evaluated", all_evaluated)
     loaded = [rule for group in stack.prometheus.api("rules")["groups"] for rule in group["rules"]]
-    assert len(loaded) == 17
+    assert len(loaded) == 19
     assert [(rule["name"], rule["health"], rule.get("lastError", "")) for rule in loaded] == [(rule["name"], "ok", "") for rule in loaded]
 
 
@@ -188,6 +248,30 @@ def test_no_summaries_alert_counts_from_the_last_summary(stack):
     # Both exporters started moments ago; the busy one has just recorded summaries.
     assert 0 <= ages[stack.instance] < 60
     assert stack.prometheus.query(no_summaries.expr) == []
+
+
+def test_participants_both_pushed_and_pulled_are_counted_once(stack):
+    assert pulled(stack.prometheus, stack.instance) == len(stack.summaries)
+    assert total_summaries(stack.prometheus, stack.instance) == len(stack.summaries)
+    requests = stack.prometheus.query(f'{metrics.PULL_API_REQUESTS}_total{{instance="{stack.instance}", code="200"}} > 0')
+    assert {sample["metric"]["endpoint"] for sample in requests} == set(metrics.PULL_ENDPOINTS)
+
+
+def test_pull_failing_alert_watches_only_the_exporter_that_polls(stack):
+    failing = next(alert for alert in rules.alerts() if alert.name == "TwilioInsightsPullFailing")
+    (since_success,) = failing.probes
+    ages = {s["metric"]["instance"]: float(s["value"][1]) for s in stack.prometheus.query(since_success)}
+    # The polling exporter succeeded a moment ago; the webhook-only one is not watched at all.
+    assert list(ages) == [stack.instance]
+    assert 0 <= ages[stack.instance] < 60
+    assert stack.prometheus.query(failing.expr) == []
+
+
+def test_summaries_expired_alert_fires_for_the_summary_given_up(stack):
+    expired = next(alert for alert in rules.alerts() if alert.name == "TwilioInsightsPullSummariesExpired")
+    firing = stack.prometheus.query(expired.expr)
+    assert [sample["metric"] for sample in firing] == [{"job": JOB, "instance": stack.instance}]
+    assert float(firing[0]["value"][1]) >= 1
 
 
 def test_threshold_buckets_count_exactly_the_streams_past_twilios_thresholds(stack):
