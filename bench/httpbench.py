@@ -62,67 +62,119 @@ def sample_count(text: str) -> int:
     return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 
 
+REGIMES = ("warm", "cold")
+# Summaries per label set posted before a warm measurement: enough that the rarer detail
+# labels (tags, severities, degradations, actions) of each set exist too.
+SEED_PER_LABEL_SET = 20
+
+
 def posts(tmp: Path, runs: int, duration: float, batch: int, deliveries: int, log=print) -> dict:
-    """Exporter vs the bare handler, alternated run by run with the same client and request file."""
-    requests = workload.write_requests(tmp / f"posts-{batch}.tsv", procs.PUBLIC_SINK_URL, deliveries, batch, seed=batch)
-    warmup = workload.write_requests(tmp / f"warmup-{batch}.tsv", procs.PUBLIC_SINK_URL, 200, batch, seed=10_000 + batch)
-    exporter_runs, bare_runs, ratios = [], [], []
+    """The exporter warm and cold, and the bare handler, alternated run by run with the same
+    client; each regime's ratio is to the bare run of the same round."""
+    pool = workload.label_pool(workload.WARM_LABEL_SETS, seed=1)
+    files = {
+        "cold": (
+            workload.write_requests(tmp / f"posts-cold-{batch}.tsv", procs.PUBLIC_SINK_URL, deliveries, batch, seed=batch),
+            workload.write_requests(tmp / f"warmup-cold-{batch}.tsv", procs.PUBLIC_SINK_URL, 200, batch, seed=10_000 + batch),
+            None,
+        ),
+        "warm": (
+            workload.write_requests(tmp / f"posts-warm-{batch}.tsv", procs.PUBLIC_SINK_URL, deliveries, batch, seed=batch, pool=pool),
+            workload.write_requests(tmp / f"warmup-warm-{batch}.tsv", procs.PUBLIC_SINK_URL, 200, batch, seed=10_000 + batch, pool=pool),
+            workload.write_requests(
+                tmp / "seed-warm.tsv", procs.PUBLIC_SINK_URL, len(pool) * SEED_PER_LABEL_SET // 50, 50, seed=40_000, pool=pool
+            ),
+        ),
+    }
+    out: dict = {regime: {"exporter": [], "ratios": []} for regime in REGIMES}
+    out["bare"] = []
     for run in range(runs):
-        with procs.exporter() as server:
-            load(server, warmup, 1.0)
-            before = outcomes(scrape_metrics(server))
-            result = load(server, requests, duration)
-            after = outcomes(scrape_metrics(server))
-        recorded = after.get("recorded", 0) - before.get("recorded", 0)
-        duplicates = after.get("duplicate", 0) - before.get("duplicate", 0)
-        result["summaries_per_s"] = recorded / (result["duration_us"] / 1e6)
-        result["duplicates"] = duplicates
-        exporter_runs.append(result)
         with procs.bare() as server:
-            load(server, warmup, 1.0)
-            bare_result = load(server, requests, duration)
-        bare_runs.append(bare_result)
-        ratios.append(result["rate"] / bare_result["rate"])
-        log(
-            f"  run {run + 1}/{runs}: exporter {result['rate']:.0f} req/s ({result['summaries_per_s']:.0f} summaries/s recorded, "
-            f"{duplicates:.0f} duplicates, p50 {result['p50_us'] / 1000:.1f} ms, p99 {result['p99_us'] / 1000:.1f} ms, "
-            f"non-2xx {result['non_2xx']}); bare {bare_result['rate']:.0f} req/s (p50 {bare_result['p50_us'] / 1000:.1f} ms, "
-            f"p99 {bare_result['p99_us'] / 1000:.1f} ms); ratio {ratios[-1]:.2f}"
-        )
-    return {"exporter": exporter_runs, "bare": bare_runs, "ratio": statistics.median(ratios), "ratios": ratios}
+            load(server, files["cold"][1], 1.0)
+            bare_result = load(server, files["cold"][0], duration)
+        out["bare"].append(bare_result)
+        line = [f"  run {run + 1}/{runs}: bare {bare_result['rate']:.0f} req/s (p50 {bare_result['p50_us'] / 1000:.1f} ms, p99 {bare_result['p99_us'] / 1000:.1f} ms)"]
+        for regime in REGIMES:
+            requests, warmup, seed = files[regime]
+            with procs.exporter() as server:
+                if seed is not None:
+                    _post_all(server, seed)
+                load(server, warmup, 1.0)
+                text = scrape_metrics(server)
+                before, samples_before = outcomes(text), sample_count(text)
+                result = load(server, requests, duration)
+                text = scrape_metrics(server)
+                after, samples_after = outcomes(text), sample_count(text)
+            recorded = after.get("recorded", 0) - before.get("recorded", 0)
+            result["summaries_per_s"] = recorded / (result["duration_us"] / 1e6)
+            result["duplicates"] = after.get("duplicate", 0) - before.get("duplicate", 0)
+            result["samples_before"], result["samples_after"] = samples_before, samples_after
+            # New series per recorded summary: ~0 warm, tens to ~200 cold.
+            result["new_samples_per_summary"] = (samples_after - samples_before) / max(recorded, 1)
+            result["ratio"] = result["rate"] / bare_result["rate"]
+            if result["duplicates"]:
+                log(f"  WARNING: {regime}: the request file wrapped around ({result['duplicates']:.0f} duplicates); its rate is not a fresh-delivery rate")
+            out[regime]["exporter"].append(result)
+            out[regime]["ratios"].append(result["ratio"])
+            line.append(
+                f"{regime} {result['rate']:.0f} req/s = {result['ratio']:.2f} x ({result['summaries_per_s']:.0f} summaries/s, "
+                f"p50 {result['p50_us'] / 1000:.1f} ms, p99 {result['p99_us'] / 1000:.1f} ms, non-2xx {result['non_2xx']}, "
+                f"{result['duplicates']:.0f} duplicates, registry {samples_before} -> {samples_after} samples)"
+            )
+        log("; ".join(line))
+    for regime in REGIMES:
+        out[regime]["ratio"] = statistics.median(out[regime]["ratios"])
+    return out
+
+
+# Label sets of the scrape test's registry: about 200 samples each, so 100k samples take ~500.
+SCRAPE_LABEL_SETS = 700
 
 
 def scrapes_under_load(tmp: Path, duration: float, rate: float, target_samples: int, log=print) -> dict:
-    """Steady webhook load while two scrapers pull a large /metrics every 5 s."""
+    """Steady webhook load while two scrapers pull a large /metrics every 5 s: first warm
+    (summaries of the label sets already in the registry), then cold (new label sets)."""
+    pool = workload.label_pool(SCRAPE_LABEL_SETS, seed=2, teams=True)
+    out: dict = {}
     with procs.exporter() as server:
-        # Grow the registry to the target through the webhook itself, 50 summaries per delivery.
+        # Grow the registry to the target through the webhook itself, 50 summaries per delivery,
+        # from the label sets the warm phase will use.
         seed = 20_000
-        while True:
-            fill = workload.write_requests(tmp / "fill.tsv", procs.PUBLIC_SINK_URL, 10, 50, seed=seed, teams=True)
+        for _ in range(400):  # bounded: ~40 rounds reach 100k samples
+            fill = workload.write_requests(tmp / "fill.tsv", procs.PUBLIC_SINK_URL, 10, 50, seed=seed, pool=pool)
             _post_all(server, fill)
             seed += 1
             samples = sample_count(scrape_metrics(server))
             if samples >= target_samples:
                 break
-        steady = workload.write_requests(tmp / "steady.tsv", procs.PUBLIC_SINK_URL, int(rate * duration) + 10, 1, seed=30_000)
-        scraper = subprocess.Popen(
-            procs.pinned(CLIENT_CPU, [sys.executable, "-m", "bench.client", "scrape", server.metrics + "/metrics", "--interval=5", f"--duration={duration}", "--scrapers=2"]),
-            cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        client = subprocess.run(
-            procs.pinned(CLIENT_CPU, [sys.executable, "-m", "bench.client", "steady", server.base, str(steady), f"--rate={rate}", f"--duration={duration}"]),
-            cwd=ROOT, capture_output=True, text=True, timeout=duration + 120,
-        )  # fmt: skip
-        scrape_out, _ = scraper.communicate(timeout=120)
-        webhook = _result(client.stdout)
-        scrapes = _result(scrape_out)
-        rss_kib = server.rss_kib()
-    log(
-        f"  {samples} samples: webhook at {rate:g}/s p50 {webhook['p50_us'] / 1000:.1f} ms, p99 {webhook['p99_us'] / 1000:.1f} ms, "
-        f"max {webhook['max_us'] / 1000:.1f} ms ({webhook['requests']} requests, {webhook['non_2xx']} non-2xx, {webhook['socket_errors']} errors); "
-        f"{scrapes['scrapes']} scrapes of {scrapes['bytes'] / 1e6:.1f} MB, p50 {scrapes['p50_ms']:.0f} ms, max {scrapes['max_ms']:.0f} ms"
-    )
-    return {"samples": samples, "webhook": webhook, "scrapes": scrapes, "rss_kib": rss_kib}
+        out["samples"] = samples
+        for regime in REGIMES:
+            steady = workload.write_requests(
+                tmp / f"steady-{regime}.tsv", procs.PUBLIC_SINK_URL, int(rate * duration) + 10, 1,
+                seed=30_000 if regime == "warm" else 30_001, pool=pool if regime == "warm" else None,
+            )  # fmt: skip
+            scraper = subprocess.Popen(
+                procs.pinned(CLIENT_CPU, [sys.executable, "-m", "bench.client", "scrape", server.metrics + "/metrics", "--interval=5", f"--duration={duration}", "--scrapers=2"]),
+                cwd=ROOT, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            client = subprocess.run(
+                procs.pinned(CLIENT_CPU, [sys.executable, "-m", "bench.client", "steady", server.base, str(steady), f"--rate={rate}", f"--duration={duration}"]),
+                cwd=ROOT, capture_output=True, text=True, timeout=duration + 120,
+            )  # fmt: skip
+            scrape_out, _ = scraper.communicate(timeout=120)
+            webhook = _result(client.stdout)
+            scrapes = _result(scrape_out)
+            samples_after = sample_count(scrape_metrics(server))
+            out[regime] = {"webhook": webhook, "scrapes": scrapes, "samples_before": samples, "samples_after": samples_after}
+            log(
+                f"  {regime}: {samples} -> {samples_after} samples: webhook at {rate:g}/s p50 {webhook['p50_us'] / 1000:.1f} ms, "
+                f"p99 {webhook['p99_us'] / 1000:.1f} ms, max {webhook['max_us'] / 1000:.1f} ms ({webhook['requests']} requests, "
+                f"{webhook['non_2xx']} non-2xx, {webhook['socket_errors']} errors); {scrapes['scrapes']} scrapes of "
+                f"{scrapes['bytes'] / 1e6:.1f} MB, p50 {scrapes['p50_ms']:.0f} ms, max {scrapes['max_ms']:.0f} ms"
+            )
+            samples = samples_after
+        out["rss_kib"] = server.rss_kib()
+    return out
 
 
 def _post_all(server: Server, requests: Path) -> None:
