@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import from_json
 
 SUMMARY_TYPES = frozenset(
     {
@@ -262,5 +263,19 @@ def _reject_constant(name: str) -> Any:
 
 
 def loads(raw: bytes | str) -> Any:
-    """Strict JSON: no NaN or Infinity."""
-    return json.loads(raw, parse_constant=_reject_constant)
+    """Strict JSON: no NaN or Infinity; ``ValueError`` for anything that is not JSON.
+
+    pydantic's own parser (``from_json``, in Rust) rather than ``json.loads``: about twice as fast
+    on a delivery body, the webhook's largest per-summary cost after validation
+    (docs/performance.md). It refuses what ``json.loads`` would have refused, and also two
+    things it would have accepted: a lone UTF-16 surrogate escape (``"\\ud800"``, which no
+    exposition could encode) and nesting deeper than 200 (a summary is 5 deep).
+
+    >>> loads(b'[{"mos": 4.2}]')
+    [{'mos': 4.2}]
+    >>> loads(b'[NaN]')
+    Traceback (most recent call last):
+    ...
+    ValueError: expected value at line 1 column 2
+    """
+    return from_json(raw, allow_inf_nan=False)
