@@ -147,7 +147,9 @@ class HistogramSeries:
     def __init__(self, upper: tuple[float, ...], bucket_open: str, bucket_close: str, plain: str) -> None:
         self.counts = [0] * len(upper)
         self.sum = 0.0
-        self.exemplars: list[Exemplar | None] = [None] * len(upper)
+        # (labels, value, timestamp) per bucket, made an Exemplar only when collected: the
+        # NamedTuple's constructor is Python code, 0.3 µs on each of a summary's ~12 observations.
+        self.exemplars: list[tuple[dict[str, str], float, float] | None] = [None] * len(upper)
         self._upper = upper
         self._bucket_open = bucket_open
         self._bucket_close = bucket_close
@@ -159,13 +161,15 @@ class HistogramSeries:
         self.counts[i] += 1
         self.sum += value
         if exemplar:
-            self.exemplars[i] = Exemplar(exemplar, value, time.time())
+            self.exemplars[i] = (exemplar, value, time.time())
 
     def add_samples(self, metric: Metric, labels: dict[str, str]) -> None:
         total = 0
         for bound, count, exemplar in zip(self._upper, self.counts, self.exemplars):
             total += count
-            metric.add_sample(metric.name + "_bucket", {**labels, "le": floatToGoString(bound)}, float(total), None, exemplar)
+            metric.add_sample(
+                metric.name + "_bucket", {**labels, "le": floatToGoString(bound)}, float(total), None, exemplar and Exemplar(*exemplar)
+            )
         metric.add_sample(metric.name + "_count", labels, float(total))
         metric.add_sample(metric.name + "_sum", labels, self.sum)
 
@@ -221,8 +225,8 @@ class HistogramFamily(_Family):
         yield "".join(lines)
 
 
-def _exemplar_text(exemplar: Exemplar) -> str:
+def _exemplar_text(exemplar: tuple[dict[str, str], float, float]) -> str:
     """An OpenMetrics exemplar, as ``prometheus_client.openmetrics.exposition`` writes it."""
-    labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(exemplar.labels.items()))
-    timestamp = "" if exemplar.timestamp is None else f" {exemplar.timestamp}"
-    return f" # {{{labels}}} {floatToGoString(exemplar.value)}{timestamp}"
+    labels, value, timestamp = exemplar
+    pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+    return f" # {{{pairs}}} {floatToGoString(value)} {timestamp}"

@@ -32,15 +32,12 @@ class Recorder:
     ) -> None:
         self.labels = LabelPolicy(settings.labels, on_label_overflow)
         self.metrics: ParticipantMetrics = build_participant_metrics(registry, self.labels.common_names, settings.buckets.resolved())
+        # Bounded like the registry itself: one entry per common label set.
+        self._series_of: dict[tuple[str, ...], _SeriesOf] = {}
 
     def families(self) -> list[Any]:
         """The participant families, in exposition order (for the /metrics handler)."""
         return [getattr(self.metrics, f.name) for f in fields(self.metrics)]
-
-    @staticmethod
-    def _child(metric: Any, values: tuple[str, ...]) -> Any:
-        # A dict lookup per label tuple: the families index their series by it (families.py).
-        return metric.labels(*values)
 
     def record(self, summary: ParticipantSummary) -> None:
         """Turn one summary into observations. Call once per summary: deduplication is the caller's."""
@@ -58,50 +55,78 @@ class Recorder:
                 "jitter_buffer_size": summary.jitter_buffer_size,
             }
         )
+        series = self._series_of.get(common)
+        if series is None:
+            series = self._series_of[common] = _SeriesOf(common)
         exemplar = _exemplar(summary)
 
-        self._child(m.summaries, (*common, lp["processing_state"](summary.processing_state), lp["call_status"](summary.status))).inc()
+        m.summaries.labels(*common, lp["processing_state"](summary.processing_state), lp["call_status"](summary.status)).inc()
         for stream, sm in summary.streams():
-            self._record_stream(common + (stream,), sm, exemplar)
+            self._record_stream(series, stream, sm, exemplar)
         if summary.quality_issues is not None:
-            self._child(m.quality_issues, common).observe(summary.quality_issues)
+            series[m.quality_issues,].observe(summary.quality_issues)
         if summary.duration_seconds is not None:
-            self._child(m.duration, common).observe(summary.duration_seconds)
+            series[m.duration,].observe(summary.duration_seconds)
         if summary.outbound_time_in_queue is not None:
-            self._child(m.queue_time, common).observe(summary.outbound_time_in_queue)
+            series[m.queue_time,].observe(summary.outbound_time_in_queue)
         if summary.events is not None:
             for action, count in summary.events.counts().items():
-                self._child(m.actions, (*common, lp["action"](action))).inc(count)
+                m.actions.labels(*common, lp["action"](action)).inc(count)
         if summary.participant_region and summary.conference_region and summary.participant_region != summary.conference_region:
-            self._child(m.region_mismatch, common).inc()
+            series[m.region_mismatch,].inc()
 
-    def _record_stream(self, labels: tuple[str, ...], sm: StreamMetrics, exemplar: dict[str, str] | None) -> None:
+    def _record_stream(self, series: _SeriesOf, stream: str, sm: StreamMetrics, exemplar: dict[str, str] | None) -> None:
         m = self.metrics
         lp = self.labels
         if sm.mos is not None:
-            self._child(m.mos, labels).observe(sm.mos, exemplar)
+            series[m.mos, stream].observe(sm.mos, exemplar)
         for histogram, stat in ((m.jitter, sm.jitter), (m.latency, sm.latency)):
             if stat is None:
                 continue
             if stat.avg is not None:
-                self._child(histogram, (*labels, "avg")).observe(stat.avg / 1000, exemplar)
+                series[histogram, stream, "avg"].observe(stat.avg / 1000, exemplar)
             if stat.max is not None:
-                self._child(histogram, (*labels, "max")).observe(stat.max / 1000, exemplar)
+                series[histogram, stream, "max"].observe(stat.max / 1000, exemplar)
         if sm.packet_loss_percentage is not None:
-            self._child(m.packet_loss, labels).observe(sm.packet_loss_percentage / 100, exemplar)
+            series[m.packet_loss, stream].observe(sm.packet_loss_percentage / 100, exemplar)
         if sm.total_packets_received is not None:
-            self._child(m.packets_received, labels).inc(sm.total_packets_received)
+            series[m.packets_received, stream].inc(sm.total_packets_received)
         if sm.total_packets_lost is not None:
-            self._child(m.packets_lost, labels).inc(sm.total_packets_lost)
+            series[m.packets_lost, stream].inc(sm.total_packets_lost)
+        if not (sm.tags or sm.tags_info is not None or sm.occurrences is not None):
+            return  # a clean stream, as most are
+        labels = (*series.common, stream)
         # A tag says "this stream had that condition": once per stream, however often listed.
         for tag in dict.fromkeys(sm.tags or ()):
-            self._child(m.tags, (*labels, lp["tag"](tag))).inc()
+            m.tags.labels(*labels, lp["tag"](tag)).inc()
         if sm.tags_info is not None:
             for issue, severity in sm.tags_info.severities().items():
-                self._child(m.tag_severity, (*labels, lp["issue"](issue), lp["severity"](severity))).inc()
+                m.tag_severity.labels(*labels, lp["issue"](issue), lp["severity"](severity)).inc()
         if sm.occurrences is not None:
             for metric, count in sm.occurrences.counts().items():
-                self._child(m.degradations, (*labels, lp["metric"](metric))).inc(count)
+                m.degradations.labels(*labels, lp["metric"](metric)).inc(count)
+
+
+class _SeriesOf(dict):
+    """The series of one common label set whose other labels come from a fixed vocabulary
+    (stream, stat), keyed ``(family, *other labels)`` and created on first use.
+
+    Most of a summary's ~20 observations land in these: one lookup with a short key here
+    replaces a ``.labels()`` call that builds, hashes and compares the whole label tuple (record
+    of a warm summary ~31 -> ~23 µs, docs/performance.md). Series are still
+    created lazily, so a series that never had an observation is never exposed.
+    """
+
+    __slots__ = ("common",)
+
+    def __init__(self, common: tuple[str, ...]) -> None:
+        super().__init__()
+        self.common = common
+
+    def __missing__(self, key: tuple[Any, ...]) -> Any:
+        family, *others = key
+        series = self[key] = family.labels(*self.common, *others)
+        return series
 
 
 def _exemplar(summary: ParticipantSummary) -> dict[str, str] | None:
