@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import yaml
 from aiohttp import web
 
-from tests.exporter_process import free_port, wait_for
+from tests.exporter_process import free_port, stop, wait_for
 from tests.fake_insights import FakeInsights
 
 T = TypeVar("T")
@@ -125,12 +125,7 @@ def start_prometheus(tmp_path: Path, targets: list[str], rule_files: list[Path])
             raise RuntimeError(f"{exc}\n{log_path.read_text()}") from exc
         yield Prometheus(url, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @dataclass

@@ -40,6 +40,16 @@ def wait_for(url: str, deadline_seconds: float = 20.0, proc: subprocess.Popen | 
         time.sleep(0.05)  # polling interval, not synchronisation: the loop ends on the answer
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if the process is still there after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @dataclass
 class ExporterProcess:
     proc: subprocess.Popen
@@ -84,9 +94,4 @@ def start_exporter(
         wait_for(metrics_url + "/-/ready", proc=proc)
         yield ExporterProcess(proc, metrics_url, f"http://127.0.0.1:{webhook_port}{webhook_path}", log_path)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
