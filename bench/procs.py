@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 import urllib.request
@@ -68,10 +69,17 @@ class Server:
 
 @contextlib.contextmanager
 def _run(argv: list[str], ready_url: str, server: Server, env: dict[str, str]) -> Iterator[Server]:
-    proc = subprocess.Popen(pinned(SERVER_CPU, argv), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr to a file, not a pipe: nobody reads a pipe during the run, and a full one would stall
+    # the server mid-benchmark. The file is shown if the server fails to start.
+    errors = tempfile.TemporaryFile()
+    proc = subprocess.Popen(pinned(SERVER_CPU, argv), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errors)
     server.proc = proc
     try:
-        wait_ready(ready_url, proc)
+        try:
+            wait_ready(ready_url, proc)
+        except (RuntimeError, TimeoutError) as exc:
+            errors.seek(0)
+            raise RuntimeError(f"{exc}\n{errors.read().decode(errors='replace')}") from exc
         yield server
     finally:
         proc.terminate()
@@ -80,6 +88,7 @@ def _run(argv: list[str], ready_url: str, server: Server, env: dict[str, str]) -
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        errors.close()
 
 
 def exporter(*extra: str) -> contextlib.AbstractContextManager[Server]:
