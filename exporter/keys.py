@@ -9,4 +9,4 @@ from aiohttp import web
 if TYPE_CHECKING:
     from .app import Runtime
 
-RUNTIME = web.AppKey("runtime", "Runtime")
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")

@@ -33,7 +33,7 @@ from exporter.pull import Poller
 from exporter.state import EVENT_ID, PARTICIPANT_SID, StateStore
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests import fake_insights as fi
-from tests.conftest import TOKEN, fixture, sample_sum
+from tests.conftest import fixture, sample_sum
 from tests.exporter_process import start_exporter
 
 P = "twilio_conference_participant_"
