@@ -20,6 +20,16 @@ from exporter.synthetic import batch_body, sign
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "test-auth-token-primary"
+# The common labels of tests/fixtures/rest_participant.json, whichever path records it.
+REST_PARTICIPANT_LABELS = {
+    "call_type": "carrier",
+    "call_direction": "outbound",
+    "participant_region": "ie1",
+    "conference_region": "us1",
+    "country_code": "GB",
+    "participant_label": "unknown",
+}
+
 SECONDARY_TOKEN = "test-auth-token-secondary"
 
 

@@ -33,7 +33,7 @@ from exporter.pull import Poller
 from exporter.state import EVENT_ID, PARTICIPANT_SID, StateStore
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests import fake_insights as fi
-from tests.conftest import fixture, sample_sum
+from tests.conftest import REST_PARTICIPANT_LABELS, fixture, sample_sum
 from tests.exporter_process import start_exporter
 
 P = "twilio_conference_participant_"
@@ -41,14 +41,7 @@ E = "twilio_insights_exporter_"
 PULL = E + "pull_"
 HOUR = 3600.0
 CREDENTIALS = {"TWILIO_ACCOUNT_SID": fi.ACCOUNT_SID, "TWILIO_AUTH_TOKEN": fi.AUTH_TOKEN}
-GB = {
-    "call_type": "carrier",
-    "call_direction": "outbound",
-    "participant_region": "ie1",
-    "conference_region": "us1",
-    "country_code": "GB",
-    "participant_label": "unknown",
-}
+GB = REST_PARTICIPANT_LABELS
 
 
 def cf(n: int) -> str:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import Harness, fixture
+from tests.conftest import REST_PARTICIPANT_LABELS, Harness, fixture
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"
@@ -88,14 +88,7 @@ async def test_rest_shaped_payload_with_real_quirks_is_recorded(harness: Harness
     response = await harness.post([event])
 
     assert await response.json() == {"recorded": 1}
-    labels = {
-        "call_type": "carrier",
-        "call_direction": "outbound",
-        "participant_region": "ie1",
-        "conference_region": "us1",
-        "country_code": "GB",
-        "participant_label": "unknown",
-    }
+    labels = REST_PARTICIPANT_LABELS
     r = harness.registry
     assert r.get_sample_value(P + "summaries_total", {**labels, "processing_state": "complete", "call_status": "completed"}) == 1
     assert r.get_sample_value(P + "mos_sum", {**labels, "stream": "inbound"}) == 4.0
