@@ -31,6 +31,8 @@ test-deps: venv
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 
 test: test-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 # Regenerate the dashboards, the rules file and the README's configuration table from their

@@ -59,10 +59,15 @@ def main() -> int:
         print("5/6 webhook latency at a steady 200/s while two scrapers pull /metrics every 5 s, warm then cold", flush=True)
         results["scrapes"] = httpbench.scrapes_under_load(tmp, duration=15 if quick else 30, rate=200, target_samples=100_000)
         print("6/6 peak RSS, 100k samples + 1M remembered deliveries", flush=True)
-        out = subprocess.run([sys.executable, "-m", "bench.inprocess", "rss", "100000", "1000000"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.inprocess", "rss", "100000", "1000000"], cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
         results["rss"] = httpbench._result(out.stdout)
         r = results["rss"]
-        print(f"  {r['rss_peak_mib']:.0f} MiB ({r['rss_registry_mib']:.0f} MiB before the dedup windows; {r['dedup_add_us']:.1f} µs per add)", flush=True)
+        print(
+            f"  {r['rss_peak_mib']:.0f} MiB ({r['rss_registry_mib']:.0f} MiB before the dedup windows; {r['dedup_add_us']:.1f} µs per add)",
+            flush=True,
+        )
     print(f"\n{table(results)}\n(total {time.monotonic() - started:.0f} s; medians of {runs} run(s); machine noise applies, see docs/performance.md)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))

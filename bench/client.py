@@ -85,7 +85,7 @@ async def open_loop(base: str, items: list, rate: float, duration: float) -> dic
             await asyncio.sleep(delay)
         try:
             status = await asyncio.wait_for(_post(session, base, items[i % len(items)]), timeout=10)
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             counters["socket_errors"] += 1
             return
         latencies.append(time.perf_counter() - scheduled)

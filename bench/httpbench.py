@@ -81,9 +81,7 @@ def posts(tmp: Path, runs: int, duration: float, batch: int, deliveries: int, lo
         "warm": (
             workload.write_requests(tmp / f"posts-warm-{batch}.tsv", procs.PUBLIC_SINK_URL, deliveries, batch, seed=batch, pool=pool),
             workload.write_requests(tmp / f"warmup-warm-{batch}.tsv", procs.PUBLIC_SINK_URL, 200, batch, seed=10_000 + batch, pool=pool),
-            workload.write_requests(
-                tmp / "seed-warm.tsv", procs.PUBLIC_SINK_URL, len(pool) * SEED_PER_LABEL_SET // 50, 50, seed=40_000, pool=pool
-            ),
+            workload.write_requests(tmp / "seed-warm.tsv", procs.PUBLIC_SINK_URL, len(pool) * SEED_PER_LABEL_SET // 50, 50, seed=40_000, pool=pool),
         ),
     }
     out: dict = {regime: {"exporter": [], "ratios": []} for regime in REGIMES}
@@ -93,7 +91,9 @@ def posts(tmp: Path, runs: int, duration: float, batch: int, deliveries: int, lo
             load(server, files["cold"][1], 1.0)
             bare_result = load(server, files["cold"][0], duration)
         out["bare"].append(bare_result)
-        line = [f"  run {run + 1}/{runs}: bare {bare_result['rate']:.0f} req/s (p50 {bare_result['p50_us'] / 1000:.1f} ms, p99 {bare_result['p99_us'] / 1000:.1f} ms)"]
+        line = [
+            f"  run {run + 1}/{runs}: bare {bare_result['rate']:.0f} req/s (p50 {bare_result['p50_us'] / 1000:.1f} ms, p99 {bare_result['p99_us'] / 1000:.1f} ms)"
+        ]
         for regime in REGIMES:
             requests, warmup, seed = files[regime]
             with procs.exporter() as server:
@@ -113,7 +113,9 @@ def posts(tmp: Path, runs: int, duration: float, batch: int, deliveries: int, lo
             result["new_samples_per_summary"] = (samples_after - samples_before) / max(recorded, 1)
             result["ratio"] = result["rate"] / bare_result["rate"]
             if result["duplicates"]:
-                log(f"  WARNING: {regime}: the request file wrapped around ({result['duplicates']:.0f} duplicates); its rate is not a fresh-delivery rate")
+                log(
+                    f"  WARNING: {regime}: the request file wrapped around ({result['duplicates']:.0f} duplicates); its rate is not a fresh-delivery rate"
+                )
             out[regime]["exporter"].append(result)
             out[regime]["ratios"].append(result["ratio"])
             line.append(

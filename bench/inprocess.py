@@ -93,7 +93,7 @@ def stage_costs(count: int, repeats: int, regime: str = "warm", cold_warmup: int
         for event in events:
             ParticipantSummary.model_validate(event.data)
         figures["parse"][-1] += (time.perf_counter() - started) / count * 1e6
-        assert not any(timed("dedup", dedup, list(zip(events, summaries))))
+        assert not any(timed("dedup", dedup, list(zip(events, summaries, strict=False))))
         timed("record", runtime.pipeline.recorder.record, summaries)
         fresh = build_apps().runtime.pipeline
         seed(fresh)
@@ -147,7 +147,9 @@ def render_times(target_samples: int, repeats: int) -> dict[str, float]:
     apps = build_apps()
     samples = fill_registry(apps.runtime, target_samples)
     handler = next(route.handler for route in apps.metrics.router.routes() if route.method == "GET" and route.resource.canonical == "/metrics")
-    out: dict[str, list[float]] = {k: [] for k in ("handler_text", "handler_openmetrics", "stall_openmetrics", "generate_latest", "generate_openmetrics")}
+    out: dict[str, list[float]] = {
+        k: [] for k in ("handler_text", "handler_openmetrics", "stall_openmetrics", "generate_latest", "generate_openmetrics")
+    }
     loop = asyncio.new_event_loop()
     try:
         for _ in range(repeats):

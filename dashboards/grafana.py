@@ -136,7 +136,15 @@ def heatmap(title: str, description: str, target: dict[str, Any], unit: str) -> 
         "options": {
             "calculate": False,
             "cellGap": 1,
-            "color": {"mode": "scheme", "scheme": "Oranges", "fill": "dark-orange", "scale": "exponential", "exponent": 0.5, "steps": 64, "reverse": False},
+            "color": {
+                "mode": "scheme",
+                "scheme": "Oranges",
+                "fill": "dark-orange",
+                "scale": "exponential",
+                "exponent": 0.5,
+                "steps": 64,
+                "reverse": False,
+            },
             "exemplars": {"color": "rgba(0,160,255,0.9)"},
             "filterValues": {"le": 1e-9},
             "legend": {"show": True},
@@ -154,7 +162,16 @@ def layout(sections: list[Section]) -> list[Panel]:
     y = 0
     next_id = 1
     for section in sections:
-        panels.append({"type": "row", "title": section.title, "collapsed": False, "id": next_id, "gridPos": {"h": 1, "w": GRID_WIDTH, "x": 0, "y": y}, "panels": []})
+        panels.append(
+            {
+                "type": "row",
+                "title": section.title,
+                "collapsed": False,
+                "id": next_id,
+                "gridPos": {"h": 1, "w": GRID_WIDTH, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
         next_id += 1
         y += 1
         x = 0
@@ -174,7 +191,17 @@ def layout(sections: list[Section]) -> list[Panel]:
 
 def datasource_variable() -> dict[str, Any]:
     """The Prometheus datasource picker every panel refers to."""
-    return {"type": "datasource", "name": "datasource", "label": "Data source", "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": []}
+    return {
+        "type": "datasource",
+        "name": "datasource",
+        "label": "Data source",
+        "query": "prometheus",
+        "current": {},
+        "hide": 0,
+        "refresh": 1,
+        "regex": "",
+        "options": [],
+    }
 
 
 def query_variable(name: str, expr: str, *, label: str | None = None) -> dict[str, Any]:
@@ -214,7 +241,9 @@ def custom_variable(name: str, values: tuple[str, ...], *, label: str, descripti
     }
 
 
-def dashboard(*, uid: str, title: str, description: str, generated: str, variables: list[dict[str, Any]], sections: list[Section], tags: list[str]) -> dict[str, Any]:
+def dashboard(
+    *, uid: str, title: str, description: str, generated: str, variables: list[dict[str, Any]], sections: list[Section], tags: list[str]
+) -> dict[str, Any]:
     """A whole dashboard; ``generated`` is the header saying where it comes from."""
     return {
         "__generated": generated,
@@ -246,7 +275,16 @@ def dashboard(*, uid: str, title: str, description: str, generated: str, variabl
             ]
         },
         "links": [
-            {"type": "dashboards", "tags": ["twilio-insights"], "asDropdown": False, "includeVars": False, "keepTime": True, "title": "Twilio Insights", "icon": "external link", "targetBlank": False}
+            {
+                "type": "dashboards",
+                "tags": ["twilio-insights"],
+                "asDropdown": False,
+                "includeVars": False,
+                "keepTime": True,
+                "title": "Twilio Insights",
+                "icon": "external link",
+                "targetBlank": False,
+            }
         ],
         "templating": {"list": variables},
         "panels": layout(sections),

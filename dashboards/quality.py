@@ -280,7 +280,12 @@ def volume_and_regions() -> Section:
                 timeseries(
                     "Region mismatches per minute",
                     "Participants whose media region differs from the conference's mixer region, by the pair of regions.",
-                    [query(per_minute(m.REGION_MISMATCH, ("participant_region", "conference_region")), "{{participant_region}} → {{conference_region}}")],
+                    [
+                        query(
+                            per_minute(m.REGION_MISMATCH, ("participant_region", "conference_region")),
+                            "{{participant_region}} → {{conference_region}}",
+                        )
+                    ],
                     "cpm",
                     stack=True,
                 )
@@ -421,7 +426,12 @@ def variables() -> list[dict[str, Any]]:
         for name in LABEL_VARIABLES
     ]
     result += [
-        custom_variable("stat", m.STATS, label="jitter/latency stat", description="Which jitter and latency the distribution panels show: each stream's average or its maximum."),
+        custom_variable(
+            "stat",
+            m.STATS,
+            label="jitter/latency stat",
+            description="Which jitter and latency the distribution panels show: each stream's average or its maximum.",
+        ),
         custom_variable("breakdown", LABEL_VARIABLES, label="breakdown", description="The label the breakdown row splits by."),
     ]
     return result

@@ -218,7 +218,7 @@ def pull_alerts() -> list[Alert]:
             severity="warning",
             summary="Pulled participant summaries given up while still in progress",
             description=(
-                "{{ $labels.instance }} of job {{ $labels.job }} gave up {{ $value | printf \"%.0f\" }} participant summaries over the last "
+                '{{ $labels.instance }} of job {{ $labels.job }} gave up {{ $value | printf "%.0f" }} participant summaries over the last '
                 f"{settings.PULL_EXPIRED_WINDOW}: they stayed in_progress past --pull.pending-max-age and were never recorded."
             ),
             probes=(expired,),

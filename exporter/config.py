@@ -16,8 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic_core import core_schema
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_core import core_schema
 from pydantic_settings import (
     BaseSettings,
     CliApp,
@@ -98,6 +98,7 @@ class Duration(timedelta):
             lambda value: cls(seconds=parse_duration(value).total_seconds()),
             serialization=core_schema.plain_serializer_function_ser_schema(format_duration),
         )
+
 
 ByteSize = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
 
@@ -260,7 +261,8 @@ class PullSettings(_Section):
     """Pull mode: read participant summaries from the Voice Insights REST API (credentials from the environment)."""
 
     enabled: bool = Field(
-        False, description="Poll the Voice Insights REST API for participant summaries (needs TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or TWILIO_API_KEY with TWILIO_API_SECRET)."
+        False,
+        description="Poll the Voice Insights REST API for participant summaries (needs TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or TWILIO_API_KEY with TWILIO_API_SECRET).",
     )
     api_url: str = Field("https://insights.twilio.com", description="Base URL of the Voice Insights API (without /v1).")
     interval: Duration = Field(Duration(minutes=1), description="Time between the start of one poll and the next.")

@@ -94,7 +94,7 @@ class _Family:
             return []
         metric = Metric(self.name, self.documentation, self.type)
         for values, series in list(self._series.items()):
-            series.add_samples(metric, dict(zip(self.labelnames, values)))
+            series.add_samples(metric, dict(zip(self.labelnames, values, strict=False)))
         return [metric]
 
     def render(self, openmetrics: bool) -> Iterator[str]:
@@ -103,7 +103,7 @@ class _Family:
 
 
 class CounterSeries:
-    __slots__ = ("value", "_line")
+    __slots__ = ("_line", "value")
 
     def __init__(self, line: str) -> None:
         self.value = 0.0
@@ -142,7 +142,7 @@ class CounterFamily(_Family):
 
 
 class HistogramSeries:
-    __slots__ = ("counts", "sum", "exemplars", "_upper", "_bucket_open", "_bucket_close", "_plain")
+    __slots__ = ("_bucket_close", "_bucket_open", "_plain", "_upper", "counts", "exemplars", "sum")
 
     def __init__(self, upper: tuple[float, ...], bucket_open: str, bucket_close: str, plain: str) -> None:
         self.counts = [0] * len(upper)
@@ -165,11 +165,9 @@ class HistogramSeries:
 
     def add_samples(self, metric: Metric, labels: dict[str, str]) -> None:
         total = 0
-        for bound, count, exemplar in zip(self._upper, self.counts, self.exemplars):
+        for bound, count, exemplar in zip(self._upper, self.counts, self.exemplars, strict=True):
             total += count
-            metric.add_sample(
-                metric.name + "_bucket", {**labels, "le": floatToGoString(bound)}, float(total), None, exemplar and Exemplar(*exemplar)
-            )
+            metric.add_sample(metric.name + "_bucket", {**labels, "le": floatToGoString(bound)}, float(total), None, exemplar and Exemplar(*exemplar))
         metric.add_sample(metric.name + "_count", labels, float(total))
         metric.add_sample(metric.name + "_sum", labels, self.sum)
 
@@ -179,9 +177,7 @@ class HistogramFamily(_Family):
 
     type = "histogram"
 
-    def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry, buckets: Sequence[float]
-    ) -> None:
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry, buckets: Sequence[float]) -> None:
         upper = tuple(float(b) for b in buckets)
         if upper[-1] != INF:
             upper += (INF,)
@@ -195,8 +191,8 @@ class HistogramFamily(_Family):
         after = _pairs(p for p in pairs if p[0] > "le")
         return HistogramSeries(
             self.upper,
-            f"{self.name}_bucket{{{before}{',' if before else ''}le=\"",
-            f"\"{',' if after else ''}{after}}} ",
+            f'{self.name}_bucket{{{before}{"," if before else ""}le="',
+            f'"{"," if after else ""}{after}}} ',
             f"{{{_pairs(pairs)}}} ",
         )
 

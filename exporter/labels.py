@@ -23,7 +23,7 @@ MAX_VALUE_LENGTH = 64
 class BoundedLabel:
     """The values one label may take: first come, first kept, up to a cap (or an allowlist)."""
 
-    __slots__ = ("name", "max_values", "allowlist", "_kept", "_on_overflow")
+    __slots__ = ("_kept", "_on_overflow", "allowlist", "max_values", "name")
 
     def __init__(self, name: str, max_values: int, allowlist: frozenset[str] | None, on_overflow: Callable[[str], None]) -> None:
         self.name = name
@@ -58,9 +58,7 @@ class LabelPolicy:
 
     def __init__(self, settings: LabelSettings, on_overflow: Callable[[str], None]) -> None:
         self.common_names = settings.common_labels()
-        self._labels = {
-            name: BoundedLabel(name, settings.max_values(name), settings.allowlist(name), on_overflow) for name in DEFAULT_MAX_VALUES
-        }
+        self._labels = {name: BoundedLabel(name, settings.max_values(name), settings.allowlist(name), on_overflow) for name in DEFAULT_MAX_VALUES}
         self._common = [self._labels[name] for name in self.common_names]
 
     def __getitem__(self, name: str) -> BoundedLabel:

@@ -226,30 +226,18 @@ def build_participant_metrics(
         ),
         mos=histogram(MOS, "Mean opinion score (ITU-T G.107) of a participant's media stream.", stream, "mos"),
         jitter=histogram(JITTER, "Jitter of a participant's media stream, average or maximum.", stream_stat, "jitter"),
-        latency=histogram(
-            LATENCY, "Latency from Twilio's media edge to the conference mixer, average or maximum.", stream_stat, "latency"
-        ),
-        packet_loss=histogram(
-            PACKET_LOSS, "Cumulative packet loss of a participant's media stream, as a ratio.", stream, "packet_loss"
-        ),
+        latency=histogram(LATENCY, "Latency from Twilio's media edge to the conference mixer, average or maximum.", stream_stat, "latency"),
+        packet_loss=histogram(PACKET_LOSS, "Cumulative packet loss of a participant's media stream, as a ratio.", stream, "packet_loss"),
         packets_received=counter(PACKETS_RECEIVED, "RTP packets received, summed over participants.", stream),
         packets_lost=counter(PACKETS_LOST, "RTP packets lost, summed over participants.", stream),
         tags=counter(TAGS, "Voice Insights quality tags applied to participants' streams.", [*stream, "tag"]),
-        tag_severity=counter(
-            TAG_SEVERITY, "Severity of each detected quality issue (tags_info).", [*stream, "issue", "severity"]
-        ),
-        degradations=counter(
-            DEGRADATIONS, "Degradation occurrences reported within a participant's stream.", [*stream, "metric"]
-        ),
-        quality_issues=histogram(
-            QUALITY_ISSUES, "Number of quality issues Voice Insights detected per participant.", common, "quality_issues"
-        ),
+        tag_severity=counter(TAG_SEVERITY, "Severity of each detected quality issue (tags_info).", [*stream, "issue", "severity"]),
+        degradations=counter(DEGRADATIONS, "Degradation occurrences reported within a participant's stream.", [*stream, "metric"]),
+        quality_issues=histogram(QUALITY_ISSUES, "Number of quality issues Voice Insights detected per participant.", common, "quality_issues"),
         duration=histogram(DURATION, "Time a participant spent in the conference.", common, "duration"),
         queue_time=histogram(QUEUE_TIME, "Time in queue before joining (Add Participant API only).", common, "queue_time"),
         actions=counter(ACTIONS, "Participant actions (hold, mute, coaching, ...) by kind.", [*common, "action"]),
-        region_mismatch=counter(
-            REGION_MISMATCH, "Participants whose media region differs from the conference's mixer region.", common
-        ),
+        region_mismatch=counter(REGION_MISMATCH, "Participants whose media region differs from the conference's mixer region.", common),
     )
 
 
@@ -269,16 +257,12 @@ def build_exporter_metrics(registry: CollectorRegistry) -> ExporterMetrics:
             buckets=REQUEST_DURATION_BUCKETS,
             registry=registry,
         ),
-        events=Counter(
-            EVENTS, "Events received, by source, event type and outcome.", ["source", "type", "outcome"], registry=registry
-        ),
+        events=Counter(EVENTS, "Events received, by source, event type and outcome.", ["source", "type", "outcome"], registry=registry),
         invalid_events=Counter(INVALID_EVENTS, "Events that failed validation, by reason.", ["source", "reason"], registry=registry),
         signature_failures=Counter(
             SIGNATURE_FAILURES, "Webhook requests refused for their X-Twilio-Signature, by reason.", ["reason"], registry=registry
         ),
-        basic_auth_failures=Counter(
-            BASIC_AUTH_FAILURES, "Webhook requests refused for missing or wrong HTTP Basic credentials.", registry=registry
-        ),
+        basic_auth_failures=Counter(BASIC_AUTH_FAILURES, "Webhook requests refused for missing or wrong HTTP Basic credentials.", registry=registry),
         label_overflow=Counter(
             LABEL_OVERFLOW, "Label values replaced by 'other' because the label reached its cap, by label.", ["label"], registry=registry
         ),

@@ -115,9 +115,7 @@ class Occurrences(_Tolerant):
     def counts(self) -> dict[str, int]:
         """``{metric: number of occurrences}``, zero counts left out."""
         found = {
-            name: len(entries)
-            for name, entries in (("packet_loss", self.packet_loss), ("jitter", self.jitter), ("latency", self.latency))
-            if entries
+            name: len(entries) for name, entries in (("packet_loss", self.packet_loss), ("jitter", self.jitter), ("latency", self.latency)) if entries
         }
         for name, entries in (self.model_extra or {}).items():
             if isinstance(entries, list) and entries:

@@ -49,7 +49,11 @@ class Pipeline:
         exporter_metrics.dedup_entries.labels("participant_sid").set_function(lambda: len(participants))
         # Pre-create the children dashboards and alerts divide by, so they exist at 0.
         for source in ("webhook", "pull"):
-            for kind, outcomes in ((SUMMARY, (names.RECORDED, names.DUPLICATE, names.INVALID)), (TEST, (names.TEST,)), (OTHER, (names.IGNORED, names.INVALID))):
+            for kind, outcomes in (
+                (SUMMARY, (names.RECORDED, names.DUPLICATE, names.INVALID)),
+                (TEST, (names.TEST,)),
+                (OTHER, (names.IGNORED, names.INVALID)),
+            ):
                 for outcome in outcomes:
                     exporter_metrics.events.labels(source, kind, outcome)
 

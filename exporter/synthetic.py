@@ -11,7 +11,7 @@ import json
 import random
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 SUMMARY_TYPE = "com.twilio.voice.insights.conference-participant-summary.complete"
@@ -35,7 +35,7 @@ def generate_summary(rng: random.Random, **overrides: Any) -> dict[str, Any]:
     ``overrides`` replace top-level fields after generation, e.g. ``label="agent"``.
     """
     degraded = rng.random() < 0.15
-    join = datetime(2026, 11, 1, tzinfo=timezone.utc) + timedelta(seconds=rng.randrange(0, 86400 * 20))
+    join = datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(0, 86400 * 20))
     duration = max(5, int(rng.lognormvariate(5.5, 0.9)))
     participant_region = rng.choice(REGIONS)
     conference_region = participant_region if rng.random() < 0.9 else rng.choice(REGIONS)

@@ -1,7 +1,7 @@
 """Regenerate the README's configuration table from the settings model (one source of truth).
 
-    python scripts/readme_tables.py          # rewrite README.md in place
-    python scripts/readme_tables.py --check  # exit 1 when README.md is stale (the test suite runs this)
+python scripts/readme_tables.py          # rewrite README.md in place
+python scripts/readme_tables.py --check  # exit 1 when README.md is stale (the test suite runs this)
 """
 
 from __future__ import annotations

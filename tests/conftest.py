@@ -50,12 +50,7 @@ def sample_sum(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 def snapshot(registry: CollectorRegistry, prefix: str = "twilio_conference_participant_") -> dict[tuple[str, tuple], float]:
     """Every sample under ``prefix``, to show that something did not change."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in registry.collect()
-        for s in family.samples
-        if s.name.startswith(prefix)
-    }
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in registry.collect() for s in family.samples if s.name.startswith(prefix)}
 
 
 @dataclass

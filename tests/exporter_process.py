@@ -62,9 +62,7 @@ class ExporterProcess:
 
 
 @contextlib.contextmanager
-def start_exporter(
-    *args: str, env: dict[str, str] | None = None, tmp_path: Path, webhook_path: str = "/events"
-) -> Iterator[ExporterProcess]:
+def start_exporter(*args: str, env: dict[str, str] | None = None, tmp_path: Path, webhook_path: str = "/events") -> Iterator[ExporterProcess]:
     """Run ``python -m exporter`` with both listeners on free loopback ports; wait for ready.
 
     ``args`` come after the listen-address flags, so a test may override them.

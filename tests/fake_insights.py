@@ -22,7 +22,7 @@ import asyncio
 import base64
 import copy
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -40,7 +40,7 @@ BROKEN = 0  # a fault "status": bytes that are not HTTP, then the connection clo
 
 
 def iso(unix_time: float) -> str:
-    return datetime.fromtimestamp(unix_time, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(unix_time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -120,9 +120,7 @@ class FakeInsights:
     def update_participant(self, conference_sid: str, participant_sid: str, /, **fields: Any) -> None:
         self.participants[conference_sid][participant_sid].update(fields)
 
-    def fail(
-        self, status: int, times: int = 1, endpoint: str | None = None, path: str | None = None, retry_after: str | None = None
-    ) -> None:
+    def fail(self, status: int, times: int = 1, endpoint: str | None = None, path: str | None = None, retry_after: str | None = None) -> None:
         """The next ``times`` requests (to ``endpoint`` or ``path``, else any) answer ``status`` (``BROKEN``: not HTTP)."""
         self.faults += [Fault(status, endpoint, path, retry_after)] * times
 

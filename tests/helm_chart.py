@@ -27,7 +27,7 @@ helm.disable_logging()
 
 
 def scenario_names() -> list[str]:
-    """"default" (the chart's own values) and every ``ci/*-values.yaml`` scenario."""
+    """ "default" (the chart's own values) and every ``ci/*-values.yaml`` scenario."""
     return ["default", *sorted(p.name.removesuffix("-values.yaml") for p in (CHART_DIR / "ci").glob("*-values.yaml"))]
 
 

@@ -69,7 +69,7 @@ def test_panel_ids_are_unique_and_panels_do_not_overlap(uid):
     occupied: set[tuple[int, int]] = set()
     for panel in dashboard["panels"]:
         pos = panel["gridPos"]
-        assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24
         cells = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
         assert not cells & occupied, panel["title"]
         occupied |= cells
@@ -182,5 +182,5 @@ def test_pull_failing_threshold_is_three_default_intervals_or_ten_minutes_whiche
     from exporter.config import PullSettings
 
     interval = PullSettings().interval.total_seconds()
-    assert settings.PULL_INTERVAL_SECONDS == interval
-    assert settings.PULL_FAILING_FOR_SECONDS == max(3 * interval, 600)
+    assert interval == settings.PULL_INTERVAL_SECONDS
+    assert max(3 * interval, 600) == settings.PULL_FAILING_FOR_SECONDS

@@ -205,7 +205,9 @@ def test_every_template_variable_lists_values(stack, uid):
 def test_prometheus_loaded_and_evaluates_every_rule_without_error(stack):
     def all_evaluated() -> bool:
         groups = stack.prometheus.api("rules")["groups"]
-        return all(rule.get("lastEvaluation", "").startswith("2") and not rule["lastEvaluation"].startswith("0001") for g in groups for rule in g["rules"])
+        return all(
+            rule.get("lastEvaluation", "").startswith("2") and not rule["lastEvaluation"].startswith("0001") for g in groups for rule in g["rules"]
+        )
 
     stack.prometheus.poll("every rule evaluated", all_evaluated)
     loaded = [rule for group in stack.prometheus.api("rules")["groups"] for rule in group["rules"]]
@@ -283,7 +285,7 @@ def test_threshold_buckets_count_exactly_the_streams_past_twilios_thresholds(sta
         f'{metrics.LATENCY}_bucket{{stat="avg", le="0.15"}}': sum(st["latency"]["avg"] <= 150 for st in streams),
         f'{metrics.PACKET_LOSS}_bucket{{le="0.05"}}': sum(st["packet_loss_percentage"] <= 5 for st in streams),
     }
-    got = {selector: stack.prometheus.value(f"sum({selector[:-1]}, instance=\"{stack.instance}\"}})") for selector in expected}
+    got = {selector: stack.prometheus.value(f'sum({selector[:-1]}, instance="{stack.instance}"}})') for selector in expected}
     assert got == {selector: float(count) for selector, count in expected.items()}
     assert 0 < expected[f'{metrics.MOS}_bucket{{le="3.5"}}'] < len(streams)
 

@@ -20,7 +20,9 @@ from tests.conftest import TOKEN, sample_sum, snapshot
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 
 scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=12)
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+json_values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12
+)
 numbers = st.integers(-5, 10**6) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=4) | st.none()
 stat = st.fixed_dictionaries({}, optional={"avg": numbers, "max": numbers}) | json_values
 stream = st.fixed_dictionaries(
@@ -33,7 +35,9 @@ stream = st.fixed_dictionaries(
         "total_packets_received": numbers,
         "total_packets_lost": numbers,
         "tags": st.lists(st.text(max_size=6) | st.none(), max_size=3) | json_values,
-        "tags_info": st.dictionaries(st.text(max_size=8), st.fixed_dictionaries({"severity": st.text(max_size=6) | st.none()}) | json_values, max_size=3),
+        "tags_info": st.dictionaries(
+            st.text(max_size=8), st.fixed_dictionaries({"severity": st.text(max_size=6) | st.none()}) | json_values, max_size=3
+        ),
         "occurrences": st.dictionaries(st.text(max_size=8), st.lists(json_values, max_size=3) | json_values, max_size=3),
     },
 )
@@ -76,7 +80,9 @@ async def _deliver(bodies_to_send: list[bytes]) -> None:
         for body in bodies_to_send:
             before = snapshot(registry)
             recorded_before = sample_sum(registry, "twilio_insights_exporter_events_total", outcome="recorded")
-            url, signature = sign(str(client.make_url("/events")), body, TOKEN) if _is_utf8(body) else (str(client.make_url("/events?bodySHA256=0")), "x")
+            url, signature = (
+                sign(str(client.make_url("/events")), body, TOKEN) if _is_utf8(body) else (str(client.make_url("/events?bodySHA256=0")), "x")
+            )
             path = url.split(str(client.make_url("")).rstrip("/"), 1)[1]
             response = await client.post(path, data=body, headers={"X-Twilio-Signature": signature})
             text = await response.text()

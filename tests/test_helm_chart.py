@@ -602,7 +602,7 @@ def test_every_values_key_is_documented_and_an_undocumented_one_is_refused():
     rows = generator.parse_rows(values_text)
     documented = {row.key for row in rows}
     assert {"replicaCount", "twilio.authToken", "webhook.publicUrl", "networkPolicy.webhook.from", "tests.enabled"} <= documented
-    with pytest.raises(generator.UndocumentedKeyError, match="keys without a '# --' comment: ingress.newKey"):
+    with pytest.raises(generator.UndocumentedKeyError, match=r"keys without a '# --' comment: ingress.newKey"):
         generator.parse_rows(values_text.replace("ingress:\n", "ingress:\n  newKey: 1\n", 1))
 
 
@@ -628,4 +628,3 @@ def test_chart_version_is_semver_and_app_version_is_the_exporters():
 
     assert metadata["appVersion"] == __version__
     assert metadata["version"].count(".") == 2
-

@@ -48,8 +48,7 @@ class MissingSecretKey(Exception):
 
 def secret_data(rendering: Rendering) -> dict[str, dict[str, str]]:
     rendered = {
-        m.name: {key: base64.b64decode(value).decode() for key, value in (m.doc.get("data") or {}).items()}
-        for m in rendering.of_kind("Secret")
+        m.name: {key: base64.b64decode(value).decode() for key, value in (m.doc.get("data") or {}).items()} for m in rendering.of_kind("Secret")
     }
     return EXISTING_SECRETS | rendered
 
@@ -204,7 +203,10 @@ def test_exporter_started_as_the_deployment_says_records_a_delivery_signed_for_t
         headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
     body = batch_body([cloud_event(generate_summary(random.Random(4)))])
     with start_exporter(*args, env=env, tmp_path=tmp_path, webhook_path=path) as exporter:
-        assert metric_value(exporter.metrics_url, 'twilio_insights_exporter_build_info{python_version="%s",version="0.1.0"}' % platform.python_version()) == 1.0
+        assert (
+            metric_value(exporter.metrics_url, f'twilio_insights_exporter_build_info{{python_version="{platform.python_version()}",version="0.1.0"}}')
+            == 1.0
+        )
         # Twilio signs the URL it calls; behind the ingress that is the public URL, not the one the
         # exporter sees. It verifies only if the Deployment told the exporter that URL.
         signed_url, signature = sign(public_url or exporter.webhook_url, body, env["TWILIO_AUTH_TOKEN"])

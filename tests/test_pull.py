@@ -114,7 +114,15 @@ async def fake_server(aiohttp_server: Any, fake: fi.FakeInsights) -> TestServer:
 @pytest.fixture
 async def make_rig(fake: fi.FakeInsights, fake_server: TestServer, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RigFactory]:
     opened: list[Rig] = []
-    for name in ("TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN_SECONDARY", "TWILIO_ACCOUNT_SID", "TWILIO_API_KEY", "TWILIO_API_SECRET", "TWILIO_EDGE", "TWILIO_REGION"):
+    for name in (
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_AUTH_TOKEN_SECONDARY",
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_API_KEY",
+        "TWILIO_API_SECRET",
+        "TWILIO_EDGE",
+        "TWILIO_REGION",
+    ):
         monkeypatch.delenv(name, raising=False)
 
     async def build(*flags: str, env: dict[str, str] | None = None, state: Path | None = None, clock: FakeTime | None = None) -> Rig:
@@ -206,12 +214,7 @@ async def test_a_second_poll_records_nothing_again_and_does_not_reread_finished_
 
 
 def snapshot_participants(rig: Rig) -> dict[tuple[str, tuple], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in rig.registry.collect()
-        for s in family.samples
-        if s.name.startswith(P)
-    }
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in rig.registry.collect() for s in family.samples if s.name.startswith(P)}
 
 
 async def test_first_poll_reads_the_lookback_and_later_polls_the_watermark_minus_the_overlap(make_rig: RigFactory) -> None:
@@ -298,7 +301,9 @@ async def test_timeout_summary_is_recorded_with_what_it_has(rig: Rig) -> None:
 
 async def test_summary_in_progress_past_the_max_age_is_given_up_and_counted(make_rig: RigFactory) -> None:
     rig = await make_rig("--pull.pending-max-age=2h")
-    sid = conference_with(rig.fake, 1, rig.time.now - 60, [participant(10, processing_state="in_progress"), participant(11, processing_state="in_progress")])
+    sid = conference_with(
+        rig.fake, 1, rig.time.now - 60, [participant(10, processing_state="in_progress"), participant(11, processing_state="in_progress")]
+    )
     assert await rig.poll() is True
     assert rig.value(PULL + "pending_summaries") == 2
 
@@ -558,9 +563,7 @@ async def test_service_polls_in_the_background_and_counts_a_pushed_and_pulled_pa
     await service.close()
 
 
-async def test_readiness_does_not_wait_for_a_slow_api(
-    aiohttp_client: Any, fake: fi.FakeInsights, fake_server: TestServer, pull_env: None
-) -> None:
+async def test_readiness_does_not_wait_for_a_slow_api(aiohttp_client: Any, fake: fi.FakeInsights, fake_server: TestServer, pull_env: None) -> None:
     conference_with(fake, 1, time.time() - 600, [participant(10)])
     fake.gate.clear()  # every API request hangs
     service = await start_service(aiohttp_client, f"--pull.api-url=http://127.0.0.1:{fake_server.port}")

@@ -202,7 +202,9 @@ async def test_chunked_body_over_the_size_limit_is_refused_with_413(make_harness
         for i in range(0, len(body), 256):
             yield body[i : i + 256]
 
-    response = await harness.client.post(url.partition(str(harness.client.make_url("")).rstrip("/"))[2], data=chunks(), headers={"X-Twilio-Signature": signature})
+    response = await harness.client.post(
+        url.partition(str(harness.client.make_url("")).rstrip("/"))[2], data=chunks(), headers={"X-Twilio-Signature": signature}
+    )
 
     assert response.status == 413
     assert harness.value(E + "webhook_rejections_total", reason="too_large") == 1
@@ -241,9 +243,7 @@ async def test_non_utf8_body_with_a_signature_is_refused_as_unverifiable(harness
     assert harness.value(E + "signature_failures_total", reason="body_not_utf8") == 1
 
 
-async def test_internal_failure_answers_500_without_a_trace_and_the_retry_records_once(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_internal_failure_answers_500_without_a_trace_and_the_retry_records_once(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     batch = events(2)
     recorder = harness.runtime.pipeline.recorder
     real_record = recorder.record
@@ -398,7 +398,12 @@ async def test_label_allowlist_keeps_only_the_listed_values(make_harness: Harnes
     config.write_text("labels:\n  limits:\n    participant_label: {allowlist: [agent, customer]}\n")
     harness = await make_harness(f"--config.file={config}")
 
-    await harness.post([cloud_event(generate_summary(__import__("random").Random(i), label=label)) for i, label in enumerate(["agent", "Bob Smith +1555", "customer", None])])
+    await harness.post(
+        [
+            cloud_event(generate_summary(__import__("random").Random(i), label=label))
+            for i, label in enumerate(["agent", "Bob Smith +1555", "customer", None])
+        ]
+    )
 
     for label, count in {"agent": 1, "customer": 1, "other": 1, "unknown": 1}.items():
         assert harness.value(P + "summaries_total", participant_label=label) == count
