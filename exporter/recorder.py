@@ -15,6 +15,7 @@ changes again after a restart gives back the same counters, bucket by bucket.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -26,8 +27,9 @@ from .labels import LabelPolicy
 from .metrics import ParticipantMetrics, build_participant_metrics
 from .models import ParticipantSummary, StreamMetrics
 
-# OpenMetrics allows 128 characters of exemplar labels; two SIDs of 34 fit, anything odd is left out.
-_MAX_EXEMPLAR_VALUE = 48
+# OpenMetrics allows 128 characters of exemplar labels; two SIDs of 34 fit. A SID is letters and
+# digits (CA + 32 hex): anything else is left out, so no exemplar ever needs escaping.
+_SID = re.compile(r"[A-Za-z0-9]{1,48}")
 
 Family = CounterFamily | HistogramFamily
 Series = CounterSeries | HistogramSeries
@@ -260,8 +262,6 @@ class Recorder:
 
 def _exemplar(summary: ParticipantSummary) -> dict[str, str] | None:
     exemplar = {
-        name: value
-        for name, value in (("call_sid", summary.call_sid), ("conference_sid", summary.conference_sid))
-        if value and len(value) <= _MAX_EXEMPLAR_VALUE and value.isascii() and value.isprintable()
+        name: value for name, value in (("call_sid", summary.call_sid), ("conference_sid", summary.conference_sid)) if value and _SID.fullmatch(value)
     }
     return exemplar or None
