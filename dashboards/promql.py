@@ -73,6 +73,23 @@ class QualityThreshold:
             return f"{bucket} / {count}"
         return f"({count} - {bucket}) / {count}"
 
+    def bad_rate(self, window: str, matchers: tuple[str, ...] = (), group: tuple[str, ...] = ()) -> str:
+        """Per-second rate of observations on the bad side of the edge, per ``group``."""
+        edge = f'le="{le(self.edge)}"'
+        bucket = f"sum{by(group)}(rate({self.metric}_bucket{selector(*matchers, *self.matchers, edge)}[{window}]))"
+        if self.bad_is_below:
+            return bucket
+        return f"{self.total_rate(window, matchers, group)} - {bucket}"
+
+    def total_rate(self, window: str, matchers: tuple[str, ...] = (), group: tuple[str, ...] = ()) -> str:
+        """Per-second rate of all observations the share is computed from, per ``group``."""
+        return f"sum{by(group)}(rate({self.metric}_count{selector(*matchers, *self.matchers)}[{window}]))"
+
+    @property
+    def count_name(self) -> str:
+        """The name of the series counting the observations, ``_avg`` when only the average counts."""
+        return f"{self.metric}{'_avg' if self.matchers else ''}_count"
+
     def count(self, window: str, matchers: tuple[str, ...] = (), group: tuple[str, ...] = ()) -> str:
         """How many observations the share is computed from, over ``window``."""
         return f"sum{by(group)}(increase({self.metric}_count{selector(*matchers, *self.matchers)}[{window}]))"
