@@ -16,22 +16,17 @@ those few expressions from its values, and a user of the plain rules file edits 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from exporter import metrics as m
 
 from . import quality, settings
-from .promql import QUALITY_THRESHOLDS, QualityThreshold
+from .promql import ALERT_SHARE, MIN_STREAMS, OBJECTIVE, QUALITY_THRESHOLDS, QualityThreshold, burn_factor, seconds
 
 PREFIX = "twilio-insights-exporter"
 THRESHOLDS_GROUP = f"{PREFIX}.thresholds"
 SLICE_GROUP_PREFIX = f"{PREFIX}.slice."
-# The thresholds as series (one place to change them without regenerating); see THRESHOLDS_GROUP.
-ALERT_SHARE = f"{m.PARTICIPANT}:alert_share:threshold"
-MIN_STREAMS = f"{m.PARTICIPANT}:alert_min_streams:threshold"
-OBJECTIVE = f"{m.PARTICIPANT}:slo_objective:ratio"
 GROUP = ("job", "stream")
 TARGET = ("job", "instance")
 UP = f'up{{job=~"{settings.EXPORTER_JOB_REGEX}"}}'
@@ -84,17 +79,6 @@ class Alert:
         if self.dashboard_url:
             rule["annotations"]["dashboard_url"] = self.dashboard_url
         return rule
-
-
-def seconds(window: str) -> int:
-    """A Prometheus duration of one unit in seconds.
-
-    >>> seconds("5m"), seconds("6h"), seconds("3d")
-    (300, 21600, 259200)
-    """
-    match = re.fullmatch(r"(\d+)([smhdw])", window)
-    assert match, window
-    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
 
 
 def scalar(name: str, threshold: QualityThreshold | None = None) -> str:
@@ -223,13 +207,15 @@ COUNT_WINDOWS = sorted({settings.QUALITY_WINDOW, *(w.long for w in ALL_BURN_WIND
 BASE_WINDOW = RATIO_WINDOWS[0]
 
 
-def burn_factor(windows: settings.BurnWindows) -> float:
-    """The burn rate that spends ``budget_spent`` of the budget within the long window.
+def slice_series(values: dict[str, int], jobs: int = 1) -> int:
+    """The series the slice groups record, for ``values[d]`` distinct values of each dimension d
+    (alerts add none until they fire). docs/alerts.md tabulates it; the e2e test checks it.
 
-    >>> [round(burn_factor(w), 6) for w in settings.FAST_BURN + settings.SLOW_BURN]
-    [14.4, 6.0, 3.0, 1.0]
+    >>> slice_series({"participant_region": 1, "conference_region": 1, "call_type": 1, "country_code": 1, "participant_label": 1})
+    280
     """
-    return windows.budget_spent * seconds(settings.SLO_PERIOD) / seconds(windows.long)
+    per_value = len(QUALITY_THRESHOLDS) * (2 + len(RATIO_WINDOWS) + len(COUNT_WINDOWS))
+    return jobs * per_value * sum(values[dimension] for dimension in settings.SLICE_DIMENSIONS)
 
 
 def slice_recording_rules(dimension: str) -> list[dict[str, str]]:
