@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from prometheus_client.utils import floatToGoString
 
 from exporter import metrics as m
+from exporter.config import COMMON_LABELS
 
 from . import settings
-from exporter.config import COMMON_LABELS
 
 # The alert thresholds as series, recorded by the rules (one place to change them without
 # regenerating; the quality dashboard's error-budget row reads the objectives from there too).

@@ -219,7 +219,7 @@ def test_where_is_it_worse_ranks_every_slice_dimension_of_the_alerts_for_every_s
 def test_error_budget_row_reads_the_objectives_the_rules_record_with_the_settings_as_fallback():
     budget = rows(load(quality.UID))[f"Error budget ({settings.SLO_PERIOD} objectives)"]
     assert [panel["type"] for panel in budget] == ["stat"] * 4 + ["timeseries"] * 4
-    for threshold, left, burn in zip(QUALITY_THRESHOLDS, budget[:4], budget[4:]):
+    for threshold, left, burn in zip(QUALITY_THRESHOLDS, budget[:4], budget[4:], strict=True):
         fallback = f'scalar(max({OBJECTIVE}{{signal="{threshold.tag}"}}) or vector({settings.SLO_OBJECTIVES[threshold.tag]:g}))'
         assert fallback in left["targets"][0]["expr"] and f"[{settings.SLO_PERIOD}]" in left["targets"][0]["expr"]
         assert fallback in burn["targets"][0]["expr"] and "by ($breakdown)" in burn["targets"][0]["expr"]
