@@ -259,3 +259,96 @@ def test_runbooks_of_the_slice_and_burn_alerts_and_the_index_are_generated():
         assert (ROOT / "docs" / "runbooks" / name).read_text(encoding="utf-8") == text, f"{name}: run `python -m dashboards.generate`"
     index = (ROOT / "docs" / "runbooks" / "README.md").read_text(encoding="utf-8")
     assert [line.split(" | ")[0].removeprefix("| ") for line in index.splitlines() if line.startswith("| Twilio")] == rules.alert_names()
+
+
+# --- the Helm chart's PrometheusRule: dimensions and thresholds from its values ----------------
+
+
+def chart_values() -> dict:
+    from tests.helm_chart import CHART_DIR
+
+    return yaml.safe_load((CHART_DIR / "values.yaml").read_text())["prometheusRule"]
+
+
+def rendered_groups(**values) -> dict[str, dict]:
+    from tests.helm_chart import render
+
+    rule = render({"prometheusRule": {"enabled": True, **values}}).one("PrometheusRule")
+    return {group["name"]: group for group in rule["spec"]["groups"]}
+
+
+def test_chart_values_default_to_the_generators_settings():
+    """values.yaml states the defaults for `helm show values`; they must be the generated ones."""
+    values = chart_values()
+    assert tuple(values["sliceDimensions"]) == settings.SLICE_DIMENSIONS
+    assert values["thresholds"] == {
+        "alertShare": settings.QUALITY_ALERT_SHARE,
+        "minStreams": settings.QUALITY_MIN_STREAMS,
+        "sloObjectives": settings.SLO_OBJECTIVES,
+    }
+    assert values["grafanaUrl"] == settings.GRAFANA_URL
+
+
+def test_chart_renders_the_rules_files_unchanged_with_its_default_values():
+    expected = [group for path in RULES_FILES for group in yaml.safe_load(path.read_text())["groups"]]
+    assert sorted(rendered_groups().values(), key=lambda g: g["name"]) == sorted(expected, key=lambda g: g["name"])
+
+
+def test_chart_keeps_only_the_slice_groups_of_the_chosen_dimensions():
+    names = set(rendered_groups(sliceDimensions=["country_code", "call_type"]))
+    slices = {name for name in names if name.startswith(rules.SLICE_GROUP_PREFIX)}
+    assert slices == {f"{rules.SLICE_GROUP_PREFIX}country_code", f"{rules.SLICE_GROUP_PREFIX}call_type"}
+    assert set(groups()) <= names
+    assert not {name for name in rendered_groups(sliceDimensions=[]) if name.startswith(rules.SLICE_GROUP_PREFIX)}
+
+
+def test_chart_sets_every_threshold_series_and_the_grafana_url_from_its_values(tmp_path):
+    thresholds = {
+        "alertShare": 0.25,
+        "minStreams": 50,
+        "sloObjectives": {"low_mos": 0.99, "high_jitter": 0.9, "high_latency": 0.98, "high_packet_loss": 0.995},
+    }
+    rendered = rendered_groups(thresholds=thresholds, grafanaUrl="https://grafana.voice.example.org/")
+    recorded = {(rule["record"], rule.get("labels", {}).get("signal")): rule["expr"] for rule in rendered[rules.THRESHOLDS_GROUP]["rules"]}
+    assert recorded == {
+        (rules.ALERT_SHARE, None): "vector(0.25)",
+        (rules.MIN_STREAMS, None): "vector(50)",
+        **{(rules.OBJECTIVE, signal): f"vector({value:g})" for signal, value in thresholds["sloObjectives"].items()},
+    }
+    urls = [
+        rule["annotations"]["dashboard_url"]
+        for group in rendered.values()
+        for rule in group["rules"]
+        if "dashboard_url" in rule.get("annotations", {})
+    ]
+    assert len(urls) == 4 + len(settings.SLICE_DIMENSIONS) * 12
+    assert all(url.startswith("https://grafana.voice.example.org/d/twilio-conference-quality/?var-job={{ $labels.job | urlquery }}") for url in urls)
+
+    # Everything else is the generated rules, as they are; and promtool accepts the result.
+    def without_urls(group: dict) -> dict:
+        return {
+            **group,
+            "rules": [{**r, "annotations": {k: v for k, v in r.get("annotations", {}).items() if k != "dashboard_url"}} for r in group["rules"]],
+        }
+
+    files = {group["name"]: group for path in RULES_FILES for group in yaml.safe_load(path.read_text())["groups"]}
+    del files[rules.THRESHOLDS_GROUP]
+    assert {name: without_urls(group) for name, group in rendered.items() if name != rules.THRESHOLDS_GROUP} == {
+        name: without_urls(group) for name, group in files.items()
+    }
+    path = tmp_path / "rendered.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": list(rendered.values())}))
+    checked = promtool("check", "rules", str(path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"sliceDimensions": ["call_direction"]}, {"thresholds": {"alertShare": 1.5, "minStreams": 20, "sloObjectives": settings.SLO_OBJECTIVES}}],
+    ids=["a-dimension-the-rules-have-no-group-for", "a-share-above-one"],
+)
+def test_chart_schema_refuses_what_the_rules_cannot_do(values):
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmValuesError, match="prometheusRule"):
+        rendered_groups(**values)
