@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from . import health, quality, rules, runbooks
+from . import docs, health, quality, rules, runbooks
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
@@ -31,6 +31,7 @@ def render() -> dict[Path, str]:
         body = yaml.safe_dump(doc, sort_keys=False, width=1_000_000, allow_unicode=True)
         files[path] = f"# {NOTICE}\n{body}"
     files.update({RUNBOOKS / name: text for name, text in runbooks.pages().items()})
+    files.update(docs.render(ROOT))
     return files
 
 

@@ -16,6 +16,7 @@ import contextlib
 import json
 import random
 import shutil
+import statistics
 import subprocess
 import time
 import urllib.error
@@ -285,15 +286,28 @@ def test_each_slice_group_records_every_value_the_exporter_exposes_and_the_serie
     print(f"\nslice series for {values}: {recorded_series:g}")
 
 
-def test_rule_groups_evaluate_within_their_interval(stack):
-    """Prometheus' own measure of each group's evaluation (docs/alerts.md quotes it)."""
-    stack.prometheus.wait_for_scrapes(stack.instance, 3)
-    groups = {group["name"]: group for group in stack.prometheus.api("rules")["groups"]}
-    assert sorted(groups) == sorted(group["name"] for group in rule_groups())
-    timings = {name: group["evaluationTime"] for name, group in groups.items()}
+def test_every_rule_group_is_evaluated_and_timed_by_prometheus(stack):
+    """Prometheus' own measure of each group's evaluation, over ten evaluations (docs/alerts.md
+    quotes it). Printed, not asserted: the machine is shared, timing is noisy, and performance is
+    for `make bench`; what is asserted is that every group of both files runs and is timed."""
+    samples: dict[str, dict[str, float]] = {group["name"]: {} for group in rule_groups()}
+
+    def ten_each() -> bool:
+        for group in stack.prometheus.api("rules")["groups"]:
+            samples[group["name"]][group["lastEvaluation"]] = group["evaluationTime"]
+        return all(len(timings) >= 10 for timings in samples.values())
+
+    stack.prometheus.poll("ten evaluations of every rule group", ten_each, 60)
+    medians = {name: statistics.median(timings.values()) for name, timings in samples.items()}
+    assert all(median > 0 for median in medians.values()), medians
     raw = stack.prometheus.value(f'count({{__name__=~"{metrics.PARTICIPANT}_.+", instance="{stack.instance}"}})')
-    print(f"\nevaluation seconds, {raw:g} raw series of the exporter: " + ", ".join(f"{n}={t:.4f}" for n, t in timings.items()))
-    assert all(0 < seconds < 1.0 for seconds in timings.values()), timings
+    recording = medians["twilio-insights-exporter.recording"]
+    print(
+        f"\nmedian evaluation of each rule group over ten evaluations, {raw:g} raw series of the exporter:\n"
+        + "\n".join(
+            f"  {name}: {median * 1000:.1f} ms ({median / recording:.2f}x the account-wide recording group)" for name, median in medians.items()
+        )
+    )
 
 
 def test_exporter_down_alert_expression_fires_when_a_target_stops(stack):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dashboards import generate, rules, runbooks, settings
+from dashboards import docs, generate, rules, runbooks, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_FILE = ROOT / "rules" / "twilio-insights-exporter.rules.yml"
@@ -352,3 +352,18 @@ def test_chart_schema_refuses_what_the_rules_cannot_do(values):
 
     with pytest.raises(helm.HelmValuesError, match="prometheusRule"):
         rendered_groups(**values)
+
+
+def test_readme_and_alerts_doc_tables_are_generated():
+    for path, text in docs.render(ROOT).items():
+        assert path.read_text(encoding="utf-8") == text, f"{path.name}: run `python -m dashboards.generate`"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in rules.alert_names():
+        assert f"| [{name}](docs/runbooks/{name}.md) |" in readme
+
+
+def test_the_documented_cost_is_the_formula_at_the_default_caps():
+    """1 value per dimension is 56 series; the caps are the exporter's, plus unknown and other."""
+    assert docs.at_caps() == {"participant_region": 22, "conference_region": 22, "call_type": 12, "country_code": 102, "participant_label": 52}
+    assert rules.slice_series(docs.at_caps()) == 210 * 56 == 11_760
+    assert rules.slice_series(docs.CONTACT_CENTRE) == 25 * 56
