@@ -96,7 +96,7 @@ def shown(name: str, threshold: QualityThreshold | None = None, *, percent: bool
 def dashboard_url(**variables: str) -> str:
     """The quality dashboard, its variables set to alert labels (``$labels.x``) or literals."""
     query = "&".join(f"var-{name}={value}" for name, value in variables.items())
-    return f"{settings.GRAFANA_URL}/d/{quality.UID}/?{query}"
+    return f"{settings.GRAFANA_URL}/d/{quality.UID}?{query}"
 
 
 def label(name: str) -> str:

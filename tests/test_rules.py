@@ -201,7 +201,7 @@ def test_each_slice_alert_carries_names_and_links_its_slice(dimension):
         assert f"by (job, {dimension})" not in rule["expr"] and rule["expr"].count(f"job_{dimension}:") >= 2
         assert f"{dimension} {{{{ $labels.{dimension} }}}}" in rule["annotations"]["summary"]
         url = rule["annotations"]["dashboard_url"]
-        assert url.startswith(f"{settings.GRAFANA_URL}/d/twilio-conference-quality/?")
+        assert url.startswith(f"{settings.GRAFANA_URL}/d/twilio-conference-quality?")
         assert f"var-{dimension}={{{{ $labels.{dimension} | urlquery }}}}" in url and f"var-breakdown={dimension}" in url
 
 
@@ -322,7 +322,7 @@ def test_chart_sets_every_threshold_series_and_the_grafana_url_from_its_values(t
         if "dashboard_url" in rule.get("annotations", {})
     ]
     assert len(urls) == 4 + len(settings.SLICE_DIMENSIONS) * 12
-    assert all(url.startswith("https://grafana.voice.example.org/d/twilio-conference-quality/?var-job={{ $labels.job | urlquery }}") for url in urls)
+    assert all(url.startswith("https://grafana.voice.example.org/d/twilio-conference-quality?var-job={{ $labels.job | urlquery }}") for url in urls)
 
     # Everything else is the generated rules, as they are; and promtool accepts the result.
     def without_urls(group: dict) -> dict:
