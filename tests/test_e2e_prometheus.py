@@ -388,3 +388,21 @@ def test_promtool_check_metrics_is_clean_on_the_exporter_output(stack):
     promtool = shutil.which("promtool") or "promtool"
     result = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, timeout=60)
     assert (result.returncode, result.stdout.decode() + result.stderr.decode()) == (0, "")
+
+
+def test_where_is_it_worse_ranks_slices_of_every_dimension_by_their_excess_over_the_account(stack):
+    dashboard = DASHBOARDS[quality.UID]
+    (panel,) = [p for p in dashboard["panels"] if p["title"] == "Slices furthest above the account"]
+    ranking = stack.prometheus.query(substitute(panel["targets"][0]["expr"], variable_values(dashboard)[0]))
+    assert 0 < len(ranking) <= 15
+    assert all(set(row["metric"]) == {"signal", "dimension", "slice"} for row in ranking)
+    assert {row["metric"]["dimension"] for row in ranking} <= set(settings.SLICE_DIMENSIONS)
+    # One row, recomputed from its own slice and the account: the excess is the difference of the two shares.
+    top = max(ranking, key=lambda row: float(row["value"][1]))
+    threshold = next(t for t in rules.QUALITY_THRESHOLDS if t.tag == top["metric"]["signal"])
+    dimension, value = top["metric"]["dimension"], top["metric"]["slice"]
+    window = substitute("$__range", {})
+    at = top["value"][0]
+    slice_share = stack.prometheus.api("query", query=threshold.share(window, (f'{dimension}="{value}"',)), time=str(at))["result"]
+    account_share = stack.prometheus.api("query", query=threshold.share(window), time=str(at))["result"]
+    assert float(top["value"][1]) == pytest.approx(float(slice_share[0]["value"][1]) - float(account_share[0]["value"][1]))
