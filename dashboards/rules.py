@@ -411,11 +411,14 @@ def pull_alerts() -> list[Alert]:
     ]
 
 
+def main_alerts() -> list[Alert]:
+    """The alerts of the main rules file: exporter health first (new ones join here), then account-wide quality."""
+    return exporter_alerts() + pull_alerts() + quality_alerts()
+
+
 def alerts() -> list[Alert]:
-    """Every alerting rule: exporter health first, then account-wide quality, then per slice."""
-    return (
-        exporter_alerts() + pull_alerts() + quality_alerts() + [alert for dimension in settings.SLICE_DIMENSIONS for alert in slice_alerts(dimension)]
-    )
+    """Every alerting rule: those of the main rules file, then those per slice."""
+    return main_alerts() + [alert for dimension in settings.SLICE_DIMENSIONS for alert in slice_alerts(dimension)]
 
 
 def alert_names() -> list[str]:
@@ -429,7 +432,7 @@ def build() -> dict[str, Any]:
         "groups": [
             {"name": THRESHOLDS_GROUP, "rules": threshold_rules()},
             {"name": f"{PREFIX}.recording", "rules": recording_rules()},
-            {"name": f"{PREFIX}.alerts", "rules": [alert.rule() for alert in exporter_alerts() + pull_alerts() + quality_alerts()]},
+            {"name": f"{PREFIX}.alerts", "rules": [alert.rule() for alert in main_alerts()]},
         ]
     }
 
