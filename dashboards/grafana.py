@@ -289,3 +289,36 @@ def dashboard(
         "templating": {"list": variables},
         "panels": layout(sections),
     }
+
+
+def table(
+    title: str, description: str, target: dict[str, Any], unit: str, steps: dict[str, Any], *, sort_by: str, hide: tuple[str, ...] = ()
+) -> Panel:
+    """A table of an instant query's series (one row each), sorted by ``sort_by``, cells coloured by ``steps``."""
+    return {
+        "type": "table",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "targets": [{**target, "format": "table"}],
+        "fieldConfig": {
+            "defaults": {
+                "unit": unit,
+                "thresholds": steps,
+                "color": {"mode": "thresholds"},
+                "custom": {"align": "auto", "cellOptions": {"type": "auto"}},
+            },
+            "overrides": [
+                {"matcher": {"id": "byName", "options": sort_by}, "properties": [{"id": "custom.cellOptions", "value": {"type": "color-background"}}]}
+            ],
+        },
+        "options": {
+            "showHeader": True,
+            "cellHeight": "sm",
+            "sortBy": [{"displayName": sort_by, "desc": True}],
+            "footer": {"show": False, "reducer": ["sum"], "fields": ""},
+        },
+        "transformations": [
+            {"id": "organize", "options": {"excludeByName": {name: True for name in ("Time", *hide)}, "renameByName": {"Value": sort_by}}}
+        ],
+    }

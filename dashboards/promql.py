@@ -7,12 +7,21 @@ streams past a threshold is an exact ratio of two counters, never an interpolate
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from prometheus_client.utils import floatToGoString
 
 from exporter import metrics as m
 from exporter.labels import COMMON_LABELS
+
+from . import settings
+
+# The alert thresholds as series, recorded by the rules (one place to change them without
+# regenerating; the quality dashboard's error-budget row reads the objectives from there too).
+ALERT_SHARE = f"{m.PARTICIPANT}:alert_share:threshold"
+MIN_STREAMS = f"{m.PARTICIPANT}:alert_min_streams:threshold"
+OBJECTIVE = f"{m.PARTICIPANT}:slo_objective:ratio"
 
 # Template variables of the quality dashboard: scrape target first, then each common label.
 TARGET_VARIABLES = ("job", "instance")
@@ -41,6 +50,26 @@ def selector(*matchers: str) -> str:
 def variable_matchers(names: tuple[str, ...]) -> tuple[str, ...]:
     """``name=~"$name"`` for each dashboard variable (multi-value variables expand to a regex)."""
     return tuple(f'{name}=~"${name}"' for name in names)
+
+
+def seconds(window: str) -> int:
+    """A Prometheus duration of one unit in seconds.
+
+    >>> seconds("5m"), seconds("6h"), seconds("3d")
+    (300, 21600, 259200)
+    """
+    match = re.fullmatch(r"(\d+)([smhdw])", window)
+    assert match, window
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
+
+
+def burn_factor(windows: settings.BurnWindows) -> float:
+    """The burn rate that spends ``budget_spent`` of the budget within the long window.
+
+    >>> [round(burn_factor(w), 6) for w in settings.FAST_BURN + settings.SLOW_BURN]
+    [14.4, 6.0, 3.0, 1.0]
+    """
+    return windows.budget_spent * seconds(settings.SLO_PERIOD) / seconds(windows.long)
 
 
 def by(labels: tuple[str, ...]) -> str:
@@ -72,6 +101,23 @@ class QualityThreshold:
         if self.bad_is_below:
             return f"{bucket} / {count}"
         return f"({count} - {bucket}) / {count}"
+
+    def bad_rate(self, window: str, matchers: tuple[str, ...] = (), group: tuple[str, ...] = ()) -> str:
+        """Per-second rate of observations on the bad side of the edge, per ``group``."""
+        edge = f'le="{le(self.edge)}"'
+        bucket = f"sum{by(group)}(rate({self.metric}_bucket{selector(*matchers, *self.matchers, edge)}[{window}]))"
+        if self.bad_is_below:
+            return bucket
+        return f"{self.total_rate(window, matchers, group)} - {bucket}"
+
+    def total_rate(self, window: str, matchers: tuple[str, ...] = (), group: tuple[str, ...] = ()) -> str:
+        """Per-second rate of all observations the share is computed from, per ``group``."""
+        return f"sum{by(group)}(rate({self.metric}_count{selector(*matchers, *self.matchers)}[{window}]))"
+
+    @property
+    def count_name(self) -> str:
+        """The name of the series counting the observations, ``_avg`` when only the average counts."""
+        return f"{self.metric}{'_avg' if self.matchers else ''}_count"
 
     def count(self, window: str, matchers: tuple[str, ...] = (), group: tuple[str, ...] = ()) -> str:
         """How many observations the share is computed from, over ``window``."""

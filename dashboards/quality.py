@@ -13,8 +13,21 @@ from typing import Any
 from exporter import metrics as m
 
 from . import settings
-from .grafana import Cell, Section, custom_variable, dashboard, datasource_variable, heatmap, query, query_variable, stat, thresholds, timeseries
-from .promql import LABEL_VARIABLES, QUALITY_THRESHOLDS, TARGET_VARIABLES, QualityThreshold, by, selector, variable_matchers
+from .grafana import (
+    Cell,
+    Section,
+    custom_variable,
+    dashboard,
+    datasource_variable,
+    heatmap,
+    query,
+    query_variable,
+    stat,
+    table,
+    thresholds,
+    timeseries,
+)
+from .promql import LABEL_VARIABLES, OBJECTIVE, QUALITY_THRESHOLDS, TARGET_VARIABLES, QualityThreshold, burn_factor, by, selector, variable_matchers
 
 UID = "twilio-conference-quality"
 FILE = "twilio-conference-quality.json"
@@ -254,6 +267,88 @@ def breakdown() -> Section:
     return Section("Breakdown by $breakdown", cells)
 
 
+def slice_excess(threshold: QualityThreshold, dimension: str) -> str:
+    """How far each value of ``dimension`` sits above the whole selection's share past the threshold,
+    for slices with at least the alerts' volume guard of streams, labelled for one ranking."""
+    excess = (
+        f"({threshold.share(RANGE, FILTERS, (dimension,))}) - on () group_left () ({threshold.share(RANGE, FILTERS)})"
+        f" and on ({dimension}) ({threshold.count(RANGE, FILTERS, (dimension,))}) >= {settings.QUALITY_MIN_STREAMS}"
+    )
+    labelled = f'label_replace({excess}, "slice", "$1", "{dimension}", "(.*)")'
+    labelled = f'label_replace({labelled}, "dimension", "{dimension}", "", "")'
+    return f'label_replace({labelled}, "signal", "{threshold.tag}", "", "")'
+
+
+def where_is_it_worse() -> Section:
+    ranking = " or ".join(f"({slice_excess(threshold, dimension)})" for threshold in QUALITY_THRESHOLDS for dimension in settings.SLICE_DIMENSIONS)
+    return Section(
+        "Where is it worse",
+        [
+            Cell(
+                table(
+                    "Slices furthest above the account",
+                    "Every value of each slice dimension of the alerts "
+                    f"({', '.join(settings.SLICE_DIMENSIONS)}), ranked by how far its share of streams past one of Twilio's "
+                    "thresholds sits above the share of the whole selection, over the selected time range (in points: "
+                    f"0.2 = 20 points above). Slices with fewer than {settings.QUALITY_MIN_STREAMS} streams (the alerts' volume guard) "
+                    "are left out. Filter to the top slice and switch the breakdown to find what it has in common.",
+                    query(f"topk(15, sum by (signal, dimension, slice) ({ranking}))", instant=True),
+                    "percentunit",
+                    thresholds((None, "green"), (0, "orange"), (settings.QUALITY_ALERT_SHARE, "red")),
+                    sort_by="above the account",
+                ),
+                24,
+                9,
+            )
+        ],
+    )
+
+
+def objective(threshold: QualityThreshold) -> str:
+    """The signal's objective as the rules record it (so an objective set in the Helm chart's values
+    shows here too), or the generated default where the rules are not loaded."""
+    return f'scalar(max({OBJECTIVE}{{signal="{threshold.tag}"}}) or vector({settings.SLO_OBJECTIVES[threshold.tag]:g}))'
+
+
+def error_budget() -> Section:
+    period = settings.SLO_PERIOD
+    cells = [
+        Cell(
+            stat(
+                f"{threshold.title}: budget left",
+                f"Share of the error budget left over the last {period}, for the selection: the objective is that "
+                f"{settings.SLO_OBJECTIVES[threshold.tag]:.0%} (default; the rules' {OBJECTIVE} when loaded) of streams are not "
+                f"past {threshold.title}. Below 0 the objective is missed.",
+                query(f"1 - ({threshold.share(period, FILTERS)}) / (1 - {objective(threshold)})", instant=True),
+                "percentunit",
+                thresholds((None, "red"), (0, "orange"), (0.25, "green")),
+            ),
+            6,
+            4,
+        )
+        for threshold in QUALITY_THRESHOLDS
+    ]
+    cells += [
+        Cell(
+            timeseries(
+                f"{threshold.title}: burn rate by $breakdown",
+                f"How fast each slice spends its error budget, over 1 h: at 1 (dashed) it ends the {period} at its objective. "
+                "The fast-burn alert pages above "
+                + " or ".join(f"{burn_factor(w):g} ({w.long} and {w.short})" for w in settings.FAST_BURN)
+                + "; the slow burn opens a ticket above "
+                + " or ".join(f"{burn_factor(w):g} ({w.long} and {w.short})" for w in settings.SLOW_BURN)
+                + ".",
+                [query(f"({threshold.share('1h', FILTERS, BREAKDOWN)}) / (1 - {objective(threshold)})")],
+                "none",
+                threshold=1,
+            ),
+            6,
+        )
+        for threshold in QUALITY_THRESHOLDS
+    ]
+    return Section(f"Error budget ({period} objectives)", cells)
+
+
 def volume_and_regions() -> Section:
     return Section(
         "Volume and regions",
@@ -447,6 +542,17 @@ def build(generated: str) -> dict[str, Any]:
         f"packet loss >= {m.PACKET_LOSS_THRESHOLD_RATIO * 100:g} %.",
         generated=generated,
         variables=variables(),
-        sections=[overview(), thresholds_over_time(), distributions(), breakdown(), volume_and_regions(), tags(), durations(), activity()],
+        sections=[
+            overview(),
+            where_is_it_worse(),
+            thresholds_over_time(),
+            error_budget(),
+            distributions(),
+            breakdown(),
+            volume_and_regions(),
+            tags(),
+            durations(),
+            activity(),
+        ],
         tags=["twilio-insights", "twilio", "voice"],
     )

@@ -1,20 +1,32 @@
 """Prometheus recording and alerting rules, from the same thresholds as the dashboards.
 
-Quality alerts compare recorded shares (one recording rule per Twilio threshold, per scrape job and
-stream direction) with :data:`settings.QUALITY_ALERT_SHARE`, and only when at least
-:data:`settings.QUALITY_MIN_STREAMS` streams were observed, so a single bad call never pages.
+Quality alerts compare recorded shares of media streams past Twilio's thresholds with an alert
+share, and only when a volume guard of streams was observed, so a single bad call never pages:
+
+- account-wide, per scrape job and stream direction (``twilio-insights-exporter.recording`` and
+  ``.alerts``);
+- per slice: per value of each of :data:`settings.SLICE_DIMENSIONS`, one rule group per dimension
+  (``twilio-insights-exporter.slice.<dimension>``), with a threshold alert and the two SLO
+  burn-rate alerts of each signal.
+
+Every threshold an alert compares with is a series of its own, recorded in the group
+``twilio-insights-exporter.thresholds`` from :mod:`dashboards.settings`: the Helm chart replaces
+those few expressions from its values, and a user of the plain rules file edits them there.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from exporter import metrics as m
 
-from . import settings
-from .promql import QUALITY_THRESHOLDS, QualityThreshold
+from . import quality, settings
+from .promql import ALERT_SHARE, MIN_STREAMS, OBJECTIVE, QUALITY_THRESHOLDS, QualityThreshold, burn_factor, seconds
 
+PREFIX = "twilio-insights-exporter"
+THRESHOLDS_GROUP = f"{PREFIX}.thresholds"
+SLICE_GROUP_PREFIX = f"{PREFIX}.slice."
 GROUP = ("job", "stream")
 TARGET = ("job", "instance")
 UP = f'up{{job=~"{settings.EXPORTER_JOB_REGEX}"}}'
@@ -25,6 +37,7 @@ WHAT = {
     "latency": "average latency above",
     "packet_loss": "packet loss above",
 }
+BUDGET_NAME = {"mos": "low-MOS", "jitter": "high-jitter", "latency": "high-latency", "packet_loss": "packet-loss"}
 EDGE_TEXT = {
     "mos": f"{m.MOS_THRESHOLD:g}",
     "jitter": f"{m.JITTER_AVG_THRESHOLD_SECONDS * 1000:g} ms",
@@ -48,18 +61,57 @@ class Alert:
     summary: str
     description: str
     probes: tuple[str, ...]
+    # Labels besides severity, e.g. the dimension of a slice alert.
+    labels: dict[str, str] = field(default_factory=dict)
+    # The quality dashboard's URL for the alert, filtered to what it is about.
+    dashboard_url: str = ""
 
     def rule(self) -> dict[str, Any]:
         rule: dict[str, Any] = {"alert": self.name, "expr": self.expr}
         if self.duration != "0m":
             rule["for"] = self.duration
-        rule["labels"] = {"severity": self.severity}
+        rule["labels"] = {"severity": self.severity, **self.labels}
         rule["annotations"] = {
             "summary": self.summary,
             "description": self.description,
             "runbook_url": f"{settings.RUNBOOK_BASE_URL}/{self.name}.md",
         }
+        if self.dashboard_url:
+            rule["annotations"]["dashboard_url"] = self.dashboard_url
         return rule
+
+
+def scalar(name: str, threshold: QualityThreshold | None = None) -> str:
+    """A threshold series as a scalar (NaN when missing, so a comparison with it never fires)."""
+    return f'scalar({name}{{signal="{threshold.tag}"}})' if threshold else f"scalar({name})"
+
+
+def shown(name: str, threshold: QualityThreshold | None = None, *, percent: bool) -> str:
+    """An alert template that prints a threshold series' current value."""
+    series = f'{name}{{signal="{threshold.tag}"}}' if threshold else name
+    humanize = "humanizePercentage" if percent else "humanize"
+    return f"{{{{ with query `{series}` }}}}{{{{ . | first | value | {humanize} }}}}{{{{ end }}}}"
+
+
+def dashboard_url(**variables: str) -> str:
+    """The quality dashboard, its variables set to alert labels (``$labels.x``) or literals."""
+    query = "&".join(f"var-{name}={value}" for name, value in variables.items())
+    return f"{settings.GRAFANA_URL}/d/{quality.UID}?{query}"
+
+
+def label(name: str) -> str:
+    return f"{{{{ $labels.{name} | urlquery }}}}"
+
+
+def threshold_rules() -> list[dict[str, Any]]:
+    """The thresholds every quality alert compares with, each a constant series."""
+    rules: list[dict[str, Any]] = [
+        {"record": ALERT_SHARE, "expr": f"vector({settings.QUALITY_ALERT_SHARE:g})"},
+        {"record": MIN_STREAMS, "expr": f"vector({settings.QUALITY_MIN_STREAMS:g})"},
+    ]
+    for threshold in QUALITY_THRESHOLDS:
+        rules.append({"record": OBJECTIVE, "expr": f"vector({settings.SLO_OBJECTIVES[threshold.tag]:g})", "labels": {"signal": threshold.tag}})
+    return rules
 
 
 def share_record(threshold: QualityThreshold) -> str:
@@ -79,26 +131,159 @@ def recording_rules() -> list[dict[str, str]]:
     return rules
 
 
+def what(threshold: QualityThreshold) -> str:
+    return f"{WHAT[threshold.key]} {EDGE_TEXT[threshold.key]}"
+
+
+GUARD_TEXT = f"the alert fires above {shown(ALERT_SHARE, percent=True)} with at least {shown(MIN_STREAMS, percent=False)} streams"
+
+
 def quality_alerts() -> list[Alert]:
     alerts = []
     for threshold in QUALITY_THRESHOLDS:
         share, count = share_record(threshold), count_record(threshold)
-        what = f"{WHAT[threshold.key]} {EDGE_TEXT[threshold.key]}"
         alerts.append(
             Alert(
                 name=f"TwilioConference{NAMES[threshold.key]}",
-                expr=f"{share} > {settings.QUALITY_ALERT_SHARE:g} and on (job, stream) {count} >= {settings.QUALITY_MIN_STREAMS}",
+                expr=f"{share} > {scalar(ALERT_SHARE)} and on (job, stream) {count} >= {scalar(MIN_STREAMS)}",
                 duration=settings.QUALITY_ALERT_FOR,
                 severity="warning",
-                summary=f"Many conference participants with {what}",
+                summary=f"Many conference participants with {what(threshold)}",
                 description=(
                     f"{{{{ $value | humanizePercentage }}}} of {{{{ $labels.stream }}}} media streams reported by {{{{ $labels.job }}}} "
-                    f"had {what} (Twilio's threshold) over the last {settings.QUALITY_WINDOW}; the alert fires above "
-                    f"{settings.QUALITY_ALERT_SHARE:.0%} with at least {settings.QUALITY_MIN_STREAMS} streams."
+                    f"had {what(threshold)} (Twilio's threshold) over the last {settings.QUALITY_WINDOW}; {GUARD_TEXT}."
                 ),
-                probes=(share, count),
+                probes=(share, count, scalar(ALERT_SHARE), scalar(MIN_STREAMS)),
+                dashboard_url=dashboard_url(job=label("job")),
             )
         )
+    return alerts
+
+
+# --- per slice ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """The recording rules' names of one quality signal per value of one dimension."""
+
+    dimension: str
+    threshold: QualityThreshold
+
+    @property
+    def level(self) -> str:
+        return f"job_{self.dimension}"
+
+    @property
+    def group(self) -> tuple[str, ...]:
+        return ("job", self.dimension)
+
+    def bad_rate(self) -> str:
+        return f"{self.level}:{m.PARTICIPANT}_{self.threshold.tag}:rate{BASE_WINDOW}"
+
+    def total_rate(self) -> str:
+        return f"{self.level}:{self.threshold.count_name}:rate{BASE_WINDOW}"
+
+    def ratio(self, window: str) -> str:
+        return f"{self.level}:{m.PARTICIPANT}_{self.threshold.tag}:ratio_rate{window}"
+
+    def count(self, window: str) -> str:
+        return f"{self.level}:{self.threshold.count_name}:increase{window}"
+
+    def burn(self, window: str) -> str:
+        """The rate at which ``window`` spends the error budget (1: exactly over the SLO period)."""
+        return f"{self.ratio(window)} / (1 - {scalar(OBJECTIVE, self.threshold)})"
+
+
+BURNS = {"Fast": (settings.FAST_BURN, settings.FAST_BURN_FOR, "critical"), "Slow": (settings.SLOW_BURN, settings.SLOW_BURN_FOR, "warning")}
+ALL_BURN_WINDOWS = [w for windows, _, _ in BURNS.values() for w in windows]
+# Every window a slice alert reads: the slice's share over each, and its volume over the long ones.
+RATIO_WINDOWS = sorted({settings.QUALITY_WINDOW, *(w.long for w in ALL_BURN_WINDOWS), *(w.short for w in ALL_BURN_WINDOWS)}, key=seconds)
+COUNT_WINDOWS = sorted({settings.QUALITY_WINDOW, *(w.long for w in ALL_BURN_WINDOWS)}, key=seconds)
+# The raw histograms are read once, over the shortest window; every longer window is computed from
+# those recorded per-slice rates (sum_over_time of a few series instead of rate() over days of
+# every raw series): the share is the ratio of two integrals, weighted by traffic like a rate()
+# over the whole window, and cheap (docs/alerts.md).
+BASE_WINDOW = RATIO_WINDOWS[0]
+
+
+def slice_series(values: dict[str, int], jobs: int = 1) -> int:
+    """The series the slice groups record, for ``values[d]`` distinct values of each dimension d
+    (alerts add none until they fire). docs/alerts.md tabulates it; the e2e test checks it.
+
+    >>> slice_series({"participant_region": 1, "conference_region": 1, "call_type": 1, "country_code": 1, "participant_label": 1})
+    280
+    """
+    per_value = len(QUALITY_THRESHOLDS) * (2 + len(RATIO_WINDOWS) + len(COUNT_WINDOWS))
+    return jobs * per_value * sum(values[dimension] for dimension in settings.SLICE_DIMENSIONS)
+
+
+def slice_recording_rules(dimension: str) -> list[dict[str, str]]:
+    rules = []
+    for threshold in QUALITY_THRESHOLDS:
+        one = Slice(dimension, threshold)
+        rules.append({"record": one.bad_rate(), "expr": threshold.bad_rate(BASE_WINDOW, group=one.group)})
+        rules.append({"record": one.total_rate(), "expr": threshold.total_rate(BASE_WINDOW, group=one.group)})
+        for window in RATIO_WINDOWS:
+            if window == BASE_WINDOW:
+                expr = f"{one.bad_rate()} / {one.total_rate()}"
+            else:
+                expr = f"sum_over_time({one.bad_rate()}[{window}]) / sum_over_time({one.total_rate()}[{window}])"
+            rules.append({"record": one.ratio(window), "expr": expr})
+        for window in COUNT_WINDOWS:
+            expr = f"sum_over_time({one.total_rate()}[{window}]) * {seconds(settings.SLICE_EVALUATION_INTERVAL)}"
+            rules.append({"record": one.count(window), "expr": expr})
+    return rules
+
+
+def slice_alerts(dimension: str) -> list[Alert]:
+    alerts = []
+    where = f"{dimension} {{{{ $labels.{dimension} }}}}"
+    link = dashboard_url(job=label("job"), **{dimension: label(dimension)}, breakdown=dimension)
+    for threshold in QUALITY_THRESHOLDS:
+        one = Slice(dimension, threshold)
+        share, count = one.ratio(settings.QUALITY_WINDOW), one.count(settings.QUALITY_WINDOW)
+        alerts.append(
+            Alert(
+                name=f"TwilioConference{NAMES[threshold.key]}InSlice",
+                expr=f"{share} > {scalar(ALERT_SHARE)} and {count} >= {scalar(MIN_STREAMS)}",
+                duration=settings.QUALITY_ALERT_FOR,
+                severity="warning",
+                summary=f"Many conference participants with {what(threshold)} in {where}",
+                description=(
+                    f"{{{{ $value | humanizePercentage }}}} of the media streams of {where} reported by {{{{ $labels.job }}}} had "
+                    f"{what(threshold)} (Twilio's threshold) over the last {settings.QUALITY_WINDOW}; {GUARD_TEXT}."
+                ),
+                probes=(share, count),
+                labels={"dimension": dimension},
+                dashboard_url=link,
+            )
+        )
+        objective = shown(OBJECTIVE, threshold, percent=True)
+        for speed, (windows, duration, severity) in BURNS.items():
+            conditions = [
+                f"({one.burn(w.long)} > {burn_factor(w):g} and {one.burn(w.short)} > {burn_factor(w):g} and {one.count(w.long)} >= {scalar(MIN_STREAMS)})"
+                for w in windows
+            ]
+            spelled = ", or ".join(f"above {burn_factor(w):g} over both {w.long} and {w.short}" for w in windows)
+            alerts.append(
+                Alert(
+                    name=f"TwilioConference{NAMES[threshold.key]}{speed}Burn",
+                    expr=" or ".join(conditions),
+                    duration=duration,
+                    severity=severity,
+                    summary=f"{speed} burn of the {BUDGET_NAME[threshold.key]} error budget in {where}",
+                    description=(
+                        f"The media streams of {where} reported by {{{{ $labels.job }}}} burn the error budget of the objective "
+                        f'"{objective} of streams without {what(threshold)} over {settings.SLO_PERIOD}" {{{{ $value | humanize }}}} times '
+                        f"as fast as the objective allows, over the long window of the pair that fired: the alert fires at a burn rate "
+                        f"{spelled}, with at least {shown(MIN_STREAMS, percent=False)} streams in the long window."
+                    ),
+                    probes=tuple(one.burn(w.long) for w in windows) + tuple(one.count(w.long) for w in windows),
+                    labels={"dimension": dimension},
+                    dashboard_url=link,
+                )
+            )
     return alerts
 
 
@@ -226,16 +411,42 @@ def pull_alerts() -> list[Alert]:
     ]
 
 
-def alerts() -> list[Alert]:
-    """Every alert, exporter health first."""
+def main_alerts() -> list[Alert]:
+    """The alerts of the main rules file: exporter health first (new ones join here), then account-wide quality."""
     return exporter_alerts() + pull_alerts() + quality_alerts()
 
 
+def alerts() -> list[Alert]:
+    """Every alerting rule: those of the main rules file, then those per slice."""
+    return main_alerts() + [alert for dimension in settings.SLICE_DIMENSIONS for alert in slice_alerts(dimension)]
+
+
+def alert_names() -> list[str]:
+    """Each alert name once, in rule order (a slice alert has one rule per dimension)."""
+    return list(dict.fromkeys(alert.name for alert in alerts()))
+
+
 def build() -> dict[str, Any]:
-    """The rules file as a YAML-ready dict."""
+    """The main rules file as a YAML-ready dict: thresholds, account-wide rules and alerts."""
     return {
         "groups": [
-            {"name": "twilio-insights-exporter.recording", "rules": recording_rules()},
-            {"name": "twilio-insights-exporter.alerts", "rules": [alert.rule() for alert in alerts()]},
+            {"name": THRESHOLDS_GROUP, "rules": threshold_rules()},
+            {"name": f"{PREFIX}.recording", "rules": recording_rules()},
+            {"name": f"{PREFIX}.alerts", "rules": [alert.rule() for alert in main_alerts()]},
         ]
     }
+
+
+def build_slices() -> dict[str, Any]:
+    """The per-slice rules file as a YAML-ready dict: one group per slice dimension.
+
+    Prometheus evaluates a group's rules in order, so a slice's alerts always read recording
+    rules of the same evaluation, and dropping a dimension (the Helm chart's
+    prometheusRule.sliceDimensions) is dropping a group. A file of its own, so that loading it is
+    a choice, and so that the unit tests of the other alerts need not evaluate it.
+    """
+    groups = []
+    for dimension in settings.SLICE_DIMENSIONS:
+        rules = slice_recording_rules(dimension) + [alert.rule() for alert in slice_alerts(dimension)]
+        groups.append({"name": f"{SLICE_GROUP_PREFIX}{dimension}", "interval": settings.SLICE_EVALUATION_INTERVAL, "rules": rules})
+    return {"groups": groups}

@@ -8,6 +8,8 @@ here decides *when to wake someone up*, and is read by both the alert rules and 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from exporter.config import PullSettings
 
 # Where each alert's runbook lives; an alert's runbook_url is RUNBOOK_BASE_URL/<AlertName>.md.
@@ -61,3 +63,48 @@ PULL_FAILING_FOR_SECONDS = max(3 * PULL_INTERVAL_SECONDS, 10 * 60)
 # a participant missing from the quality dashboards. Rare and worth a look, not a page.
 PULL_EXPIRED_WINDOW = "1h"
 PULL_EXPIRED_MIN = 1
+
+# ---------------------------------------------------------------------------------------------
+# Alerts per slice and SLO burn-rate alerts (docs/alerts.md). A degradation confined to one
+# region, carrier path, country or participant role hides in the account-wide share, so each
+# quality signal is also evaluated per value of each of these dimensions (any subset of the
+# common labels; each one costs series, see docs/alerts.md). The share and the volume guard
+# above (QUALITY_ALERT_SHARE, QUALITY_MIN_STREAMS over QUALITY_WINDOW) apply to every slice too.
+# ---------------------------------------------------------------------------------------------
+SLICE_DIMENSIONS = ("participant_region", "conference_region", "call_type", "country_code", "participant_label")
+# The slice groups are evaluated at this fixed interval (whatever Prometheus' global one): a
+# slice's stream count over a window is the integral of its recorded rate, sum_over_time(rate) x
+# this interval, which stays exact for a slice younger than the window (a new country's first
+# burst of calls), where avg_over_time(rate) x window would inflate it past the volume guard.
+SLICE_EVALUATION_INTERVAL = "1m"
+
+# SLO mode: the share of media streams *not* past Twilio's threshold that each signal should keep,
+# per slice, over SLO_PERIOD (keyed by Voice Insights' tag of the signal). A healthy contact
+# centre sees a few percent of streams past each threshold, so these leave a budget of 3-5 %;
+# state your own. The burn-rate alerts are the multiwindow, multi-burn-rate alerts of Google's
+# SRE workbook (chapter "Alerting on SLOs"): each fires when both windows burn the budget faster
+# than the factor that spends BUDGET_SPENT of it within the long window.
+SLO_OBJECTIVES = {"low_mos": 0.97, "high_jitter": 0.95, "high_latency": 0.95, "high_packet_loss": 0.97}
+SLO_PERIOD = "30d"
+
+
+@dataclass(frozen=True, slots=True)
+class BurnWindows:
+    """One row of the SRE workbook's table: a long and a short window, and the share of the
+    period's budget that burning at the alert's rate spends within the long window."""
+
+    long: str
+    short: str
+    budget_spent: float
+
+
+# Fast burn pages (2 % of a 30-day budget in 1 h, or 5 % in 6 h: burn rates 14.4 and 6); slow
+# burn opens a ticket (10 % in 1 day or in 3 days: burn rates 3 and 1).
+FAST_BURN = (BurnWindows("1h", "5m", 0.02), BurnWindows("6h", "30m", 0.05))
+SLOW_BURN = (BurnWindows("1d", "2h", 0.10), BurnWindows("3d", "6h", 0.10))
+FAST_BURN_FOR = "2m"
+SLOW_BURN_FOR = "15m"
+
+# Where an alert's dashboard_url points: the quality dashboard (uid twilio-conference-quality),
+# filtered to the alert's slice. The Helm chart sets it from prometheusRule.grafanaUrl.
+GRAFANA_URL = "https://grafana.example.com"

@@ -176,11 +176,15 @@ def substitute(text: str, values: dict[str, str]) -> str:
 
     >>> substitute('rate(x{a=~"$a"}[$__rate_interval]) by (${b})', {"a": ".*", "b": "call_type"})
     'rate(x{a=~".*"}[1m]) by (call_type)'
+    >>> substitute('label_replace(x, "slice", "$1", "a", "(.*)")', {})
+    'label_replace(x, "slice", "$1", "a", "(.*)")'
     """
     everything = {**BUILT_INS, **values}
 
     def replace(match: re.Match[str]) -> str:
-        return everything[match.group(1) or match.group(2)]
+        name = match.group(1) or match.group(2)
+        # $1 is a regex group reference (label_replace): Grafana leaves a name it has no variable for alone.
+        return match.group(0) if name.isdigit() else everything[name]
 
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", replace, text)
 

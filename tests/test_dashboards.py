@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from dashboards import generate, health, quality, settings
-from dashboards.promql import LABEL_VARIABLES
+from dashboards.promql import LABEL_VARIABLES, OBJECTIVE, QUALITY_THRESHOLDS
 from exporter import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = {quality.UID: ROOT / "dashboards" / quality.FILE, health.UID: ROOT / "dashboards" / health.FILE}
 # Panel types Grafana renders without Angular (graph, singlestat, table-old, ... are Angular-only).
-REACT_PANEL_TYPES = {"row", "timeseries", "stat", "heatmap"}
+REACT_PANEL_TYPES = {"row", "timeseries", "stat", "heatmap", "table"}
 BUILT_IN = {"__rate_interval", "__range", "__interval"}
 
 
@@ -87,7 +87,8 @@ def test_every_query_uses_the_datasource_variable_and_a_unique_ref_id(uid):
 @pytest.mark.parametrize("uid", sorted(FILES))
 def test_every_range_vector_uses_rate_interval_or_the_dashboard_range(uid):
     windows = {w for _, target in targets(load(uid)) for w in re.findall(r"\[([^\]]+)\]", target["expr"])}
-    assert windows <= {"$__rate_interval", "$__range"}
+    # The error-budget row's budget is over the SLO period, its burn rate over an hour, whatever the time picker.
+    assert windows <= {"$__rate_interval", "$__range"} | ({settings.SLO_PERIOD, "1h"} if uid == quality.UID else set())
     assert "$__rate_interval" in windows
 
 
@@ -97,7 +98,8 @@ def test_every_variable_a_query_uses_is_defined(uid):
     defined = {variable["name"] for variable in dashboard["templating"]["list"]}
     texts = [t["expr"] for _, t in targets(dashboard)] + [p["title"] for p in dashboard["panels"]]
     texts += [v["definition"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
-    used = {name for text in texts for name in re.findall(r"\$\{?(\w+)", text)} - BUILT_IN
+    # $1 in label_replace is a regex group reference; Grafana leaves a name it has no variable for alone.
+    used = {name for text in texts for name in re.findall(r"\$\{?(\w+)", text) if not name.isdigit()} - BUILT_IN
     assert used <= defined
     assert defined - {"datasource"} <= used
 
@@ -184,3 +186,40 @@ def test_pull_failing_threshold_is_three_default_intervals_or_ten_minutes_whiche
     interval = PullSettings().interval.total_seconds()
     assert interval == settings.PULL_INTERVAL_SECONDS
     assert max(3 * interval, 600) == settings.PULL_FAILING_FOR_SECONDS
+
+
+def rows(dashboard: dict) -> dict[str, list[dict]]:
+    """Each row's title and the panels under it."""
+    result: dict[str, list[dict]] = {}
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            current = result.setdefault(panel["title"], [])
+        else:
+            current.append(panel)
+    return result
+
+
+def test_where_is_it_worse_ranks_every_slice_dimension_of_the_alerts_for_every_signal():
+    dashboard = load(quality.UID)
+    assert [row for row in rows(dashboard)][:2] == ["Overview", "Where is it worse"]
+    (panel,) = rows(dashboard)["Where is it worse"]
+    assert panel["type"] == "table" and panel["gridPos"]["w"] == 24
+    (target,) = panel["targets"]
+    assert target["instant"] is True and target["format"] == "table"
+    expr = target["expr"]
+    assert expr.startswith("topk(15, sum by (signal, dimension, slice) (")
+    for threshold in QUALITY_THRESHOLDS:
+        for dimension in settings.SLICE_DIMENSIONS:
+            assert f'"dimension", "{dimension}", "", "")' in expr
+            assert f'"signal", "{threshold.tag}", "", "")' in expr
+    assert expr.count(f">= {settings.QUALITY_MIN_STREAMS}") == len(QUALITY_THRESHOLDS) * len(settings.SLICE_DIMENSIONS)
+    assert panel["options"]["sortBy"] == [{"displayName": "above the account", "desc": True}]
+
+
+def test_error_budget_row_reads_the_objectives_the_rules_record_with_the_settings_as_fallback():
+    budget = rows(load(quality.UID))[f"Error budget ({settings.SLO_PERIOD} objectives)"]
+    assert [panel["type"] for panel in budget] == ["stat"] * 4 + ["timeseries"] * 4
+    for threshold, left, burn in zip(QUALITY_THRESHOLDS, budget[:4], budget[4:], strict=True):
+        fallback = f'scalar(max({OBJECTIVE}{{signal="{threshold.tag}"}}) or vector({settings.SLO_OBJECTIVES[threshold.tag]:g}))'
+        assert fallback in left["targets"][0]["expr"] and f"[{settings.SLO_PERIOD}]" in left["targets"][0]["expr"]
+        assert fallback in burn["targets"][0]["expr"] and "by ($breakdown)" in burn["targets"][0]["expr"]
