@@ -237,5 +237,5 @@ async def test_every_accepted_oddity_at_once_still_gives_a_parseable_exposition(
     response = await harness.post([cloud_event(odd)])
 
     assert await response.json() == {"recorded": 1}
-    text, om = await scrape_both(harness)
+    await scrape_both(harness)
     assert not math.isnan(harness.value(P + "mos_sum"))
