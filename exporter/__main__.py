@@ -110,6 +110,7 @@ async def serve(config: Config) -> None:
                     await fresh.start()
                     await metrics_site.stop()
                     metrics_site = fresh
+                    log.info("metrics listener serving the reloaded TLS configuration")
 
             async def watch() -> None:
                 while True:

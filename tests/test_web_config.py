@@ -28,7 +28,7 @@ import bcrypt
 import pytest
 import yaml
 
-from exporter.webconfig import WebConfigError, load_web_config
+from exporter.webconfig import WebConfigError, WebConfigHolder, load_web_config
 from tests.conftest import HarnessFactory
 from tests.exporter_process import ROOT, free_port, stop
 
@@ -271,6 +271,7 @@ def test_sighup_rereads_the_users_and_the_certificate(pki: PKI, tmp_path: Path) 
                 return False
 
         poll("the new certificate and password in force", new_password_works)
+        poll("the old listener gone", lambda: "serving the reloaded TLS configuration" in running.log.read_text())
         assert get(running.metrics + "/metrics", new_context, (USER, PASSWORD))[0] == 401
         assert ssl.get_server_certificate(("127.0.0.1", int(running.metrics.rsplit(":", 1)[1]))) != first_cert
         # A broken file is refused and the last good configuration stays.
@@ -337,3 +338,21 @@ def test_relative_paths_are_relative_to_the_file(pki: PKI) -> None:
     path.write_text("tls_server_config: {cert_file: server.crt, key_file: server.key, min_version: TLS13}\n")
     loaded = load_web_config(path)
     assert loaded.ssl_context is not None and loaded.ssl_context.minimum_version == ssl.TLSVersion.TLSv1_3
+
+
+def test_a_changed_file_is_noticed_and_reread_and_switching_tls_on_needs_a_restart(pki: PKI, tmp_path: Path) -> None:
+    path = write_web_config(tmp_path / "web.yml", None, users={USER: PASSWORD})
+    holder = WebConfigHolder(path, load_web_config(path))
+    assert not holder.changed()
+    write_web_config(path, None, users={USER: PASSWORD, "second": "another-password"})
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # a later mtime even on a coarse clock
+    assert holder.changed()
+    assert holder.reload()
+    assert set(holder.config.basic_auth_users) == {USER, "second"}
+    assert not holder.changed()
+    # TLS cannot be switched on under a plain listener: refused, the old configuration stays.
+    write_web_config(path, pki, users={USER: PASSWORD})
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+    assert not holder.reload()
+    assert holder.loaded.ssl_context is None and set(holder.config.basic_auth_users) == {USER, "second"}
+    assert not holder.changed()
