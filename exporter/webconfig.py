@@ -28,6 +28,7 @@ import logging
 import os
 import ssl
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,7 +36,9 @@ from typing import Literal
 import bcrypt
 import yaml
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +147,8 @@ def _fingerprint(files: list[Path]) -> tuple[tuple[str, int, int], ...]:
     return tuple(result)
 
 
-def _error_location(error: dict[str, object]) -> str:
-    return ".".join(str(part) for part in error["loc"]) if error["loc"] else ""  # type: ignore[union-attr]
+def _error_location(error: ErrorDetails) -> str:
+    return ".".join(str(part) for part in error["loc"])
 
 
 def load_web_config(path: Path) -> LoadedWebConfig:
@@ -173,7 +176,7 @@ def load_web_config(path: Path) -> LoadedWebConfig:
             message = str(error["msg"]).removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = "not a known setting (or not supported by this exporter)"
-            location = _error_location(error)  # type: ignore[arg-type]
+            location = _error_location(error)
             problems.append(f"{location}: {message}" if location else message)
         raise WebConfigError(f"{where}: {'; '.join(problems)}") from None
     files = _files(path, config)
@@ -281,11 +284,11 @@ def _basic_credentials(header: str | None) -> tuple[str | None, str | None]:
     return (user, password) if sep else (None, None)
 
 
-def middleware(holder: WebConfigHolder) -> web.middleware:  # type: ignore[valid-type]
+def middleware(holder: WebConfigHolder) -> Middleware:
     """Basic auth in front of every path of the metrics listener but the probes'."""
 
     @web.middleware
-    async def guard(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:  # type: ignore[name-defined]
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in UNAUTHENTICATED_PATHS and not await holder.authorized(request.headers.get("Authorization")):
             raise web.HTTPUnauthorized(text="Unauthorized\n", headers={"WWW-Authenticate": 'Basic realm="twilio-insights-exporter"'})
         return await handler(request)
@@ -293,7 +296,7 @@ def middleware(holder: WebConfigHolder) -> web.middleware:  # type: ignore[valid
     return guard
 
 
-def add_headers(holder: WebConfigHolder):  # type: ignore[no-untyped-def]
+def add_headers(holder: WebConfigHolder) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
     """An ``on_response_prepare`` hook setting ``http_server_config.headers`` on every answer (streamed ones too)."""
 
     async def hook(request: web.Request, response: web.StreamResponse) -> None:

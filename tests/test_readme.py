@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
+
+from exporter.webconfig import WebConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -161,3 +164,11 @@ def test_blocks_are_read_with_their_expected_output(text: str):
     (block,) = shell_blocks(text)
     assert block.first_line in ("make x", "a")
     assert block.expected == ("hello\n" if block.first_line == "make x" else None)
+
+
+def test_the_readmes_web_config_example_is_one_the_exporter_accepts():
+    section = README.split("### Protect /metrics", 1)[1]
+    example = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    config = WebConfig.model_validate(example)
+    assert config.tls_server_config is not None and config.tls_server_config.client_auth_type == "RequireAndVerifyClientCert"
+    assert set(config.basic_auth_users) == {"prometheus"}
