@@ -43,4 +43,6 @@ def test_every_package_the_exporter_and_its_tests_need_is_pinned_and_installed_a
     assert not missing, f"not pinned in constraints.txt: {missing}; run make constraints"
     assert "setuptools" in pinned, "the image's build backend must be pinned too"
     for name in needed("twilio-insights-exporter", frozenset({"test"})):
-        assert metadata.version(name) == pinned[name], f"{name} {metadata.version(name)} installed, constraints.txt says {pinned[name]}: run make test-deps"
+        assert metadata.version(name) == pinned[name], (
+            f"{name} {metadata.version(name)} installed, constraints.txt says {pinned[name]}: run make test-deps"
+        )
