@@ -85,7 +85,10 @@ async def serve(config: Config) -> None:
         for runner, address, flag in zip(runners, (settings.web.listen_address, settings.webhook.listen_address), ("web", "webhook"), strict=True):
             try:
                 await runner.setup()
-            except (OSError, sqlite3.Error) as exc:
+            except sqlite3.Error as exc:
+                # The only database is the state file (opened by the metrics application).
+                raise StartupError(f"--state.path={settings.state.path}: cannot use it: {exc}") from None
+            except OSError as exc:
                 raise StartupError(f"cannot start: {exc}") from None
             host, port = _split_address(address)
             # The metrics listener speaks TLS when --web.config.file says so; reuse_port lets a

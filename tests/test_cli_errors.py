@@ -138,6 +138,12 @@ def test_a_listen_address_in_use_is_one_line() -> None:
     assert_one_line_error(result, f"--web.listen-address=127.0.0.1:{port}: cannot listen")
 
 
+def test_a_state_file_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    state.write_text("not a database")
+    assert_one_line_error(run(f"--state.path={state}"), f"--state.path={state}: cannot use it: file is not a database")
+
+
 def test_check_config_prints_no_secret_and_exits_0() -> None:
     result = run("--check-config")
     assert result.returncode == 0, result.stderr

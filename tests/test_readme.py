@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -172,3 +174,14 @@ def test_the_readmes_web_config_example_is_one_the_exporter_accepts():
     config = WebConfig.model_validate(example)
     assert config.tls_server_config is not None and config.tls_server_config.client_auth_type == "RequireAndVerifyClientCert"
     assert set(config.basic_auth_users) == {"prometheus"}
+
+
+def test_the_readmes_command_line_examples_print_what_it_shows():
+    examples = re.findall(r"^```text\n\$ twilio-insights-exporter (.*?)\n(.*?)^```\n", README, re.M | re.S)
+    assert examples
+    for arguments, shown in examples:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")}
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", *shlex.split(arguments)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.stdout + result.stderr == shown, arguments
