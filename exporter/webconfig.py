@@ -220,8 +220,6 @@ class WebConfigHolder:
         self.path = path
         self.loaded = loaded
         self._verified: OrderedDict[bytes, None] = OrderedDict()
-        # Compared against for an unknown user, so its answer takes as long as a known user's.
-        self._dummy_hash = bcrypt.hashpw(b"unknown user", bcrypt.gensalt(rounds=10))
 
     @property
     def config(self) -> WebConfig:
@@ -263,7 +261,9 @@ class WebConfigHolder:
             self._verified.move_to_end(key)
             return True
         # bcrypt is slow on purpose: off the event loop, so deliveries keep flowing meanwhile.
-        target = hashed.encode() if hashed is not None else self._dummy_hash
+        # An unknown user is checked against a known user's hash (and refused whatever the
+        # result), so its answer takes as long as a known user's: no telling which users exist.
+        target = (hashed if hashed is not None else next(iter(users.values()))).encode()
         ok = await asyncio.get_running_loop().run_in_executor(None, bcrypt.checkpw, password.encode(), target)
         if ok and hashed is not None:
             self._verified[key] = None
