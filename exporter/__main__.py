@@ -12,6 +12,7 @@ import os
 import signal
 import sqlite3
 import sys
+from collections.abc import Coroutine
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -110,7 +111,11 @@ async def serve(config: Config) -> None:
                     # A new certificate, key, CA or TLS policy: a new listener on the same port first, then the old one goes.
                     host, port = _split_address(settings.web.listen_address)
                     fresh = web.TCPSite(runners[0], host, port, ssl_context=holder.loaded.ssl_context, reuse_port=True)
-                    await fresh.start()
+                    try:
+                        await fresh.start()
+                    except OSError as exc:
+                        log.error("metrics listener kept its previous TLS configuration", extra={"error": str(exc)})
+                        return
                     await metrics_site.stop()
                     metrics_site = fresh
                     log.info("metrics listener serving the reloaded TLS configuration")
@@ -121,8 +126,13 @@ async def serve(config: Config) -> None:
                     if holder.changed():
                         await reload()
 
-            reloads.add(asyncio.ensure_future(watch()))
-            loop.add_signal_handler(signal.SIGHUP, lambda: reloads.add(asyncio.ensure_future(reload())))
+            def start(coroutine: Coroutine[None, None, None]) -> None:
+                task = asyncio.ensure_future(coroutine)
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
+
+            start(watch())
+            loop.add_signal_handler(signal.SIGHUP, lambda: start(reload()))
         log.info(
             "listening",
             extra={
@@ -136,7 +146,7 @@ async def serve(config: Config) -> None:
         )
         await stop.wait()
         log.info("shutting down")
-        for task in reloads:
+        for task in list(reloads):
             task.cancel()
     finally:
         # Webhook first: stop taking deliveries (Twilio retries them elsewhere or later).
