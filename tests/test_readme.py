@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from exporter.webconfig import WebConfig
+from tests.exporter_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -45,7 +46,7 @@ BLOCKS = {
     "kubectl create namespace monitoring": "needs a Kubernetes cluster; tests/test_helm_*.py render and lint the chart",
     "make bench": "the benchmarks run for minutes: make bench",
 }
-READY = "http://localhost:9802/-/ready"
+DEFAULT_PORTS = {"web": 9802, "webhook": 8080}
 
 
 @dataclass
@@ -104,15 +105,15 @@ def port_free(port: int) -> bool:
         return True
 
 
-def ready() -> bool:
+def ready(metrics_port: int) -> bool:
     try:
-        with urllib.request.urlopen(READY, timeout=1) as response:
+        with urllib.request.urlopen(f"http://localhost:{metrics_port}/-/ready", timeout=1) as response:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
 
 
-def stop_group(proc: subprocess.Popen[str]) -> None:
+def stop_group(proc: subprocess.Popen[str], ports: dict[str, int]) -> None:
     """The block's whole process group: make, and the exporter make started."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -125,27 +126,35 @@ def stop_group(proc: subprocess.Popen[str]) -> None:
         proc.wait()
     # The exporter may outlive make by a moment: wait until the ports are released.
     deadline = time.monotonic() + 15
-    while not (port_free(9802) and port_free(8080)) and time.monotonic() < deadline:
+    while not all(port_free(port) for port in ports.values()) and time.monotonic() < deadline:
         time.sleep(0.1)  # polling interval, not synchronisation: the loop ends when the ports are free
 
 
 def test_the_readme_shell_blocks_work_as_written_in_a_fresh_copy(tmp_path: Path):
-    for port in (9802, 8080):
-        assert port_free(port), f"port {port} is taken: the README's commands use the default ports; stop what listens there"
     copy = fresh_copy(tmp_path / "clone")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "VIRTUAL_ENV", "PYTEST"))}
+    # The blocks use the default ports. On a machine where something else holds one (another
+    # checkout's exporter), the only change to the blocks: other ports, in the curl URLs and in
+    # the exporter's listen-address variables.
+    ports = dict(DEFAULT_PORTS)
+    if not all(port_free(port) for port in ports.values()):
+        ports = {name: free_port() for name in ports}
+        env |= {f"TWILIO_INSIGHTS_EXPORTER_{name.upper()}__LISTEN_ADDRESS": f":{port}" for name, port in ports.items()}
     for block in shell_blocks(README):
         use = use_of(block)
         if use not in ("output", "server"):
             continue
+        code = block.code
+        for name, port in ports.items():
+            code = code.replace(f"localhost:{DEFAULT_PORTS[name]}", f"localhost:{port}")
         proc = subprocess.Popen(
-            ["bash", "-e", "-c", block.code], cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+            ["bash", "-e", "-c", code], cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
         )
         try:
             if use == "server":
                 # The first block installs into .venv first: minutes on a cold pip cache.
                 deadline = time.monotonic() + 600
-                while not ready():
+                while not ready(ports["web"]):
                     assert proc.poll() is None, f"{block.first_line!r} exited {proc.returncode}: {proc.stderr.read()[-3000:] if proc.stderr else ''}"
                     assert time.monotonic() < deadline, f"{block.first_line!r}: not ready within 600 s"
                     time.sleep(0.5)  # polling interval, not synchronisation: the loop ends on the answer
@@ -155,7 +164,7 @@ def test_the_readme_shell_blocks_work_as_written_in_a_fresh_copy(tmp_path: Path)
                 if block.expected is not None:
                     assert out == block.expected, f"{block.first_line!r} printed:\n{out}"
         finally:
-            stop_group(proc)
+            stop_group(proc, ports)
             for stream in (proc.stdout, proc.stderr):
                 if stream:
                     stream.close()
