@@ -25,6 +25,8 @@ from .pipeline import Pipeline, state_context
 from .pull import Poller, pull_context
 from .recorder import Recorder
 from .state import StateStore
+from .webconfig import WebConfigHolder, add_headers, load_web_config
+from .webconfig import middleware as webconfig_middleware
 from .webhook import BasicAuth, SignatureVerifier, handle_webhook
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ class Runtime:
     ready: bool = field(default=False)
     # Set when --pull.enabled; runs as a background task of the metrics application.
     poller: Poller | None = None
+    # Set when --web.config.file names a file: TLS for the metrics listener, basic auth, headers.
+    web_config: WebConfigHolder | None = None
 
     @classmethod
     def build(cls, config: Config, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> Runtime:
@@ -97,6 +101,11 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
 
     metrics = web.Application()
     metrics[RUNTIME] = runtime
+    if settings.web.config.file is not None:
+        # Basic auth and headers here; TLS on the listener itself (__main__.serve).
+        runtime.web_config = WebConfigHolder(settings.web.config.file, load_web_config(settings.web.config.file))
+        metrics.middlewares.append(webconfig_middleware(runtime.web_config))
+        metrics.on_response_prepare.append(add_headers(runtime.web_config))
     # The metrics application starts first and stops last (__main__), so the state is loaded
     # before the first delivery and flushed after the last.
     metrics.cleanup_ctx.append(state_context(runtime.pipeline))

@@ -15,12 +15,15 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
+import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_core import core_schema
 from pydantic_settings import (
     BaseSettings,
     CliApp,
+    CliSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -87,6 +90,18 @@ def parse_size(value: Any) -> int:
     raise ValueError(f"not a size like 1048576 or 16MiB: {value!r}")
 
 
+def format_size(value: int) -> str:
+    """The shortest exact form of a byte size, as --help and the README show it.
+
+    >>> format_size(16 * 1024**2), format_size(1500)
+    ('16MiB', '1500B')
+    """
+    for unit in ("GiB", "MiB", "KiB"):
+        if value and value % _SIZE_FACTOR[unit] == 0:
+            return f"{value // _SIZE_FACTOR[unit]}{unit}"
+    return f"{value}B"
+
+
 class Duration(timedelta):
     """A timedelta written and printed the Prometheus way (``4h``), in --help and --check-config alike."""
 
@@ -108,9 +123,28 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _listen_address(value: str) -> str:
+    """``host:port``, ``:port`` or ``[v6]:port``, checked where the settings load so --check-config refuses what a start would."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or (host.startswith("[") != host.endswith("]")):
+        raise ValueError("must look like host:port, :port or [v6]:port, with a port from 0 to 65535")
+    return value
+
+
+class WebConfigFileSettings(_Section):
+    file: Path | None = Field(
+        None,
+        description="Prometheus web configuration file (the exporter-toolkit format) for the metrics listener: TLS, client certificates, "
+        "basic auth, response headers. Re-read on SIGHUP and when it changes. Default: plain HTTP, no auth.",
+    )
+
+
 class WebSettings(_Section):
     listen_address: str = Field(":9802", description="Address of the metrics listener (/metrics, /-/healthy, /-/ready). Keep it internal.")
     telemetry_path: str = Field("/metrics", description="Path under which to expose metrics.")
+    config: WebConfigFileSettings = Field(default_factory=WebConfigFileSettings)
+
+    _check_listen_address = field_validator("listen_address")(_listen_address)
 
 
 class WebhookSettings(_Section):
@@ -134,6 +168,21 @@ class WebhookSettings(_Section):
     def _absolute_path(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError("must start with /")
+        return value
+
+    _check_listen_address = field_validator("listen_address")(_listen_address)
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        # Twilio signs the exact URL it calls: anything but an absolute http(s) URL fails every signature.
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                raise ValueError("must be the absolute https:// (or http://) URL Twilio calls, e.g. https://hooks.example.com/events")
+            if parts.username is not None or parts.password is not None:
+                # It is logged and printed by --check-config; the credentials belong in the environment.
+                raise ValueError(f"must not carry credentials: set {ENV_PREFIX}BASIC_AUTH_USERNAME and {ENV_PREFIX}BASIC_AUTH_PASSWORD instead")
         return value
 
 
@@ -456,12 +505,30 @@ def load_config(argv: list[str] | None = None) -> Config:
     yaml_file = _find_config_file(argv, os.environ)
     if yaml_file is not None and not yaml_file.is_file():
         raise ValueError(f"--config.file {yaml_file}: no such file")
+    if yaml_file is not None:
+        _check_yaml_file(yaml_file)
     Settings._yaml_file = yaml_file
     try:
-        settings = CliApp.run(Settings, cli_args=argv)
+        settings = CliApp.run(Settings, cli_args=argv, cli_settings_source=CliSettingsSource(Settings, add_argument_method=_add_argument))
     finally:
         Settings._yaml_file = None
     return Config(settings=settings, secrets=Secrets())
+
+
+def _check_yaml_file(path: Path) -> None:
+    """A YAML file that does not parse, or is not a mapping, is named with its line and column."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ValueError(f"--config.file {where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    except OSError as exc:
+        raise ValueError(f"--config.file {path}: {exc.strerror}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(
+            f"--config.file {path}: the top level must be a mapping of sections (web, webhook, dedup, labels, ...), not a {type(data).__name__}"
+        )
 
 
 def _find_config_file(argv: list[str], environ: Any) -> Path | None:
@@ -473,3 +540,44 @@ def _find_config_file(argv: list[str], environ: Any) -> Path | None:
             return Path(arg.split("=", 1)[1])
     value = environ.get(ENV_PREFIX + "CONFIG__FILE")
     return Path(value) if value else None
+
+
+def _add_argument(parser: Any, *names: str, **kwargs: Any) -> Any:
+    """Add one flag to --help with its real default and type.
+
+    pydantic-settings writes ``(default: None)``, ``(default factory: dict)`` and ``int`` for a size
+    that accepts ``2MiB``; this hook (its documented ``add_argument_method``) rewrites the help and
+    metavar from the settings model before argparse sees them.
+    """
+    field = _field_and_default(kwargs.get("dest", ""))
+    help_text = kwargs.get("help")
+    if field is not None and isinstance(help_text, str) and help_text.endswith(")") and " (default" in help_text:
+        info, default = field
+        help_text = help_text[: help_text.rfind(" (default")]
+        is_size = any(isinstance(m, BeforeValidator) and m.func is parse_size for m in info.metadata)
+        if is_size:
+            kwargs["metavar"] = "size"
+            help_text += f" (default: {format_size(default)})"
+        elif isinstance(default, timedelta):
+            kwargs["metavar"] = "duration"
+            help_text += f" (default: {format_duration(default)})"
+        elif isinstance(default, bool):
+            help_text += f" (default: {str(default).lower()})"
+        elif default not in (None, {}, []):
+            help_text += f" (default: {default})"
+        kwargs["help"] = help_text
+    return parser.add_argument(*names, **kwargs)
+
+
+def _field_and_default(dest: str) -> tuple[Any, Any] | None:
+    """The field behind a flag's ``dest`` (``webhook.max_body_size``) and its default value."""
+    model: Any = Settings
+    info, default = None, None
+    for depth, part in enumerate(dest.split(".")):
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return None
+        info = fields[part]
+        default = info.get_default(call_default_factory=True) if depth == 0 else getattr(default, part)
+        model = info.annotation
+    return info, default

@@ -43,7 +43,20 @@ PUBLIC_URL = "https://twilio-hooks.example.com/events"
 
 
 def test_the_scenarios_cover_what_the_issue_asks_for():
-    assert SCENARIOS == ["default", "all", "existing-secret", "hpa", "httproute", "ingress", "networkpolicy", "persistence", "pull"]
+    assert SCENARIOS == [
+        "default",
+        "all",
+        "existing-secret",
+        "hpa",
+        "httproute",
+        "ingress",
+        "networkpolicy",
+        "persistence",
+        "pull",
+        "webconfig-basicauth",
+        "webconfig-both",
+        "webconfig-tls",
+    ]
 
 
 # --- lint and schemas ------------------------------------------------------------------------

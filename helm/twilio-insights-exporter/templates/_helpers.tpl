@@ -124,3 +124,73 @@ Where the exporter's YAML configuration is mounted.
 {{- define "twilio-insights-exporter.configDir" -}}
 /etc/twilio-insights-exporter
 {{- end }}
+
+{{/*
+Where the web configuration (--web.config.file) and the metrics listener's TLS Secret are mounted:
+beside the config directory, not inside it (a mount inside a read-only ConfigMap volume is fragile).
+*/}}
+{{- define "twilio-insights-exporter.webConfigDir" -}}
+/etc/twilio-insights-exporter-web
+{{- end }}
+
+{{- define "twilio-insights-exporter.tlsDir" -}}
+/etc/twilio-insights-exporter-tls
+{{- end }}
+
+{{- define "twilio-insights-exporter.webConfigTLS" -}}
+{{- and .Values.webConfig.enabled .Values.webConfig.tls.enabled | ternary "true" "" -}}
+{{- end }}
+
+{{- define "twilio-insights-exporter.clientCertRequired" -}}
+{{- if and (include "twilio-insights-exporter.webConfigTLS" .) (eq .Values.webConfig.tls.clientAuthType "RequireAndVerifyClientCert") }}true{{ end -}}
+{{- end }}
+
+{{- define "twilio-insights-exporter.webConfigBasicAuth" -}}
+{{- if and .Values.webConfig.enabled .Values.webConfig.basicAuthUsers }}true{{ end -}}
+{{- end }}
+
+{{/*
+The web configuration file, in the exporter-toolkit format the exporter reads.
+*/}}
+{{- define "twilio-insights-exporter.webConfig" -}}
+{{- $wc := .Values.webConfig -}}
+{{- $tlsDir := include "twilio-insights-exporter.tlsDir" . -}}
+{{- $config := dict -}}
+{{- if $wc.tls.enabled }}
+{{- if not $wc.tls.secretName }}
+{{- fail "webConfig.tls.enabled needs webConfig.tls.secretName: a kubernetes.io/tls Secret with tls.crt and tls.key" }}
+{{- end }}
+{{- $tls := dict "cert_file" (printf "%s/tls.crt" $tlsDir) "key_file" (printf "%s/tls.key" $tlsDir) "client_auth_type" $wc.tls.clientAuthType "min_version" $wc.tls.minVersion }}
+{{- if ne $wc.tls.clientAuthType "NoClientCert" }}
+{{- $_ := set $tls "client_ca_file" (printf "%s/ca.crt" $tlsDir) }}
+{{- end }}
+{{- $_ := set $config "tls_server_config" $tls }}
+{{- end }}
+{{- with $wc.basicAuthUsers }}
+{{- $_ := set $config "basic_auth_users" . }}
+{{- end }}
+{{- with $wc.headers }}
+{{- $_ := set $config "http_server_config" (dict "headers" .) }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/*
+A probe of the metrics listener, as the web configuration lets it through: HTTPS with TLS (the
+kubelet does not verify the certificate), a TCP check when client certificates are required (the
+kubelet has none to show). /-/healthy and /-/ready never need basic-auth credentials.
+Usage: include "twilio-insights-exporter.probe" (dict "probe" .Values.livenessProbe "root" $)
+*/}}
+{{- define "twilio-insights-exporter.probe" -}}
+{{- $probe := deepCopy .probe -}}
+{{- if and (include "twilio-insights-exporter.webConfigTLS" .root) (hasKey $probe "httpGet") -}}
+{{- if include "twilio-insights-exporter.clientCertRequired" .root -}}
+{{- $port := $probe.httpGet.port -}}
+{{- $probe = omit $probe "httpGet" -}}
+{{- $_ := set $probe "tcpSocket" (dict "port" $port) -}}
+{{- else -}}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $probe -}}
+{{- end }}

@@ -1,0 +1,196 @@
+"""The README's shell blocks, run as written in a copy of the repository (what a fresh clone holds).
+
+Every ``sh`` block is either run or named here with the reason it is not (a Twilio account, a
+cluster, a registry, or the test suite itself); a new block that is neither fails the test. A
+block followed by a ``text`` block must print exactly that. Blocks run in README order in one
+copy, as a reader would type them; the server blocks run until ready and are then stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.webconfig import WebConfig
+from tests.exporter_process import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+# How each block is used, by its first line: "output" runs it to the end (and compares the text
+# block after it), "server" runs it until the exporter is ready, anything else is the reason it is
+# not run here.
+BLOCKS = {
+    "TWILIO_AUTH_TOKEN=your_auth_token make run": "server",
+    "make test": "the test suite itself",
+    'make run ARGS="--webhook.insecure-skip-signature-verification" 2>exporter.log &': "output",
+    "twilio api:events:v1:sinks:create --description": "needs a Twilio account",
+    "TWILIO_ACCOUNT_SID=ACxxxxxxxx TWILIO_AUTH_TOKEN=your_auth_token \\": "server",
+    "make generate": "output",
+    ".venv/bin/python -m pytest tests/test_dashboards.py": "the test suite runs these tests itself",
+    "podman build -t registry.example.com/twilio-insights-exporter:0.1.0 .": "needs a registry to push to; tests/test_image.py builds the image",
+    "kubectl create namespace monitoring": "needs a Kubernetes cluster; tests/test_helm_*.py render and lint the chart",
+    "make bench": "the benchmarks run for minutes: make bench",
+}
+DEFAULT_PORTS = {"web": 9802, "webhook": 8080}
+
+
+@dataclass
+class Block:
+    first_line: str
+    code: str
+    expected: str | None
+
+
+def shell_blocks(text: str) -> list[Block]:
+    """The ``sh`` blocks, each with the ``text`` block right after it (its output), if any."""
+    blocks = []
+    for match in re.finditer(r"^( *)```sh\n(.*?)^\1```\n", text, re.M | re.S):
+        indent = match.group(1)
+        code = "\n".join(line.removeprefix(indent) for line in match.group(2).splitlines()) + "\n"
+        after = text[match.end() :]
+        output = re.match(r"(?:\n|[^`\n][^\n]*\n)*?```text\n(.*?)^```\n", after, re.S | re.M)
+        expected = output.group(1) if output and "```sh" not in after[: output.start(1)] else None
+        blocks.append(Block(code.splitlines()[0].strip(), code, expected))
+    return blocks
+
+
+def use_of(block: Block) -> str:
+    """What BLOCKS says of a block, found by the start of its first line; fails for an unknown block."""
+    uses = [use for start, use in BLOCKS.items() if block.first_line.startswith(start)]
+    assert len(uses) == 1, f"classify this README shell block in tests/test_readme.py:BLOCKS: {block.first_line!r}"
+    return uses[0]
+
+
+def test_every_shell_block_is_run_or_says_why_not():
+    blocks = shell_blocks(README)
+    for block in blocks:
+        use_of(block)
+    assert len(blocks) == len(BLOCKS), "a block named in BLOCKS is gone from the README"
+
+
+def fresh_copy(destination: Path) -> Path:
+    """The files a clone of this checkout holds (tracked, or new and not ignored), symlinks kept."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True)
+    for name in listed.stdout.decode().split("\0"):
+        source = ROOT / name
+        if not name or not (source.is_file() or source.is_symlink()):
+            continue
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target, follow_symlinks=False)
+    return destination
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+        return True
+
+
+def ready(metrics_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://localhost:{metrics_port}/-/ready", timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def stop_group(proc: subprocess.Popen[str], ports: dict[str, int]) -> None:
+    """The block's whole process group: make, and the exporter make started."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # The exporter may outlive make by a moment: wait until the ports are released.
+    deadline = time.monotonic() + 15
+    while not all(port_free(port) for port in ports.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling interval, not synchronisation: the loop ends when the ports are free
+
+
+def test_the_readme_shell_blocks_work_as_written_in_a_fresh_copy(tmp_path: Path):
+    copy = fresh_copy(tmp_path / "clone")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "VIRTUAL_ENV", "PYTEST"))}
+    # The blocks use the default ports. On a machine where something else holds one (another
+    # checkout's exporter), the only change to the blocks: other ports, in the curl URLs and in
+    # the exporter's listen-address variables.
+    ports = dict(DEFAULT_PORTS)
+    if not all(port_free(port) for port in ports.values()):
+        ports = {name: free_port() for name in ports}
+        env |= {f"TWILIO_INSIGHTS_EXPORTER_{name.upper()}__LISTEN_ADDRESS": f":{port}" for name, port in ports.items()}
+    for block in shell_blocks(README):
+        use = use_of(block)
+        if use not in ("output", "server"):
+            continue
+        code = block.code
+        for name, port in ports.items():
+            code = code.replace(f"localhost:{DEFAULT_PORTS[name]}", f"localhost:{port}")
+        proc = subprocess.Popen(
+            ["bash", "-e", "-c", code], cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        try:
+            if use == "server":
+                # The first block installs into .venv first: minutes on a cold pip cache.
+                deadline = time.monotonic() + 600
+                while not ready(ports["web"]):
+                    assert proc.poll() is None, f"{block.first_line!r} exited {proc.returncode}: {proc.stderr.read()[-3000:] if proc.stderr else ''}"
+                    assert time.monotonic() < deadline, f"{block.first_line!r}: not ready within 600 s"
+                    time.sleep(0.5)  # polling interval, not synchronisation: the loop ends on the answer
+            else:
+                out, err = proc.communicate(timeout=900)
+                assert proc.returncode == 0, f"{block.first_line!r} exited {proc.returncode}:\n{err[-3000:]}"
+                if block.expected is not None:
+                    assert out == block.expected, f"{block.first_line!r} printed:\n{out}"
+        finally:
+            stop_group(proc, ports)
+            for stream in (proc.stdout, proc.stderr):
+                if stream:
+                    stream.close()
+
+
+@pytest.mark.parametrize("text", ["```sh\nmake x\n```\n\nIt prints:\n\n```text\nhello\n```\n", "   ```sh\n   a\n   b\n   ```\n"])
+def test_blocks_are_read_with_their_expected_output(text: str):
+    (block,) = shell_blocks(text)
+    assert block.first_line in ("make x", "a")
+    assert block.expected == ("hello\n" if block.first_line == "make x" else None)
+
+
+def test_the_readmes_web_config_example_is_one_the_exporter_accepts():
+    section = README.split("### Protect /metrics", 1)[1]
+    example = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    config = WebConfig.model_validate(example)
+    assert config.tls_server_config is not None and config.tls_server_config.client_auth_type == "RequireAndVerifyClientCert"
+    assert set(config.basic_auth_users) == {"prometheus"}
+
+
+def test_the_readmes_command_line_examples_print_what_it_shows():
+    examples = re.findall(r"^```text\n\$ twilio-insights-exporter (.*?)\n(.*?)^```\n", README, re.M | re.S)
+    assert examples
+    for arguments, shown in examples:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")}
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", *shlex.split(arguments)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.stdout + result.stderr == shown, arguments
