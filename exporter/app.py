@@ -17,7 +17,8 @@ from .config import Config
 from .dedup import Window
 from .exposition import make_metrics_handler
 from .keys import RUNTIME
-from .metrics import ExporterMetrics, build_exporter_metrics, build_pull_metrics
+from .kinesis import KinesisApi, KinesisConsumer, PipelineSink, kinesis_context
+from .metrics import ExporterMetrics, build_exporter_metrics, build_kinesis_metrics, build_pull_metrics
 from .pipeline import Pipeline
 from .pull import Poller, pull_context
 from .recorder import Recorder
@@ -42,6 +43,8 @@ class Runtime:
     state: StateStore | None = None
     # Set when --pull.enabled; runs as a background task of the metrics application.
     poller: Poller | None = None
+    # Set when --kinesis.stream-name; runs as a background task of the metrics application.
+    kinesis: KinesisConsumer | None = None
 
     @classmethod
     def build(cls, config: Config, registry: CollectorRegistry) -> Runtime:
@@ -94,6 +97,12 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     if settings.pull.enabled:
         runtime.poller = Poller.build(config, pipeline, runtime.state, build_pull_metrics(registry))
         metrics.cleanup_ctx.append(pull_context(runtime.poller))
+    if settings.kinesis.stream_name is not None:
+        # PipelineSink: today's pipeline with checkpoints in memory; the durable pipeline replaces it here.
+        sink = PipelineSink(pipeline)
+        km = build_kinesis_metrics(registry)
+        runtime.kinesis = KinesisConsumer(settings.kinesis, KinesisApi(settings.kinesis), sink, runtime.exporter_metrics, km)
+        metrics.cleanup_ctx.append(kinesis_context(runtime.kinesis))
     metrics.router.add_get(settings.web.telemetry_path, make_metrics_handler(registry, runtime.pipeline.recorder.families()))
     metrics.router.add_get("/-/healthy", healthy)
     metrics.router.add_get("/-/ready", ready)
