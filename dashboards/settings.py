@@ -61,3 +61,14 @@ PULL_FAILING_FOR_SECONDS = max(3 * PULL_INTERVAL_SECONDS, 10 * 60)
 # a participant missing from the quality dashboards. Rare and worth a look, not a page.
 PULL_EXPIRED_WINDOW = "1h"
 PULL_EXPIRED_MIN = 1
+
+# Kinesis consumer mode. A stream keeps records 24 hours by default (up to a year): a consumer
+# behind by more than KINESIS_LAG_SECONDS for KINESIS_LAGGING_FOR is not keeping up and will lose
+# records once the lag reaches the stream's retention. Ten minutes leaves hours to act on the
+# default retention while ignoring the catch-up after a restart or a resharding.
+KINESIS_LAG_SECONDS = 10 * 60
+KINESIS_LAGGING_FOR = "15m"
+# The consumer reads every shard at least once per --kinesis.poll-interval (1 s) even when idle,
+# backing off up to --kinesis.max-backoff (30 s) on failures: ten minutes without one successful
+# read means it is failing for good (credentials, permissions, network, a deleted stream).
+KINESIS_FAILING_FOR_SECONDS = 10 * 60
