@@ -203,3 +203,26 @@ _MESSAGES = {
     "ExpiredIteratorException": "Iterator expired. The iterator was created at time Sun Nov 22 01:00:00 UTC 2026 while right now it is "
     "Sun Nov 22 01:05:01 UTC 2026 which is further in the future than the tolerated delay of 300000 milliseconds.",
 }
+
+
+# The standard credential chain from the environment, for exporter processes the tests start.
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+    "AWS_CONFIG_FILE": "/nonexistent",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def create_stream(url: str, name: str, records: list[bytes], shards: int = 2) -> None:
+    """A stream on kinesalite holding ``records``, written with the AWS SDK (botocore, synchronous: for fixtures)."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    session.set_credentials(AWS_ENV["AWS_ACCESS_KEY_ID"], AWS_ENV["AWS_SECRET_ACCESS_KEY"])
+    client = session.create_client("kinesis", region_name="us-east-1", endpoint_url=url)
+    client.create_stream(StreamName=name, ShardCount=shards)
+    client.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.05, "MaxAttempts": 200})
+    for n, data in enumerate(records):
+        client.put_record(StreamName=name, Data=data, PartitionKey=f"p{n}")

@@ -32,7 +32,7 @@ def test_rules_file_says_it_is_generated():
 def test_promtool_check_rules_passes():
     result = promtool("check", "rules", str(RULES_FILE))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 19 rules found" in result.stdout
+    assert "SUCCESS: 21 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_pass():
