@@ -10,6 +10,7 @@ sits :class:`tests.kinesis_server.AwsProxy`, which makes kinesalite answer as AW
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import uuid
@@ -177,7 +178,9 @@ async def test_two_shards_each_record_recorded_once_and_checkpointed_after(harne
     assert harness.value(K + "checkpoints_written_total") == 2
 
 
-async def test_split_mid_stream_parent_is_drained_before_its_children(harness: Harness, stream: Stream, proxy: AwsProxy) -> None:
+async def test_split_mid_stream_parent_is_drained_before_its_children(proxy: AwsProxy, stream: Stream) -> None:
+    # One record a read, so that a child read too early would interleave with its parent's records.
+    harness = Harness(proxy, stream, batch_size=1)
     order: list[tuple[str, str]] = []
     deliver = harness.sink.deliver
 
@@ -186,29 +189,34 @@ async def test_split_mid_stream_parent_is_drained_before_its_children(harness: H
         return await deliver(events, source, checkpoint)
 
     harness.sink.deliver = recording  # type: ignore[method-assign]
-    for n in range(3):
-        await stream.put(summary_event(n), SHARD0)
-    await harness.consumer.catch_up()
-    # Written to the parent after it was read, then the split, then writes that land on the children.
-    for n in range(3, 5):
-        await stream.put(summary_event(n), SHARD0)
-    await stream.split("shardId-000000000000", str(2**126))
-    for n in range(5, 7):
-        await stream.put(summary_event(n), CHILD_LOW)
-    for n in range(7, 9):
-        await stream.put(summary_event(n), CHILD_HIGH)
+    await harness.consumer.start()
+    try:
+        for n in range(3):
+            await stream.put(summary_event(n), SHARD0)
+        await harness.consumer.catch_up()
+        # Written to the parent after it was read, then the split, then writes that land on the children.
+        for n in range(3, 6):
+            await stream.put(summary_event(n), SHARD0)
+        await stream.split("shardId-000000000000", str(2**126))
+        for n in range(6, 8):
+            await stream.put(summary_event(n), CHILD_LOW)
+        for n in range(8, 10):
+            await stream.put(summary_event(n), CHILD_HIGH)
 
-    await harness.consumer.catch_up()
+        await harness.consumer.catch_up()
+    finally:
+        await harness.consumer.stop()
 
-    assert harness.recorded() == 9
-    assert harness.value(K + "records_read_total") == 9
+    assert harness.recorded() == 10
+    assert harness.value(K + "records_read_total") == 10
     shards = [shard for shard, _ in order]
-    assert shards[:5] == ["shardId-000000000000"] * 5  # the parent to its end first
-    assert sorted(shards[5:]) == ["shardId-000000000002"] * 2 + ["shardId-000000000003"] * 2
+    assert shards[:6] == ["shardId-000000000000"] * 6  # the parent to its end first
+    assert sorted(shards[6:]) == ["shardId-000000000002"] * 2 + ["shardId-000000000003"] * 2
     assert harness.sink.checkpoint(f"kinesis/{stream.name}/shardId-000000000000") == SHARD_END
     # Reading: shard 1 and both children; the drained parent's lag gauge is gone.
     assert harness.value(K + "shards_reading") == 3
     assert harness.kinesis_registry.get_sample_value(K + "behind_latest_seconds", {"shard": "shardId-000000000000"}) is None
+    assert harness.kinesis_registry.get_sample_value(K + "behind_latest_seconds", {"shard": "shardId-000000000002"}) == 0
     assert proxy.calls["ListShards"] >= 2  # the shard list was paged (2 a page) and read again after the split
 
 
@@ -388,3 +396,61 @@ def test_help_says_which_start_position_loses_nothing(capsys: pytest.CaptureFixt
 def test_a_malformed_stream_name_is_refused() -> None:
     with pytest.raises(ValueError, match=r"kinesis\.stream_name"):
         load_config(["--kinesis.stream-name=no spaces allowed"])
+
+
+async def test_a_failed_delivery_is_read_again_from_the_checkpoint(harness: Harness, stream: Stream) -> None:
+    """Nothing of a page whose delivery failed is checkpointed: it is read again, and recorded once."""
+    deliver = harness.sink.deliver
+    failures = [RuntimeError("state store unavailable")]
+
+    async def flaky(events: list[Any], source: str, checkpoint: tuple[str, str] | None = None) -> Any:
+        if failures:
+            raise failures.pop()
+        return await deliver(events, source, checkpoint)
+
+    harness.sink.deliver = flaky  # type: ignore[method-assign]
+    for n in range(3):
+        await stream.put(summary_event(n), SHARD0)
+
+    await harness.consumer.catch_up()
+
+    assert harness.value(K + "errors_total", kind="internal") == 1
+    assert harness.value(K + "records_read_total") == 6  # the page twice
+    assert harness.recorded() == 3
+    assert harness.value(K + "checkpoints_written_total") == 1
+    assert harness.sleeps == [BACKOFF * JITTER]
+
+
+async def test_the_running_service_follows_a_split_to_the_children(proxy: AwsProxy, stream: Stream) -> None:
+    """run(): one task per shard, a new listing when a shard ends; real timers, polled with a deadline."""
+    harness = Harness(proxy, stream, poll_interval=0.02, shard_sync_interval=3600)
+    consumer = KinesisConsumer(
+        harness.settings, KinesisApi(harness.settings), harness.sink, harness.runtime.exporter_metrics, build_kinesis_metrics(CollectorRegistry())
+    )
+
+    async def recorded(expected: int) -> None:
+        for _ in range(400):  # bounded: 400 x 25 ms
+            if harness.recorded() == expected:
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"{harness.recorded()} recorded, expected {expected}")
+
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        for n in range(2):
+            await stream.put(summary_event(n), SHARD0)
+            await stream.put(summary_event(10 + n), SHARD1)
+        await recorded(4)
+        await stream.split("shardId-000000000000", str(2**126))
+        await stream.put(summary_event(20), CHILD_LOW)
+        await stream.put(summary_event(21), CHILD_HIGH)
+        # The shard listing is hourly here: only the parent's end can have led to its children.
+        await recorded(6)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await consumer.stop()
+    assert harness.sink.checkpoint(f"kinesis/{stream.name}/shardId-000000000000") == SHARD_END
+    assert harness.events("summary", "duplicate") == 0
