@@ -54,3 +54,11 @@ def test_kinesis_mode_refuses_more_than_one_replica(values):
 def test_the_schema_refuses_bad_kinesis_values(values):
     with pytest.raises(helm.HelmValuesError, match="/kinesis/"):
         render({"kinesis": values})
+
+
+def test_kinesis_mode_runs_without_a_twilio_auth_token():
+    """The auth token only verifies webhook deliveries: a Kinesis-only release need not have one."""
+    env = {var["name"]: var for var in render({"kinesis": {"streamName": "twilio-events"}}).deployment_container()["env"]}
+    assert env["TWILIO_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    webhook_env = {var["name"]: var for var in render({"twilio": {"authToken": "t"}}).deployment_container()["env"]}
+    assert "optional" not in webhook_env["TWILIO_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
