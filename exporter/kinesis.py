@@ -365,7 +365,7 @@ class KinesisConsumer:
             if checkpoint == SHARD_END:
                 self._done.add(shard.id)
                 self._drained.add(shard.id)
-            elif latest and checkpoint is None and shard.closed and shard.id not in self._readers:
+            elif latest and checkpoint is None and shard.closed:
                 self._done.add(shard.id)  # LATEST on a closed shard reads nothing: no need to ask
         for shard in shards:
             if shard.id in self._readers or shard.id in self._done:

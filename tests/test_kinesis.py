@@ -454,3 +454,53 @@ async def test_the_running_service_follows_a_split_to_the_children(proxy: AwsPro
         await consumer.stop()
     assert harness.sink.checkpoint(f"kinesis/{stream.name}/shardId-000000000000") == SHARD_END
     assert harness.events("summary", "duplicate") == 0
+
+
+async def test_a_merged_shard_is_read_after_both_its_parents(proxy: AwsProxy, stream: Stream) -> None:
+    """The first parent's ChildShards name the child, but the child waits for the other parent too."""
+    harness = Harness(proxy, stream, batch_size=1)
+    order: list[str] = []
+    deliver = harness.sink.deliver
+
+    async def recording(events: list[Any], source: str, checkpoint: tuple[str, str] | None = None) -> Any:
+        order.extend(checkpoint[0].rsplit("/", 1)[1] for _ in events if checkpoint)
+        return await deliver(events, source, checkpoint)
+
+    harness.sink.deliver = recording  # type: ignore[method-assign]
+    await stream.put(summary_event(1), SHARD0)
+    for n in range(2, 8):
+        await stream.put(summary_event(n), SHARD1)
+    await stream.client.merge_shards(StreamName=stream.name, ShardToMerge="shardId-000000000000", AdjacentShardToMerge="shardId-000000000001")
+    await stream.active()
+    for n in range(8, 10):
+        await stream.put(summary_event(n), SHARD0)
+
+    await harness.consumer.start()
+    try:
+        await harness.consumer.catch_up()
+    finally:
+        await harness.consumer.stop()
+
+    assert harness.recorded() == 9
+    assert order == ["shardId-000000000000"] + ["shardId-000000000001"] * 6 + ["shardId-000000000002"] * 2
+    for parent in ("shardId-000000000000", "shardId-000000000001"):
+        assert harness.sink.checkpoint(f"kinesis/{stream.name}/{parent}") == SHARD_END
+
+
+async def test_start_position_latest_skips_a_closed_parent_and_its_childrens_backlog(proxy: AwsProxy, stream: Stream) -> None:
+    """Resharded before the first start: latest means the children's tip, not their beginning."""
+    await stream.put(summary_event(1), SHARD0)
+    await stream.split("shardId-000000000000", str(2**126))
+    await stream.put(summary_event(2), CHILD_LOW)
+    h = Harness(proxy, stream, start_position="latest")
+    await h.consumer.start()
+    try:
+        await h.consumer.catch_up()
+        await stream.put(summary_event(3), CHILD_HIGH)
+        await h.consumer.catch_up()
+    finally:
+        await h.consumer.stop()
+
+    assert h.recorded() == 1
+    assert h.value(K + "records_read_total") == 1
+    assert h.value(K + "shards_reading") == 3  # shard 1 and both children; the closed parent is never read
