@@ -21,7 +21,7 @@ same pipeline as the webhook and the poller, counted with ``source="kinesis"``:
    waits with exponential backoff and full jitter, and tries again. Nothing stops the consumer.
 
 What is read again (a restart between a delivery and its checkpoint, Twilio's own at-least-once
-writes) meets the pipeline's deduplication by event id and participant SID, as a webhook retry does.
+writes) meets the pipeline's deduplication by participant SID, as a webhook retry does.
 
 Sequence numbers are text throughout: AWS's are up to 56 decimal digits.
 """
@@ -45,7 +45,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTT
 from .config import KinesisSettings
 from .metrics import ExporterMetrics, KinesisMetrics
 from .models import loads
-from .pipeline import OTHER, SUMMARY, TEST, Pipeline
+from .pipeline import Kind, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ Clock = Callable[[], float]
 
 
 class Sink(Protocol):
-    """What the consumer needs of the pipeline: exactly these two methods.
+    """What the consumer needs of the pipeline (:class:`~exporter.pipeline.Pipeline` has them): exactly these two methods.
 
     ``deliver`` records ``events`` and, in the same durable transaction, stores ``checkpoint``
     (a name and a sequence number as text); it returns only after the commit. ``checkpoint``
@@ -76,30 +76,6 @@ class Sink(Protocol):
     async def deliver(self, events: list[Any], source: str, checkpoint: tuple[str, str] | None = None) -> object: ...
 
     def checkpoint(self, name: str) -> str | None: ...
-
-
-class PipelineSink:
-    """Today's synchronous :class:`~exporter.pipeline.Pipeline` behind :class:`Sink`, checkpoints in memory.
-
-    The one place to change when the pipeline offers ``deliver`` and ``checkpoint`` itself (durable,
-    committed with the events): pass that pipeline to :class:`KinesisConsumer` instead. Until then a
-    restart forgets the checkpoints and reads every shard again from ``--kinesis.start-position``;
-    what was recorded before is deduplicated as far as the pipeline's windows remember it.
-    """
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
-        self._checkpoints: dict[str, str] = {}
-
-    async def deliver(self, events: list[Any], source: str, checkpoint: tuple[str, str] | None = None) -> list[str]:
-        outcomes = [self._pipeline.accept_event(event, source) for event in events]
-        if checkpoint is not None:
-            name, sequence = checkpoint
-            self._checkpoints[name] = sequence
-        return outcomes
-
-    def checkpoint(self, name: str) -> str | None:
-        return self._checkpoints.get(name)
 
 
 class KinesisError(Exception):
@@ -265,10 +241,6 @@ class KinesisConsumer:
         self._drained: set[str] = set()
         self._resync = asyncio.Event()
         kinesis_metrics.shards.set_function(lambda: len(self._readers))
-        # The children dashboards and alerts divide by, at 0 (the pipeline creates them for its own sources).
-        for kind, outcomes in ((SUMMARY, ("recorded", "duplicate", "invalid")), (TEST, ("test",)), (OTHER, ("ignored", "invalid"))):
-            for outcome in outcomes:
-                exporter_metrics.events.labels(SOURCE, kind, outcome)
 
     def checkpoint_name(self, shard_id: str) -> str:
         return f"kinesis/{self.api.stream}/{shard_id}"
@@ -452,7 +424,7 @@ class KinesisConsumer:
             except (ValueError, RecursionError):
                 # A poison record: counted like any invalid event, passed over by the checkpoint.
                 self.em.invalid_events.labels(SOURCE, "not_json").inc()
-                self.em.events.labels(SOURCE, OTHER, "invalid").inc()
+                self.em.events.labels(SOURCE, Kind.OTHER, Outcome.INVALID).inc()
                 log.warning("record is not JSON, skipped", extra={"shard": reader.shard.id, "sequence_number": record.get("SequenceNumber")})
         sequence = SHARD_END if ended else str(records[-1]["SequenceNumber"])
         await self.sink.deliver(events, SOURCE, (self.checkpoint_name(reader.shard.id), sequence))
@@ -464,18 +436,21 @@ class KinesisConsumer:
         return ceiling * self._jitter()
 
 
-def kinesis_context(consumer: KinesisConsumer) -> Callable[[web.Application], AsyncIterator[None]]:
+def kinesis_context(consumer: KinesisConsumer, durable: bool) -> Callable[[web.Application], AsyncIterator[None]]:
     """A ``cleanup_ctx`` running ``consumer`` as a background task while the application runs.
 
-    Startup does not wait for a read: a slow or unreachable Kinesis never delays readiness.
+    Added after the state's context, so the checkpoints are loaded before the first read and the
+    last delivery is committed before the state closes. Startup does not wait for a read: a slow
+    or unreachable Kinesis never delays readiness.
     """
 
     async def context(_: web.Application) -> AsyncIterator[None]:
         await consumer.start()
-        log.warning(
-            "Kinesis checkpoints are kept in memory for now: after a restart every shard is read again from "
-            "--kinesis.start-position, and what was recorded before is deduplicated only within the dedup windows"
-        )
+        if not durable:
+            log.warning(
+                "Kinesis mode without --state.path: checkpoints are kept in memory, so after a restart every shard is read "
+                "again from --kinesis.start-position and what was recorded before is counted again"
+            )
         task = asyncio.create_task(consumer.run(), name="kinesis-consumer")
         try:
             yield

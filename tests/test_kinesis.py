@@ -15,6 +15,7 @@ import json
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +25,10 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app import Runtime, create_apps
 from exporter.config import KinesisSettings, load_config
-from exporter.kinesis import SHARD_END, KinesisApi, KinesisConsumer, PipelineSink
+from exporter.kinesis import SHARD_END, KinesisApi, KinesisConsumer
 from exporter.metrics import KINESIS_ERROR_KINDS, build_kinesis_metrics
 from exporter.synthetic import cloud_event, generate_summary, sink_test_event
+from tests.conftest import sample_sum
 from tests.kinesis_server import AwsProxy, Kinesalite, start_kinesalite
 
 E = "twilio_insights_exporter_"
@@ -105,12 +107,16 @@ async def stream(kinesalite: Kinesalite) -> AsyncIterator[Stream]:
 
 
 class Harness:
-    """A consumer over a real runtime (pipeline, registry), the proxy as its endpoint."""
+    """A consumer over a real runtime (its pipeline is the sink), the proxy as its endpoint.
 
-    def __init__(self, proxy: AwsProxy, stream: Stream, sink: PipelineSink | None = None, runtime: Runtime | None = None, **settings: Any) -> None:
+    ``argv`` configures the runtime (``--state.path`` for a durable one); ``start``/``stop`` open
+    and close the pipeline's state around the consumer, as the application's cleanup_ctx does.
+    """
+
+    def __init__(self, proxy: AwsProxy, stream: Stream, runtime: Runtime | None = None, argv: tuple[str, ...] = (), **settings: Any) -> None:
         self.registry = CollectorRegistry() if runtime is None else runtime.registry
-        self.runtime = runtime or Runtime.build(load_config([]), self.registry)
-        self.sink = sink or PipelineSink(self.runtime.pipeline)
+        self.runtime = runtime or Runtime.build(load_config(list(argv)), self.registry)
+        self.sink = self.runtime.pipeline
         self.settings = KinesisSettings(stream_name=stream.name, region="us-east-1", endpoint_url=proxy.url, backoff=BACKOFF, **settings)
         self.kinesis_registry = CollectorRegistry()
         self.sleeps: list[float] = []
@@ -126,6 +132,14 @@ class Harness:
 
     async def _sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+
+    async def start(self) -> None:
+        await self.runtime.pipeline.open()
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.runtime.pipeline.close()
 
     def value(self, name: str, **labels: str) -> float:
         """A sample of the pipeline's or the consumer's registry; fails on a name neither has."""
@@ -145,9 +159,9 @@ class Harness:
 @pytest.fixture
 async def harness(proxy: AwsProxy, stream: Stream) -> AsyncIterator[Harness]:
     h = Harness(proxy, stream)
-    await h.consumer.start()
+    await h.start()
     yield h
-    await h.consumer.stop()
+    await h.stop()
 
 
 def summary_event(n: int, **overrides: Any) -> dict[str, Any]:
@@ -189,7 +203,7 @@ async def test_split_mid_stream_parent_is_drained_before_its_children(proxy: Aws
         return await deliver(events, source, checkpoint)
 
     harness.sink.deliver = recording  # type: ignore[method-assign]
-    await harness.consumer.start()
+    await harness.start()
     try:
         for n in range(3):
             await stream.put(summary_event(n), SHARD0)
@@ -205,7 +219,7 @@ async def test_split_mid_stream_parent_is_drained_before_its_children(proxy: Aws
 
         await harness.consumer.catch_up()
     finally:
-        await harness.consumer.stop()
+        await harness.stop()
 
     assert harness.recorded() == 10
     assert harness.value(K + "records_read_total") == 10
@@ -235,50 +249,52 @@ async def test_records_redelivered_by_twilio_are_counted_once(harness: Harness, 
     assert harness.value(K + "records_read_total") == 3
 
 
-async def test_a_restart_resumes_after_the_checkpoint(proxy: AwsProxy, stream: Stream) -> None:
-    first = Harness(proxy, stream)
-    await first.consumer.start()
+async def test_a_restart_resumes_after_the_checkpoint(proxy: AwsProxy, stream: Stream, tmp_path: Path) -> None:
+    """Two exporters in turn on one state file: the second reads only what came after the first's checkpoints."""
+    argv = (f"--state.path={tmp_path / 'state.sqlite'}",)
+    first = Harness(proxy, stream, argv=argv)
+    await first.start()
     for n in range(4):
         await stream.put(summary_event(n), SHARD0 if n % 2 else SHARD1)
     await first.consumer.catch_up()
-    await first.consumer.stop()
+    await first.stop()
     for n in range(4, 6):
         await stream.put(summary_event(n), SHARD0)
 
-    # The same pipeline and checkpoints (the durable state), a new consumer.
-    second = Harness(proxy, stream, sink=first.sink, runtime=first.runtime)
-    await second.consumer.start()
+    second = Harness(proxy, stream, argv=argv)  # a new runtime, registry and consumer
+    await second.start()
     try:
         await second.consumer.catch_up()
     finally:
-        await second.consumer.stop()
+        await second.stop()
 
     assert second.value(K + "records_read_total") == 2  # only what came after the checkpoints
-    assert second.recorded() == 6
+    assert second.recorded() == 2
     assert second.events("summary", "duplicate") == 0
+    assert sample_sum(second.registry, "twilio_conference_participant_summaries_total") == 6  # restored, plus the new two
 
 
 async def test_records_read_again_before_their_checkpoint_are_deduplicated(proxy: AwsProxy, stream: Stream) -> None:
-    """A crash after recording but before the checkpoint: the re-read meets the dedup keys."""
+    """Records read again (a checkpoint behind what was recorded) meet the participant SIDs already recorded."""
     first = Harness(proxy, stream)
-    await first.consumer.start()
+    await first.start()
     sequences = [await stream.put(summary_event(n), SHARD0) for n in range(3)]
     await first.consumer.catch_up()
     await first.consumer.stop()
 
-    stale = PipelineSink(first.runtime.pipeline)  # the checkpoint as it was after the first record
-    await stale.deliver([], "kinesis", (f"kinesis/{stream.name}/shardId-000000000000", sequences[0]))
-    second = Harness(proxy, stream, sink=stale, runtime=first.runtime)
+    pipeline = first.runtime.pipeline  # the checkpoint moved back to the first record
+    await pipeline.deliver([], "kinesis", (f"kinesis/{stream.name}/shardId-000000000000", sequences[0]))
+    second = Harness(proxy, stream, runtime=first.runtime)
     await second.consumer.start()
     try:
         await second.consumer.catch_up()
     finally:
-        await second.consumer.stop()
+        await second.stop()
 
     assert second.value(K + "records_read_total") == 2
     assert second.recorded() == 3
     assert second.events("summary", "duplicate") == 2
-    assert stale.checkpoint(f"kinesis/{stream.name}/shardId-000000000000") == sequences[2]
+    assert pipeline.checkpoint(f"kinesis/{stream.name}/shardId-000000000000") == sequences[2]
 
 
 async def test_throttling_is_backed_off_with_jitter_and_loses_nothing(harness: Harness, stream: Stream, proxy: AwsProxy) -> None:
@@ -352,14 +368,14 @@ async def test_millis_behind_latest_is_a_gauge_of_seconds_per_shard(harness: Har
 
 async def test_start_position_latest_skips_what_came_before(proxy: AwsProxy, stream: Stream) -> None:
     h = Harness(proxy, stream, start_position="latest")
-    await h.consumer.start()
+    await h.start()
     try:
         await stream.put(summary_event(1), SHARD0)
         await h.consumer.catch_up()
         await stream.put(summary_event(2), SHARD0)
         await h.consumer.catch_up()
     finally:
-        await h.consumer.stop()
+        await h.stop()
 
     assert h.recorded() == 1
     assert h.value(K + "records_read_total") == 1
@@ -475,11 +491,11 @@ async def test_a_merged_shard_is_read_after_both_its_parents(proxy: AwsProxy, st
     for n in range(8, 10):
         await stream.put(summary_event(n), SHARD0)
 
-    await harness.consumer.start()
+    await harness.start()
     try:
         await harness.consumer.catch_up()
     finally:
-        await harness.consumer.stop()
+        await harness.stop()
 
     assert harness.recorded() == 9
     assert order == ["shardId-000000000000"] + ["shardId-000000000001"] * 6 + ["shardId-000000000002"] * 2
@@ -493,13 +509,13 @@ async def test_start_position_latest_skips_a_closed_parent_and_its_childrens_bac
     await stream.split("shardId-000000000000", str(2**126))
     await stream.put(summary_event(2), CHILD_LOW)
     h = Harness(proxy, stream, start_position="latest")
-    await h.consumer.start()
+    await h.start()
     try:
         await h.consumer.catch_up()
         await stream.put(summary_event(3), CHILD_HIGH)
         await h.consumer.catch_up()
     finally:
-        await h.consumer.stop()
+        await h.stop()
 
     assert h.recorded() == 1
     assert h.value(K + "records_read_total") == 1
