@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app import Runtime
 from exporter.config import KinesisSettings, load_config
-from exporter.kinesis import KinesisApi, KinesisConsumer, PipelineSink
+from exporter.kinesis import KinesisApi, KinesisConsumer
 from exporter.metrics import build_kinesis_metrics
 from exporter.synthetic import cloud_event, generate_summary
 from tests.kinesis_server import AWS_ENV, start_kinesalite
@@ -114,7 +114,7 @@ async def read_consumer(url: str) -> int:
     runtime = Runtime.build(load_config([]), registry)
     settings = KinesisSettings(stream_name=STREAM, region="us-east-1", endpoint_url=url, batch_size=LIMIT)
     km = build_kinesis_metrics(CollectorRegistry())
-    consumer = KinesisConsumer(settings, KinesisApi(settings), PipelineSink(runtime.pipeline), runtime.exporter_metrics, km)
+    consumer = KinesisConsumer(settings, KinesisApi(settings), runtime.pipeline, runtime.exporter_metrics, km)
     await consumer.start()
     try:
         await consumer.catch_up()
