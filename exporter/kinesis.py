@@ -103,13 +103,13 @@ class Page:
 
 
 class KinesisApi:
-    """The four Kinesis calls the consumer makes, through the AWS SDK (aiobotocore).
+    """The three Kinesis calls the consumer makes, through the AWS SDK (aiobotocore).
 
     aiobotocore rather than botocore in a thread, measured (``python -m bench.kinesis``, figures in
-    docs/performance.md, "Kinesis consumer"): the SDK costs about the same either way, a few
-    percent of what the pipeline spends on a record (botocore in a thread was up to a third
-    cheaper per record in some runs, equal in others); aiobotocore does its I/O on the exporter's
-    event loop, so it holds no thread and a read in flight is cancelled at once on shutdown.
+    docs/performance.md, "Kinesis consumer"): botocore in a thread was up to a third cheaper per
+    record in some runs and equal in others, a difference of a few percent of what the pipeline
+    then spends on the record; aiobotocore does its I/O on the exporter's event loop, so it holds
+    no thread and a read in flight is cancelled at once on shutdown.
 
     The SDK's own retries are off (one attempt per call): throttling and failures are retried by
     the consumer, with its backoff, and counted by kind; the SDK would hide them.
