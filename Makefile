@@ -33,6 +33,15 @@ test-deps: venv
 	  fi; \
 	fi
 	$(VENV)/bin/pip install --quiet --constraint constraints.txt -e '.[test]'
+	@# kinesalite, the local Kinesis-compatible server of tests/test_kinesis*.py (npm, from Debian's nodejs when root)
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	  else \
+	    echo "node and npm are needed for the Kinesis tests: sudo apt-get install nodejs npm" >&2; exit 1; \
+	  fi; \
+	fi
+	npm ci --prefix tests/kinesalite --no-audit --no-fund --loglevel=error
 
 test: test-deps
 	$(VENV)/bin/ruff check .

@@ -400,6 +400,82 @@ def build(generated: str) -> dict[str, Any]:
         description="Health of twilio-insights-exporter: webhook deliveries, signatures, events, label caps, pull mode and the process.",
         generated=generated,
         variables=variables(),
-        sections=[overview(), webhook(), events(), pull(), process()],
+        sections=[overview(), webhook(), events(), pull(), kinesis(), process()],
         tags=["twilio-insights", "exporter"],
+    )
+
+
+def kinesis() -> Section:
+    """The Kinesis consumer (--kinesis.stream-name); every panel is empty for an exporter that does not consume."""
+    target = "{{instance}}"
+    return Section(
+        "Kinesis",
+        [
+            Cell(
+                timeseries(
+                    "Records read per minute",
+                    "Records read from the Kinesis stream (GetRecords), unreadable ones included.",
+                    [query(per_minute(f"{m.KINESIS_RECORDS}_total", ("instance",)), target)],
+                    "cpm",
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Kinesis events per minute by outcome",
+                    "What became of the events read from the stream: recorded, duplicate (written twice by Twilio, or read again "
+                    "after a restart), test, ignored, invalid (not JSON, not a CloudEvent, not a valid summary).",
+                    [query(per_minute(f"{m.EVENTS}_total", ("type", "outcome"), 'source="kinesis"'), "{{type}} {{outcome}}")],
+                    "cpm",
+                    stack=True,
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Behind the tip of the stream, by shard",
+                    f"MillisBehindLatest of the last read of each shard being read. The alert fires above "
+                    f"{settings.KINESIS_LAG_SECONDS // 60} min for {settings.KINESIS_LAGGING_FOR}; records older than the stream's "
+                    "retention (24 h by default) are lost.",
+                    [query(f"max by (instance, shard) ({m.KINESIS_BEHIND}{sel()})", "{{instance}} {{shard}}")],
+                    "s",
+                    threshold=settings.KINESIS_LAG_SECONDS,
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Kinesis errors per minute by kind",
+                    "throttled: over the 5 reads/s per shard (shared by every consumer of the stream), backed off; expired_iterator: "
+                    "renewed from the checkpoint; aws_error: credentials, permissions, a missing stream; network_error: no answer; "
+                    "internal: a delivery that failed, read again.",
+                    [query(per_minute(f"{m.KINESIS_ERRORS}_total", ("kind",)), "{{kind}}")],
+                    "cpm",
+                    stack=True,
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Checkpoints written per minute",
+                    "Shard checkpoints, each written after the records before it were recorded; none while the stream is quiet.",
+                    [query(per_minute(f"{m.KINESIS_CHECKPOINTS}_total", ("instance",)), target)],
+                    "cpm",
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Time since the last successful read",
+                    f"A consumer reads every shard at least once per --kinesis.poll-interval, records or not. The alert fires after "
+                    f"{settings.KINESIS_FAILING_FOR_SECONDS // 60} min without a successful read.",
+                    [query(f"time() - max by (instance) ({m.KINESIS_LAST_READ}{sel()} > 0)", target)],
+                    "s",
+                    threshold=settings.KINESIS_FAILING_FOR_SECONDS,
+                )
+            ),
+            Cell(
+                timeseries(
+                    "Shards being read",
+                    "Open shards, and closed ones not yet read to their end. A resharding's children wait until their parents are drained.",
+                    [query(f"sum by (instance) ({m.KINESIS_SHARDS}{sel()})", target)],
+                    "short",
+                )
+            ),
+        ],
     )

@@ -413,7 +413,45 @@ def pull_alerts() -> list[Alert]:
 
 def main_alerts() -> list[Alert]:
     """The alerts of the main rules file: exporter health first (new ones join here), then account-wide quality."""
-    return exporter_alerts() + pull_alerts() + quality_alerts()
+    return exporter_alerts() + pull_alerts() + kinesis_alerts() + quality_alerts()
+
+
+def kinesis_alerts() -> list[Alert]:
+    """Kinesis consumer mode's alerts; only targets that consume (they expose the checkpoints counter) can fire them."""
+    target = ", ".join(TARGET)
+    behind = f"max by ({target}) ({m.KINESIS_BEHIND})"
+    # As for pull mode: the later of the last successful read and the process start.
+    consuming = f"(process_start_time_seconds and on ({target}) {m.KINESIS_CHECKPOINTS}_total)"
+    since_read = f"time() - (({m.KINESIS_LAST_READ} > on ({target}) {consuming}) or on ({target}) {consuming})"
+    failing_for = settings.KINESIS_FAILING_FOR_SECONDS
+    return [
+        Alert(
+            name="TwilioInsightsKinesisLagging",
+            expr=f"{behind} > {settings.KINESIS_LAG_SECONDS}",
+            duration=settings.KINESIS_LAGGING_FOR,
+            severity="warning",
+            summary="twilio-insights-exporter is falling behind its Kinesis stream",
+            description=(
+                "{{ $labels.instance }} of job {{ $labels.job }} reads a shard {{ $value | humanizeDuration }} behind the tip of the "
+                f"stream (the alert fires above {settings.KINESIS_LAG_SECONDS // 60} min for {settings.KINESIS_LAGGING_FOR}). "
+                "Records older than the stream's retention (24 h by default) are deleted unread."
+            ),
+            probes=(behind,),
+        ),
+        Alert(
+            name="TwilioInsightsKinesisFailing",
+            expr=f"{since_read} > {failing_for}",
+            duration="0m",
+            severity="warning",
+            summary="twilio-insights-exporter cannot read its Kinesis stream",
+            description=(
+                "{{ $labels.instance }} of job {{ $labels.job }} consumes a Kinesis stream but has read no shard successfully for "
+                f"{{{{ $value | humanizeDuration }}}} (the alert fires after {failing_for // 60} min). Nothing is lost until the "
+                "stream's retention (24 h by default) passes: reading resumes from the checkpoints."
+            ),
+            probes=(since_read,),
+        ),
+    ]
 
 
 def alerts() -> list[Alert]:

@@ -108,3 +108,14 @@ SLOW_BURN_FOR = "15m"
 # Where an alert's dashboard_url points: the quality dashboard (uid twilio-conference-quality),
 # filtered to the alert's slice. The Helm chart sets it from prometheusRule.grafanaUrl.
 GRAFANA_URL = "https://grafana.example.com"
+
+# Kinesis consumer mode. A stream keeps records 24 hours by default (up to a year): a consumer
+# behind by more than KINESIS_LAG_SECONDS for KINESIS_LAGGING_FOR is not keeping up and will lose
+# records once the lag reaches the stream's retention. Ten minutes leaves hours to act on the
+# default retention while ignoring the catch-up after a restart or a resharding.
+KINESIS_LAG_SECONDS = 10 * 60
+KINESIS_LAGGING_FOR = "15m"
+# The consumer reads every shard at least once per --kinesis.poll-interval (1 s) even when idle,
+# backing off up to --kinesis.max-backoff (30 s) on failures: ten minutes without one successful
+# read means it is failing for good (credentials, permissions, network, a deleted stream).
+KINESIS_FAILING_FOR_SECONDS = 10 * 60

@@ -19,8 +19,9 @@ from .config import Config
 from .dedup import Window
 from .exposition import make_metrics_handler
 from .keys import RUNTIME
+from .kinesis import KinesisApi, KinesisConsumer, kinesis_context
 from .labels import LabelPolicy
-from .metrics import ExporterMetrics, build_exporter_metrics, build_pull_metrics
+from .metrics import ExporterMetrics, build_exporter_metrics, build_kinesis_metrics, build_pull_metrics
 from .pipeline import Pipeline, state_context
 from .pull import Poller, pull_context
 from .recorder import Recorder
@@ -48,6 +49,8 @@ class Runtime:
     poller: Poller | None = None
     # Set when --web.config.file names a file: TLS for the metrics listener, basic auth, headers.
     web_config: WebConfigHolder | None = None
+    # Set when --kinesis.stream-name; runs as a background task of the metrics application.
+    kinesis: KinesisConsumer | None = None
 
     @classmethod
     def build(cls, config: Config, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> Runtime:
@@ -112,6 +115,12 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     if settings.pull.enabled:
         runtime.poller = Poller.build(config, runtime.pipeline, runtime.state, build_pull_metrics(registry))
         metrics.cleanup_ctx.append(pull_context(runtime.poller))
+    if settings.kinesis.stream_name is not None:
+        # The pipeline is the consumer's sink: each page's events and its shard checkpoint in one commit.
+        runtime.kinesis = KinesisConsumer(
+            settings.kinesis, KinesisApi(settings.kinesis), runtime.pipeline, runtime.exporter_metrics, build_kinesis_metrics(registry)
+        )
+        metrics.cleanup_ctx.append(kinesis_context(runtime.kinesis, durable=runtime.state.persistent))
     metrics.router.add_get(settings.web.telemetry_path, make_metrics_handler(registry, runtime.pipeline.recorder.families()))
     metrics.router.add_get("/-/healthy", healthy)
     metrics.router.add_get("/-/ready", ready)

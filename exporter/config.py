@@ -372,6 +372,59 @@ class StateSettings(_Section):
         return value
 
 
+class KinesisSettings(_Section):
+    """Consumer mode: read the events a Twilio Kinesis sink writes (AWS credentials from the standard chain)."""
+
+    stream_name: str | None = Field(
+        None,
+        description="Read participant summaries from this Amazon Kinesis stream (a Twilio Event Streams Kinesis sink). "
+        "AWS credentials come from the standard chain: environment, shared profile, web identity (EKS service accounts), instance role.",
+    )
+    region: str | None = Field(None, description="AWS region of the stream. Default: the standard chain's (AWS_REGION, profile).")
+    endpoint_url: str | None = Field(None, description="Kinesis endpoint URL, for a VPC endpoint or a local test server. Default: the region's.")
+    start_position: Literal["trim_horizon", "latest"] = Field(
+        "trim_horizon",
+        description="Where to begin on a shard with no checkpoint. trim_horizon (the default) loses nothing: it reads everything the "
+        "stream still keeps (24 h by default), and what was recorded before is deduplicated within --dedup.window. latest skips "
+        "whatever was written before the consumer first started.",
+    )
+    poll_interval: Duration = Field(
+        Duration(seconds=1),
+        description="Wait between two reads of a shard that is caught up. AWS allows 5 reads per second per shard, shared by every consumer of the stream.",
+    )
+    batch_size: int = Field(1000, ge=1, le=10000, description="Most records asked for in one read (GetRecords Limit, 1-10000).")
+    shard_sync_interval: Duration = Field(
+        Duration(seconds=60), description="Time between two listings of the stream's shards (a resharding is also noticed when a shard ends)."
+    )
+    backoff: Duration = Field(
+        Duration(milliseconds=500), description="First wait after a throttled or failed read; doubles on each failure, with full jitter."
+    )
+    max_backoff: Duration = Field(Duration(seconds=30), description="Longest wait after a throttled or failed read.")
+    timeout: Duration = Field(Duration(seconds=30), description="Time allowed for one request to Kinesis.")
+
+    @field_validator("poll_interval", "shard_sync_interval", "backoff", "max_backoff", "timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be more than 0s")
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("stream_name")
+    @classmethod
+    def _stream_name(cls, value: str | None) -> str | None:
+        # AWS's own pattern for a stream name: refused here rather than at the first request.
+        if value is not None and not re.fullmatch(r"[a-zA-Z0-9_.-]{1,128}", value):
+            raise ValueError("must be 1-128 characters of a-z, A-Z, 0-9, _ . -")
+        return value
+
+
 class Settings(BaseSettings):
     """Receives Twilio Voice Insights participant summaries and serves them as Prometheus metrics.
 
@@ -405,6 +458,7 @@ class Settings(BaseSettings):
     config: ConfigFileSettings = Field(default_factory=ConfigFileSettings)
     pull: PullSettings = Field(default_factory=PullSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    kinesis: KinesisSettings = Field(default_factory=KinesisSettings)
     check_config: bool = Field(False, description="Load and validate the configuration, print it (secrets masked) and exit.")
 
     # Set by load_settings() before the sources run; a class attribute because pydantic-settings

@@ -319,3 +319,50 @@ def build_pull_metrics(registry: CollectorRegistry) -> PullMetrics:
     for state in PROCESSING_STATES:
         m.participants_seen.labels(state)
     return m
+
+
+# ---------------------------------------------------------------------------------------------
+# Kinesis consumer mode (--kinesis.stream-name).
+# ---------------------------------------------------------------------------------------------
+KINESIS_RECORDS = f"{EXPORTER}_kinesis_records_read"
+KINESIS_BEHIND = f"{EXPORTER}_kinesis_behind_latest_seconds"
+KINESIS_ERRORS = f"{EXPORTER}_kinesis_errors"
+KINESIS_CHECKPOINTS = f"{EXPORTER}_kinesis_checkpoints_written"
+KINESIS_SHARDS = f"{EXPORTER}_kinesis_shards_reading"
+KINESIS_LAST_READ = f"{EXPORTER}_kinesis_last_read_timestamp_seconds"
+
+# Values of the `kind` label of the errors counter: throttled (ProvisionedThroughputExceeded or
+# LimitExceeded, backed off), expired_iterator (renewed from the checkpoint), aws_error (any other
+# error answer), network_error (no answer), internal (a bug of ours; logged with its traceback).
+KINESIS_ERROR_KINDS = ("throttled", "expired_iterator", "aws_error", "network_error", "internal")
+
+
+@dataclass(frozen=True, slots=True)
+class KinesisMetrics:
+    """The Kinesis consumer's own health (consumer mode only)."""
+
+    records: Counter
+    behind: Gauge
+    errors: Counter
+    checkpoints: Counter
+    shards: Gauge
+    last_read: Gauge
+
+
+def build_kinesis_metrics(registry: CollectorRegistry) -> KinesisMetrics:
+    """Create the twilio_insights_exporter_kinesis_* families, with every error kind at 0."""
+    m = KinesisMetrics(
+        records=Counter(KINESIS_RECORDS, "Records read from the Kinesis stream, unreadable ones included.", registry=registry),
+        # shard: only the shards being read; a finished shard's child is removed, so the label
+        # stays bounded by the stream's open shards however often it is resharded.
+        behind=Gauge(
+            KINESIS_BEHIND, "How far the last read of a shard was behind the tip of the stream (MillisBehindLatest).", ["shard"], registry=registry
+        ),
+        errors=Counter(KINESIS_ERRORS, "Failed requests to Kinesis, by kind.", ["kind"], registry=registry),
+        checkpoints=Counter(KINESIS_CHECKPOINTS, "Shard checkpoints written (after the records before them were recorded).", registry=registry),
+        shards=Gauge(KINESIS_SHARDS, "Shards being read now.", registry=registry),
+        last_read=Gauge(KINESIS_LAST_READ, "Unix time of the last successful read of any shard.", registry=registry),
+    )
+    for kind in KINESIS_ERROR_KINDS:
+        m.errors.labels(kind)
+    return m

@@ -164,7 +164,7 @@ def test_quality_dashboard_covers_every_participant_metric():
 def test_health_dashboard_has_a_pull_mode_row_with_every_pull_metric():
     dashboard = load(health.UID)
     rows = [panel for panel in dashboard["panels"] if panel["type"] == "row"]
-    assert [row["title"] for row in rows] == ["Overview", "Webhook", "Events", "Pull mode", "Process"]
+    assert [row["title"] for row in rows] == ["Overview", "Webhook", "Events", "Pull mode", "Kinesis", "Process"]
     start = dashboard["panels"].index(rows[3])
     end = dashboard["panels"].index(rows[4])
     pull = dashboard["panels"][start + 1 : end]

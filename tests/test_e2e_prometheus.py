@@ -45,6 +45,7 @@ from tests.e2e_prometheus import (
     variable_values,
 )
 from tests.exporter_process import ExporterProcess, start_exporter
+from tests.kinesis_server import AWS_ENV, create_stream, start_kinesalite
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_FILE = ROOT / "rules" / "twilio-insights-exporter.rules.yml"
@@ -179,7 +180,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         pull = (*PULL_FLAGS, f"--pull.api-url={insights.url}")
         exporter = cleanup.enter_context(start_exporter(*flags, *pull, env={**env, **PULL_ENV}, tmp_path=tmp))
         idle = cleanup.enter_context(start_exporter(*flags, env=env, tmp_path=tmp))
-        targets = [urllib.parse.urlsplit(e.metrics_url).netloc for e in (exporter, idle)]
+        # A third exporter consumes a Kinesis stream (kinesalite) holding a sink test event and a
+        # record that is not JSON, so the Kinesis row has data; it records no summary.
+        kinesalite = start_kinesalite(tmp)
+        cleanup.callback(kinesalite.proc.wait, 10)
+        cleanup.callback(kinesalite.proc.terminate)
+        create_stream(kinesalite.url, "twilio-events", [json.dumps(synthetic.sink_test_event()).encode(), b"not json"])
+        kinesis_flags = ("--kinesis.stream-name=twilio-events", "--kinesis.region=us-east-1", f"--kinesis.endpoint-url={kinesalite.url}")
+        consumer = cleanup.enter_context(start_exporter(*flags, *kinesis_flags, env={**env, **AWS_ENV}, tmp_path=tmp))
+        targets = [urllib.parse.urlsplit(e.metrics_url).netloc for e in (exporter, idle, consumer)]
         started = time.time()
         prometheus = cleanup.enter_context(start_prometheus(tmp, targets, [RULES_FILE, every_second(SLICES_FILE, tmp)]))
         instance = targets[0]
@@ -249,7 +258,7 @@ def test_prometheus_loaded_and_evaluates_every_rule_without_error(stack):
 
     stack.prometheus.poll("every rule evaluated", all_evaluated)
     loaded = [rule for group in stack.prometheus.api("rules")["groups"] for rule in group["rules"]]
-    assert len(loaded) == sum(len(group["rules"]) for group in rule_groups()) == 25 + 340
+    assert len(loaded) == sum(len(group["rules"]) for group in rule_groups()) == 27 + 340
     assert [(rule["name"], rule["health"], rule.get("lastError", "")) for rule in loaded] == [(rule["name"], "ok", "") for rule in loaded]
 
 
