@@ -7,10 +7,12 @@ so nothing on the public port can read metrics and nothing on the internal port 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from .config import Config
@@ -22,7 +24,7 @@ from .pipeline import Pipeline
 from .pull import Poller, pull_context
 from .recorder import Recorder
 from .state import EVENT_ID, PARTICIPANT_SID, StateStore, state_context
-from .webhook import BasicAuth, SignatureVerifier, handle_webhook
+from .webhook import BasicAuth, Intake, SignatureVerifier, can_verify, handle_webhook
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +39,15 @@ class Runtime:
     pipeline: Pipeline
     verifier: SignatureVerifier
     basic_auth: BasicAuth
+    # Admission of deliveries: the in-flight bound and the shutdown switch (exporter/webhook.py).
+    intake: Intake
     ready: bool = field(default=False)
     # Opened and closed by the metrics application's cleanup_ctx.
     state: StateStore | None = None
-    # Set when --pull.enabled; runs as a background task of the metrics application.
+    # Set when --pull.enabled; runs as a background task of the webhook application.
     poller: Poller | None = None
+    # The loop that owns everything above; the metrics listener may run on another (__main__).
+    loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def build(cls, config: Config, registry: CollectorRegistry) -> Runtime:
@@ -50,7 +56,9 @@ class Runtime:
         dedup = config.settings.dedup
         window = dedup.window.total_seconds()
         pipeline = Pipeline(recorder, em, Window(window, dedup.max_entries), Window(window, dedup.max_entries))
-        return cls(config, registry, em, pipeline, SignatureVerifier(config), BasicAuth(config))
+        intake = Intake(config.settings.webhook.max_in_flight)
+        em.webhook_in_flight.set_function(lambda: intake.in_flight)
+        return cls(config, registry, em, pipeline, SignatureVerifier(config), BasicAuth(config), intake)
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     webhook.router.add_post(settings.webhook.path, handle_webhook)
 
     async def mark_ready(_: web.Application) -> None:
+        runtime.loop = asyncio.get_running_loop()
         runtime.ready = True
 
     async def mark_not_ready(_: web.Application) -> None:
@@ -84,21 +93,44 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
 
     metrics = web.Application()
     metrics[RUNTIME] = runtime
-    # The metrics application starts first and stops last (__main__), so the state is loaded
-    # before the first delivery and saved after the last. Dedup keys go to the store only when it
+    # The state and the poller live with the webhook application, on the loop that owns the
+    # pipeline: its cleanup_ctx opens the state before the webhook listener takes a delivery and
+    # closes (flushes) it after the last one was answered. Dedup keys go to the store only when it
     # is a file: in memory they would be a second copy of the windows.
     pipeline = runtime.pipeline
     runtime.state = StateStore(settings.state.path, settings.dedup.window.total_seconds())
     persisted = {EVENT_ID: pipeline.event_ids, PARTICIPANT_SID: pipeline.participants} if runtime.state.persistent else {}
-    metrics.cleanup_ctx.append(state_context(runtime.state, persisted))
+    webhook.cleanup_ctx.append(state_context(runtime.state, persisted))
     if settings.pull.enabled:
         runtime.poller = Poller.build(config, pipeline, runtime.state, build_pull_metrics(registry))
-        metrics.cleanup_ctx.append(pull_context(runtime.poller))
-    metrics.router.add_get(settings.web.telemetry_path, make_metrics_handler(registry, runtime.pipeline.recorder.families()))
+        webhook.cleanup_ctx.append(pull_context(runtime.poller))
+    metrics_handler = make_metrics_handler(registry, runtime.pipeline.recorder.families())
+    metrics.router.add_get(settings.web.telemetry_path, on_runtime_loop(runtime, metrics_handler))
     metrics.router.add_get("/-/healthy", healthy)
     metrics.router.add_get("/-/ready", ready)
     metrics.router.add_get("/", landing)
     return Apps(webhook=webhook, metrics=metrics, runtime=runtime)
+
+
+def on_runtime_loop(runtime: Runtime, handler: Handler) -> Handler:
+    """``handler`` run on the loop that owns the registry and the pipeline, whichever loop serves the request.
+
+    __main__ runs the metrics listener on a loop of its own, so that the health probes answer
+    at once however much webhook work is queued; a scrape still renders where the series are
+    written, between deliveries (exporter/exposition.py), never from another thread.
+    """
+
+    async def delegated(request: web.Request) -> web.StreamResponse:
+        owner = runtime.loop
+        if owner is None or owner is asyncio.get_running_loop():
+            return await handler(request)
+
+        async def on_owner() -> web.StreamResponse:
+            return await handler(request)
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(on_owner(), owner))
+
+    return delegated
 
 
 async def healthy(request: web.Request) -> web.Response:
@@ -107,10 +139,17 @@ async def healthy(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Ready once the webhook listener accepts deliveries, until shutdown begins."""
-    if request.app[RUNTIME].ready:
-        return web.Response(text="Ready.\n")
-    return web.Response(status=503, text="Not ready.\n")
+    """Ready once the webhook listener accepts deliveries, until shutdown begins.
+
+    Without an auth token (and not in the insecure mode) every delivery is answered 503, so the
+    exporter is not ready either, unless it polls (pull mode needs no webhook).
+    """
+    runtime = request.app[RUNTIME]
+    if not runtime.ready or runtime.intake.closing:
+        return web.Response(status=503, text="Not ready.\n")
+    if not can_verify(runtime.config) and not runtime.config.settings.pull.enabled:
+        return web.Response(status=503, text="Not ready: no auth token configured (TWILIO_AUTH_TOKEN), webhook deliveries are answered 503.\n")
+    return web.Response(text="Ready.\n")
 
 
 async def landing(request: web.Request) -> web.Response:
