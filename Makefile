@@ -47,3 +47,4 @@ generate: venv
 bench: venv
 	$(VENV)/bin/pip install --quiet -e .
 	$(VENV)/bin/python -m bench $(ARGS)
+	$(VENV)/bin/python -m bench.overload $(ARGS)
