@@ -198,7 +198,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a shorter flood")
     parser.add_argument("--duration", type=float, help="seconds of flood per exporter (default 15, quick 8)")
     parser.add_argument("--max-in-flight", type=int, help="the bounded exporter's --webhook.max-in-flight (default: the exporter's default)")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--overload-json", type=Path, help="also write the figures to this file")
     args, _ = parser.parse_known_args()  # make bench passes its ARGS to every section
     duration = args.duration or (8 if args.quick else 15)
     if not shutil.which("wrk"):
@@ -231,8 +231,8 @@ def main() -> int:
         print(f"| {name} | {value * 1000:.0f} ms | < {target * 1000:.0f} ms | {'yes' if value < target else 'NO'} |")
     print(f"| every 503 with Retry-After | {b['webhook']['no_retry_after']} without | 0 | {'yes' if b['webhook']['no_retry_after'] == 0 else 'NO'} |")
     print(f"| acknowledged summaries counted exactly once | {'yes' if b['exactly_once'] else 'no'} | yes | {'yes' if b['exactly_once'] else 'NO'} |")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    if args.overload_json:
+        args.overload_json.write_text(json.dumps(results, indent=2))
     return 0
 
 

@@ -21,6 +21,7 @@ from .config import Config, load_config
 log = logging.getLogger("exporter")
 # Seconds aiohttp waits for handlers when a runner stops, after the webhook has drained.
 _RUNNER_SHUTDOWN_TIMEOUT = 2.0
+_SWITCH_INTERVAL = 0.001
 
 
 def _split_address(address: str) -> tuple[str | None, int]:
@@ -92,6 +93,10 @@ async def serve(config: Config) -> None:
     # (bench, docs/performance.md): full collections ~45-415 ms -> ~10-105 ms, webhook p99 with it.
     gc.freeze()
     runtime.loop = asyncio.get_running_loop()  # before the first scrape: /metrics renders here
+    # A probe on the metrics listener's thread waits for the GIL at most this long per step
+    # while the webhook's loop works (the default is 5 ms); only a thread asking for the GIL
+    # makes the other one release it, so an idle metrics listener costs nothing.
+    sys.setswitchinterval(_SWITCH_INTERVAL)
     metrics = MetricsListener(apps.metrics, settings.web.listen_address)
     # The deliveries in flight are drained before the runner stops (below); what aiohttp then
     # still finds running has outlived --webhook.shutdown-timeout and is cancelled.
