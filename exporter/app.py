@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -19,11 +21,12 @@ from .config import Config
 from .dedup import Window
 from .exposition import make_metrics_handler
 from .keys import RUNTIME
+from .labels import LabelPolicy
 from .metrics import ExporterMetrics, build_exporter_metrics, build_pull_metrics
-from .pipeline import Pipeline
+from .pipeline import Pipeline, state_context
 from .pull import Poller, pull_context
 from .recorder import Recorder
-from .state import EVENT_ID, PARTICIPANT_SID, StateStore, state_context
+from .state import StateStore
 from .webhook import BasicAuth, Intake, SignatureVerifier, can_verify, handle_webhook
 
 log = logging.getLogger(__name__)
@@ -39,26 +42,36 @@ class Runtime:
     pipeline: Pipeline
     verifier: SignatureVerifier
     basic_auth: BasicAuth
+    state: StateStore
     # Admission of deliveries: the in-flight bound and the shutdown switch (exporter/webhook.py).
     intake: Intake
     ready: bool = field(default=False)
-    # Opened and closed by the metrics application's cleanup_ctx.
-    state: StateStore | None = None
     # Set when --pull.enabled; runs as a background task of the webhook application.
     poller: Poller | None = None
     # The loop that owns everything above; the metrics listener may run on another (__main__).
     loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
-    def build(cls, config: Config, registry: CollectorRegistry) -> Runtime:
+    def build(cls, config: Config, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> Runtime:
+        settings = config.settings
         em = build_exporter_metrics(registry)
-        recorder = Recorder(config.settings, registry, on_label_overflow=lambda label: em.label_overflow.labels(label).inc())
-        dedup = config.settings.dedup
+        policy = LabelPolicy(settings.labels.common_labels(), settings.labels.caps(), settings.labels.allowlists(), settings.labels.max_label_sets)
+        recorder = Recorder(registry, policy, settings.buckets.resolved())
+        dedup = settings.dedup
         window = dedup.window.total_seconds()
-        pipeline = Pipeline(recorder, em, Window(window, dedup.max_entries), Window(window, dedup.max_entries))
-        intake = Intake(config.settings.webhook.max_in_flight)
+        state = StateStore(settings.state.path, window, clock=clock, fsync=settings.state.sync == "full")
+        pipeline = Pipeline(
+            recorder,
+            em,
+            Window(window, dedup.max_entries, clock=clock),
+            state,
+            clock=clock,
+            snapshot_interval=settings.state.snapshot_interval.total_seconds(),
+            snapshot_changes=settings.state.snapshot_changes,
+        )
+        intake = Intake(settings.webhook.max_in_flight)
         em.webhook_in_flight.set_function(lambda: intake.in_flight)
-        return cls(config, registry, em, pipeline, SignatureVerifier(config), BasicAuth(config), intake)
+        return cls(config, registry, em, pipeline, SignatureVerifier(config), BasicAuth(config), state, intake)
 
 
 @dataclass(frozen=True)
@@ -94,15 +107,12 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     metrics = web.Application()
     metrics[RUNTIME] = runtime
     # The state and the poller live with the webhook application, on the loop that owns the
-    # pipeline: its cleanup_ctx opens the state before the webhook listener takes a delivery and
-    # closes (flushes) it after the last one was answered. Dedup keys go to the store only when it
-    # is a file: in memory they would be a second copy of the windows.
-    pipeline = runtime.pipeline
-    runtime.state = StateStore(settings.state.path, settings.dedup.window.total_seconds())
-    persisted = {EVENT_ID: pipeline.event_ids, PARTICIPANT_SID: pipeline.participants} if runtime.state.persistent else {}
-    webhook.cleanup_ctx.append(state_context(runtime.state, persisted))
+    # pipeline: its cleanup_ctx loads the state before the webhook listener takes a delivery and
+    # flushes it after the last one was answered (__main__ runs the metrics listener on a loop
+    # of its own).
+    webhook.cleanup_ctx.append(state_context(runtime.pipeline))
     if settings.pull.enabled:
-        runtime.poller = Poller.build(config, pipeline, runtime.state, build_pull_metrics(registry))
+        runtime.poller = Poller.build(config, runtime.pipeline, runtime.state, build_pull_metrics(registry))
         webhook.cleanup_ctx.append(pull_context(runtime.poller))
     metrics_handler = make_metrics_handler(registry, runtime.pipeline.recorder.families())
     metrics.router.add_get(settings.web.telemetry_path, on_runtime_loop(runtime, metrics_handler))

@@ -298,11 +298,7 @@ async def _handle(request: web.Request, runtime: Any) -> web.StreamResponse:
         if rejection.reason == "read_timeout":
             await _answer_and_close(request, response)
         return response
-    events = rejection
-    outcomes: dict[str, int] = {}
-    for event in events:
-        outcome = runtime.pipeline.accept_event(event, "webhook")
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    outcomes = await runtime.pipeline.deliver(rejection, "webhook")
     return _reply(200, **outcomes)
 
 
