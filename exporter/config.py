@@ -133,7 +133,7 @@ class WebhookSettings(_Section):
         description="Time allowed to receive a delivery's whole body; a slower sender gets 503 (Twilio itself gives up after 5s and retries).",
     )
     max_in_flight: int = Field(
-        32, ge=1, description="Deliveries handled at once; past it a delivery gets 503 with Retry-After at once (Twilio retries it)."
+        16, ge=1, description="Deliveries handled at once; past it a delivery gets 503 with Retry-After at once (Twilio retries it)."
     )
     shutdown_timeout: Duration = Field(
         Duration(seconds=10),

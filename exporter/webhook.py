@@ -38,9 +38,10 @@ RETRY_AFTER_SECONDS = 5
 # nginx's "client closed request". Nothing is sent; the code only names the outcome.
 CLIENT_CLOSED = 499
 # Deliveries whose work one loop iteration runs (Intake.turn). Measured under a flood of signed
-# batches of 50 from 400 connections (bench/overload.py, 10 s, --webhook.max-in-flight=32): 1
-# turn an iteration acknowledged 178 deliveries at p99 1.8 s (refusals crowd out the work), 8
-# turns 817 at p99 0.8 s, no limit 496 at p99 2.2 s. Eight batches of 50 are ~30 ms of work.
+# batches of 50 from 400 connections (bench/overload.py, 10 s, --webhook.max-in-flight=32, one
+# run each on a shared 2-core VM): 1 turn an iteration acknowledged 178 deliveries at p99 1.8 s
+# (refusals crowd out the work), 8 turns 817 at p99 0.8 s, no limit 496 at p99 2.2 s. Eight
+# batches of 50 are ~30 ms of work. docs/performance.md has the figures of the default bound.
 TURNS_PER_ITERATION = 8
 
 
