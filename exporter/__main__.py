@@ -12,6 +12,7 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import Coroutine
 
 from aiohttp import web
@@ -21,11 +22,17 @@ from pydantic import ValidationError
 from . import __version__, logs
 from .app import create_apps
 from .config import Config, load_config
-from .webconfig import WATCH_INTERVAL, WebConfigError, load_web_config
+from .webconfig import WATCH_INTERVAL, WebConfigError, WebConfigHolder, load_web_config
 
 PROG = "twilio-insights-exporter"
 
 log = logging.getLogger("exporter")
+# Seconds aiohttp waits for handlers when a runner stops, after the webhook has drained.
+_RUNNER_SHUTDOWN_TIMEOUT = 2.0
+_SWITCH_INTERVAL = 0.001
+# Seconds aiohttp waits for handlers when a runner stops, after the webhook has drained.
+_RUNNER_SHUTDOWN_TIMEOUT = 2.0
+_SWITCH_INTERVAL = 0.001
 
 
 class StartupError(Exception):
@@ -65,74 +72,146 @@ def _split_address(address: str) -> tuple[str | None, int]:
     return host, int(port)
 
 
+class MetricsListener:
+    """The metrics listener (``/metrics``, ``/-/healthy``, ``/-/ready``) on its own loop, in a thread.
+
+    On the webhook's loop a probe waits behind every delivery queued before it: under a flood
+    of batches the liveness probe took seconds (issue 10: 4.1 s median, 7.7 s worst), and the
+    kubelet restarts a pod whose probe times out. On a loop of its own a probe waits at most a
+    few GIL switch intervals, whatever the webhook is doing (``bench/overload.py`` measures it).
+    ``/metrics`` is still rendered on the webhook's loop (``app.on_runtime_loop``), where the
+    series are written.
+
+    With ``--web.config.file`` the listener speaks TLS, and re-reads the file (and the
+    certificates it names) on SIGHUP and when they change: a new listener takes over the port
+    (``reuse_port``) before the old one stops, so no scrape sees a refused connection.
+    """
+
+    def __init__(self, app: web.Application, address: str, holder: WebConfigHolder | None) -> None:
+        self.app = app
+        self.address = address
+        self.host, self.port = _split_address(address)
+        self.holder = holder
+        self._thread = threading.Thread(target=self._run, name="metrics-listener", daemon=True)
+        self._listening = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    async def start(self) -> None:
+        """Start the thread; return once it listens (or raise what kept it from listening)."""
+        self._thread.start()
+        await asyncio.to_thread(self._listening.wait)
+        if self._error is not None:
+            raise self._error
+
+    async def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        await asyncio.to_thread(self._thread.join)
+
+    def request_reload(self) -> None:
+        """SIGHUP (handled on the main loop): re-read the web configuration on the listener's loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(lambda: self._spawn(self._reload()))
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    def _spawn(self, coroutine: Coroutine[None, None, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        self._runner = runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=_RUNNER_SHUTDOWN_TIMEOUT)
+        try:
+            try:
+                await runner.setup()
+                context = self.holder.loaded.ssl_context if self.holder else None
+                self._site = web.TCPSite(runner, self.host, self.port, ssl_context=context, reuse_port=context is not None)
+                try:
+                    await self._site.start()
+                except OSError as exc:
+                    raise StartupError(f"--web.listen-address={self.address}: cannot listen: {exc.strerror or exc}") from None
+            except BaseException as exc:
+                self._error = exc
+                return
+            finally:
+                self._listening.set()
+            if self.holder is not None:
+                self._spawn(self._watch())
+            await self._stop.wait()
+            for task in list(self._tasks):
+                task.cancel()
+        finally:
+            await runner.cleanup()
+
+    async def _reload(self) -> None:
+        holder = self.holder
+        if holder is None:
+            return
+        old_context = holder.loaded.ssl_context
+        if holder.reload() and holder.loaded.ssl_context is not old_context:
+            # A new certificate, key, CA or TLS policy: a new listener on the same port first, then the old one goes.
+            fresh = web.TCPSite(self._runner, self.host, self.port, ssl_context=holder.loaded.ssl_context, reuse_port=True)
+            try:
+                await fresh.start()
+            except OSError as exc:
+                log.error("metrics listener kept its previous TLS configuration", extra={"error": str(exc)})
+                return
+            await self._site.stop()
+            self._site = fresh
+            log.info("metrics listener serving the reloaded TLS configuration")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if self.holder is not None and self.holder.changed():
+                await self._reload()
+
+
 async def serve(config: Config) -> None:
-    """Run both listeners until SIGINT or SIGTERM."""
+    """Run both listeners until SIGINT or SIGTERM, then shut down gracefully."""
     settings = config.settings
     apps = create_apps(config, CollectorRegistry())
+    runtime = apps.runtime
     # Everything built so far (modules, pydantic schemas, the apps) lives as long as the process:
     # frozen, a full collection no longer walks it. Measured under scrapes of a large registry
     # (bench, docs/performance.md): full collections ~45-415 ms -> ~10-105 ms, webhook p99 with it.
     gc.freeze()
-    runners = [web.AppRunner(apps.metrics, access_log=None), web.AppRunner(apps.webhook, access_log=None)]
+    runtime.loop = asyncio.get_running_loop()  # before the first scrape: /metrics renders here
+    # A probe on the metrics listener's thread waits for the GIL at most this long per step
+    # while the webhook's loop works (the default is 5 ms); only a thread asking for the GIL
+    # makes the other one release it, so an idle metrics listener costs nothing.
+    sys.setswitchinterval(_SWITCH_INTERVAL)
+    metrics = MetricsListener(apps.metrics, settings.web.listen_address, runtime.web_config)
+    # The deliveries in flight are drained before the runner stops (below); what aiohttp then
+    # still finds running has outlived --webhook.shutdown-timeout and is cancelled.
+    webhook = web.AppRunner(apps.webhook, access_log=None, shutdown_timeout=_RUNNER_SHUTDOWN_TIMEOUT)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    holder = apps.runtime.web_config
-    # The file watch and SIGHUP reloads of --web.config.file, cancelled at shutdown.
-    reloads: set[asyncio.Future[None]] = set()
+    # Probes answer (not ready) from the start; the webhook's cleanup_ctx opens the state.
+    await metrics.start()
+    if runtime.web_config is not None:
+        loop.add_signal_handler(signal.SIGHUP, metrics.request_reload)
     try:
-        sites = []
-        for runner, address, flag in zip(runners, (settings.web.listen_address, settings.webhook.listen_address), ("web", "webhook"), strict=True):
-            try:
-                await runner.setup()
-            except sqlite3.Error as exc:
-                # The only database is the state file (opened by the metrics application).
-                raise StartupError(f"--state.path={settings.state.path}: cannot use it: {exc}") from None
-            except OSError as exc:
-                raise StartupError(f"cannot start: {exc}") from None
-            host, port = _split_address(address)
-            # The metrics listener speaks TLS when --web.config.file says so; reuse_port lets a
-            # reloaded certificate take over the port without a moment of refused connections.
-            context = holder.loaded.ssl_context if holder and runner is runners[0] else None
-            site = web.TCPSite(runner, host, port, ssl_context=context, reuse_port=context is not None)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise StartupError(f"--{flag}.listen-address={address}: cannot listen: {exc.strerror or exc}") from None
-            sites.append(site)
-        if holder is not None:
-            metrics_site = sites[0]
-
-            async def reload() -> None:
-                nonlocal metrics_site
-                old_context = holder.loaded.ssl_context
-                if holder.reload() and holder.loaded.ssl_context is not old_context:
-                    # A new certificate, key, CA or TLS policy: a new listener on the same port first, then the old one goes.
-                    host, port = _split_address(settings.web.listen_address)
-                    fresh = web.TCPSite(runners[0], host, port, ssl_context=holder.loaded.ssl_context, reuse_port=True)
-                    try:
-                        await fresh.start()
-                    except OSError as exc:
-                        log.error("metrics listener kept its previous TLS configuration", extra={"error": str(exc)})
-                        return
-                    await metrics_site.stop()
-                    metrics_site = fresh
-                    log.info("metrics listener serving the reloaded TLS configuration")
-
-            async def watch() -> None:
-                while True:
-                    await asyncio.sleep(WATCH_INTERVAL)
-                    if holder.changed():
-                        await reload()
-
-            def start(coroutine: Coroutine[None, None, None]) -> None:
-                task = asyncio.ensure_future(coroutine)
-                reloads.add(task)
-                task.add_done_callback(reloads.discard)
-
-            start(watch())
-            loop.add_signal_handler(signal.SIGHUP, lambda: start(reload()))
+        try:
+            await webhook.setup()
+        except sqlite3.Error as exc:
+            # The only database is the state file (opened by the webhook application).
+            raise StartupError(f"--state.path={settings.state.path}: cannot use it: {exc}") from None
+        except OSError as exc:
+            raise StartupError(f"cannot start: {exc}") from None
+        host, port = _split_address(settings.webhook.listen_address)
+        try:
+            await web.TCPSite(webhook, host, port).start()
+        except OSError as exc:
+            raise StartupError(f"--webhook.listen-address={settings.webhook.listen_address}: cannot listen: {exc.strerror or exc}") from None
         log.info(
             "listening",
             extra={
@@ -145,13 +224,24 @@ async def serve(config: Config) -> None:
             },
         )
         await stop.wait()
-        log.info("shutting down")
-        for task in list(reloads):
-            task.cancel()
+        # Graceful shutdown: readiness drops (the Service stops routing here), new deliveries get
+        # 503 (Twilio retries them elsewhere or later), those in flight finish and are answered.
+        intake = runtime.intake
+        runtime.ready = False
+        intake.close()
+        log.info("shutting down", extra={"in_flight": intake.in_flight})
+        try:
+            async with asyncio.timeout(settings.webhook.shutdown_timeout.total_seconds()):
+                await intake.idle()
+        except TimeoutError:
+            log.warning("deliveries still in flight after --webhook.shutdown-timeout, abandoned", extra={"in_flight": intake.in_flight})
     finally:
-        # Webhook first: stop taking deliveries (Twilio retries them elsewhere or later).
-        for runner in reversed(runners):
-            await runner.cleanup()
+        # The webhook first: its listener closes, then its cleanup_ctx stops the poller and the
+        # Kinesis consumer and closes (flushes) the state store, after the last delivery was
+        # answered. The metrics listener last.
+        await webhook.cleanup()
+        await metrics.stop()
+        log.info("stopped")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     elif not config.secrets.auth_tokens():
         # Legitimate in pull-only mode with an API key; a misconfiguration otherwise.
         level = logging.INFO if settings.pull.enabled else logging.WARNING
-        log.log(level, "no TWILIO_AUTH_TOKEN set: every webhook delivery will be refused with 403")
+        log.log(level, "no TWILIO_AUTH_TOKEN set: every webhook delivery is answered 503 (Twilio retries it) and /-/ready is 503 unless pulling")
     try:
         asyncio.run(serve(config))
     except (StartupError, WebConfigError) as exc:

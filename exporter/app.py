@@ -7,12 +7,14 @@ so nothing on the public port can read metrics and nothing on the internal port 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from .config import Config
@@ -28,7 +30,7 @@ from .recorder import Recorder
 from .state import StateStore
 from .webconfig import WebConfigHolder, add_headers, load_web_config
 from .webconfig import middleware as webconfig_middleware
-from .webhook import BasicAuth, SignatureVerifier, handle_webhook
+from .webhook import BasicAuth, Intake, SignatureVerifier, can_verify, handle_webhook
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +46,17 @@ class Runtime:
     verifier: SignatureVerifier
     basic_auth: BasicAuth
     state: StateStore
+    # Admission of deliveries: the in-flight bound and the shutdown switch (exporter/webhook.py).
+    intake: Intake
     ready: bool = field(default=False)
-    # Set when --pull.enabled; runs as a background task of the metrics application.
+    # Set when --pull.enabled; runs as a background task of the webhook application.
     poller: Poller | None = None
     # Set when --web.config.file names a file: TLS for the metrics listener, basic auth, headers.
     web_config: WebConfigHolder | None = None
     # Set when --kinesis.stream-name; runs as a background task of the metrics application.
     kinesis: KinesisConsumer | None = None
+    # The loop that owns everything above; the metrics listener may run on another (__main__).
+    loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def build(cls, config: Config, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> Runtime:
@@ -70,7 +76,9 @@ class Runtime:
             snapshot_interval=settings.state.snapshot_interval.total_seconds(),
             snapshot_changes=settings.state.snapshot_changes,
         )
-        return cls(config, registry, em, pipeline, SignatureVerifier(config), BasicAuth(config), state)
+        intake = Intake(settings.webhook.max_in_flight)
+        em.webhook_in_flight.set_function(lambda: intake.in_flight)
+        return cls(config, registry, em, pipeline, SignatureVerifier(config), BasicAuth(config), state, intake)
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,7 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     webhook.router.add_post(settings.webhook.path, handle_webhook)
 
     async def mark_ready(_: web.Application) -> None:
+        runtime.loop = asyncio.get_running_loop()
         runtime.ready = True
 
     async def mark_not_ready(_: web.Application) -> None:
@@ -105,27 +114,51 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     metrics = web.Application()
     metrics[RUNTIME] = runtime
     if settings.web.config.file is not None:
-        # Basic auth and headers here; TLS on the listener itself (__main__.serve).
+        # Basic auth and headers here; TLS on the listener itself (__main__.MetricsListener).
         runtime.web_config = WebConfigHolder(settings.web.config.file, load_web_config(settings.web.config.file))
         metrics.middlewares.append(webconfig_middleware(runtime.web_config))
         metrics.on_response_prepare.append(add_headers(runtime.web_config))
-    # The metrics application starts first and stops last (__main__), so the state is loaded
-    # before the first delivery and flushed after the last.
-    metrics.cleanup_ctx.append(state_context(runtime.pipeline))
+    # The state, the poller and the Kinesis consumer live with the webhook application, on the
+    # loop that owns the pipeline: its cleanup_ctx loads the state before the webhook listener
+    # takes a delivery and flushes it after the last one was answered (__main__ runs the metrics
+    # listener on a loop of its own).
+    webhook.cleanup_ctx.append(state_context(runtime.pipeline))
     if settings.pull.enabled:
         runtime.poller = Poller.build(config, runtime.pipeline, runtime.state, build_pull_metrics(registry))
-        metrics.cleanup_ctx.append(pull_context(runtime.poller))
+        webhook.cleanup_ctx.append(pull_context(runtime.poller))
     if settings.kinesis.stream_name is not None:
         # The pipeline is the consumer's sink: each page's events and its shard checkpoint in one commit.
         runtime.kinesis = KinesisConsumer(
             settings.kinesis, KinesisApi(settings.kinesis), runtime.pipeline, runtime.exporter_metrics, build_kinesis_metrics(registry)
         )
-        metrics.cleanup_ctx.append(kinesis_context(runtime.kinesis, durable=runtime.state.persistent))
-    metrics.router.add_get(settings.web.telemetry_path, make_metrics_handler(registry, runtime.pipeline.recorder.families()))
+        webhook.cleanup_ctx.append(kinesis_context(runtime.kinesis, durable=runtime.state.persistent))
+    metrics_handler = make_metrics_handler(registry, runtime.pipeline.recorder.families())
+    metrics.router.add_get(settings.web.telemetry_path, on_runtime_loop(runtime, metrics_handler))
     metrics.router.add_get("/-/healthy", healthy)
     metrics.router.add_get("/-/ready", ready)
     metrics.router.add_get("/", landing)
     return Apps(webhook=webhook, metrics=metrics, runtime=runtime)
+
+
+def on_runtime_loop(runtime: Runtime, handler: Handler) -> Handler:
+    """``handler`` run on the loop that owns the registry and the pipeline, whichever loop serves the request.
+
+    __main__ runs the metrics listener on a loop of its own, so that the health probes answer
+    at once however much webhook work is queued; a scrape still renders where the series are
+    written, between deliveries (exporter/exposition.py), never from another thread.
+    """
+
+    async def delegated(request: web.Request) -> web.StreamResponse:
+        owner = runtime.loop
+        if owner is None or owner is asyncio.get_running_loop():
+            return await handler(request)
+
+        async def on_owner() -> web.StreamResponse:
+            return await handler(request)
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(on_owner(), owner))
+
+    return delegated
 
 
 async def healthy(request: web.Request) -> web.Response:
@@ -134,10 +167,18 @@ async def healthy(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Ready once the webhook listener accepts deliveries, until shutdown begins."""
-    if request.app[RUNTIME].ready:
-        return web.Response(text="Ready.\n")
-    return web.Response(status=503, text="Not ready.\n")
+    """Ready once the webhook listener accepts deliveries, until shutdown begins.
+
+    Without an auth token (and not in the insecure mode) every delivery is answered 503, so the
+    exporter is not ready either, unless it polls or consumes Kinesis (those need no webhook).
+    """
+    runtime = request.app[RUNTIME]
+    if not runtime.ready or runtime.intake.closing:
+        return web.Response(status=503, text="Not ready.\n")
+    settings = runtime.config.settings
+    if not can_verify(runtime.config) and not settings.pull.enabled and settings.kinesis.stream_name is None:
+        return web.Response(status=503, text="Not ready: no auth token configured (TWILIO_AUTH_TOKEN), webhook deliveries are answered 503.\n")
+    return web.Response(text="Ready.\n")
 
 
 async def landing(request: web.Request) -> web.Response:

@@ -162,6 +162,24 @@ class WebhookSettings(_Section):
     insecure_skip_signature_verification: bool = Field(
         False, description="INSECURE, for local trials only: accept webhooks without a valid X-Twilio-Signature."
     )
+    read_timeout: Duration = Field(
+        Duration(seconds=2),
+        description="Time allowed to receive a delivery's whole body; a slower sender gets 503 (Twilio itself gives up after 5s and retries).",
+    )
+    max_in_flight: int = Field(
+        16, ge=1, description="Deliveries handled at once; past it a delivery gets 503 with Retry-After at once (Twilio retries it)."
+    )
+    shutdown_timeout: Duration = Field(
+        Duration(seconds=10),
+        description="On SIGTERM, longest wait for deliveries in flight to finish (new ones get 503). Keep it under the pod's grace period.",
+    )
+
+    @field_validator("read_timeout", "shutdown_timeout")
+    @classmethod
+    def _positive_duration(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be more than 0s")
+        return value
 
     @field_validator("path")
     @classmethod

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 # Attributes every LogRecord has; anything else was passed through ``extra=`` and is a field.
@@ -48,3 +50,39 @@ def configure(level: str, fmt: str) -> None:
     # Per-request access logs would dominate the output under load and add nothing the
     # webhook_requests_total counter does not say.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class Throttle:
+    """At most one log line per key per ``interval`` seconds; the lines held back are counted.
+
+    Every refused request used to log a line, so whoever can reach the webhook could fill the
+    disk through it. The line that is let through carries ``suppressed``: how many of the same
+    key were held back since the previous one (the exact totals are in the metrics). Keys are
+    reasons, a fixed vocabulary, never anything the sender chooses, so the table stays small.
+    """
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        # key -> [when the next line may be written, lines held back since the last one]
+        self._state: dict[str, list[float]] = {}
+
+    def log(self, logger: logging.Logger, level: int, key: str, msg: str, **fields: object) -> bool:
+        """Log ``msg`` with ``fields`` unless ``key`` was logged within the interval; True when written."""
+        if not logger.isEnabledFor(level):
+            return False
+        now = self._clock()
+        state = self._state.get(key)
+        if state is not None and now < state[0]:
+            state[1] += 1
+            return False
+        suppressed = int(state[1]) if state is not None else 0
+        self._state[key] = [now + self.interval, 0]
+        logger.log(level, msg, extra={**fields, "suppressed": suppressed} if suppressed else fields)
+        return True
+
+    def warning(self, logger: logging.Logger, key: str, msg: str, **fields: object) -> bool:
+        return self.log(logger, logging.WARNING, key, msg, **fields)
+
+    def info(self, logger: logging.Logger, key: str, msg: str, **fields: object) -> bool:
+        return self.log(logger, logging.INFO, key, msg, **fields)

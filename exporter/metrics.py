@@ -123,6 +123,7 @@ REGION_MISMATCH = f"{PARTICIPANT}_region_mismatch"
 WEBHOOK_REQUESTS = f"{EXPORTER}_webhook_requests"
 WEBHOOK_REJECTIONS = f"{EXPORTER}_webhook_rejections"
 WEBHOOK_REQUEST_DURATION = f"{EXPORTER}_webhook_request_duration_seconds"
+WEBHOOK_IN_FLIGHT = f"{EXPORTER}_webhook_in_flight"
 EVENTS = f"{EXPORTER}_events"
 INVALID_EVENTS = f"{EXPORTER}_invalid_events"
 SIGNATURE_FAILURES = f"{EXPORTER}_signature_failures"
@@ -199,6 +200,7 @@ class ExporterMetrics:
     dedup_entries: Gauge
     last_summary: Gauge
     build: Info
+    webhook_in_flight: Gauge
 
 
 def build_participant_metrics(
@@ -269,6 +271,7 @@ def build_exporter_metrics(registry: CollectorRegistry) -> ExporterMetrics:
         dedup_entries=Gauge(DEDUP_ENTRIES, "Keys remembered for deduplication, by kind of key.", ["key"], registry=registry),
         last_summary=Gauge(LAST_SUMMARY, "Unix time at which the last summary was recorded.", registry=registry),
         build=Info(BUILD, "Version of the exporter.", registry=registry),
+        webhook_in_flight=Gauge(WEBHOOK_IN_FLIGHT, "Deliveries being handled now (bounded by --webhook.max-in-flight).", registry=registry),
     )
     m.build.info({"version": __version__, "python_version": platform.python_version()})
     return m

@@ -382,7 +382,7 @@ async def test_start_position_latest_skips_what_came_before(proxy: AwsProxy, str
 
 
 async def test_the_exporter_consumes_the_stream_in_the_background(proxy: AwsProxy, stream: Stream) -> None:
-    """The real factory: the consumer runs as a cleanup_ctx task of the metrics application."""
+    """The real factory: the consumer runs as a cleanup_ctx task of the webhook application (the pipeline's loop)."""
     config = load_config(
         [f"--kinesis.stream-name={stream.name}", "--kinesis.region=us-east-1", f"--kinesis.endpoint-url={proxy.url}", "--kinesis.poll-interval=50ms"]
     )
@@ -390,7 +390,7 @@ async def test_the_exporter_consumes_the_stream_in_the_background(proxy: AwsProx
     apps = create_apps(config, registry)
     await stream.put(summary_event(1), SHARD0)
     await stream.put(summary_event(2), SHARD1)
-    async with TestClient(TestServer(apps.metrics)) as client:
+    async with TestClient(TestServer(apps.webhook)), TestClient(TestServer(apps.metrics)) as client:
         for _ in range(400):  # the consumer is a background task: poll its metric, bounded
             if registry.get_sample_value(E + "events_total", {"source": "kinesis", "type": "summary", "outcome": "recorded"}) == 2:
                 break

@@ -526,7 +526,7 @@ class Service:
 async def start_service(aiohttp_client: Any, *flags: str) -> Service:
     registry = CollectorRegistry()
     apps = create_apps(load_config(["--pull.enabled", "--pull.interval=1h", *flags]), registry)
-    # Metrics first, as __main__ starts them: it holds the state store and the poller.
+    # Metrics first, as __main__ starts them; the webhook application holds the state store and the poller.
     metrics = await aiohttp_client(apps.metrics)
     webhook = await aiohttp_client(apps.webhook)
     return Service(webhook, metrics, registry, apps.runtime)

@@ -45,6 +45,7 @@ BLOCKS = {
     "podman build -t registry.example.com/twilio-insights-exporter:0.1.0 .": "needs a registry to push to; tests/test_image.py builds the image",
     "kubectl create namespace monitoring": "needs a Kubernetes cluster; tests/test_helm_*.py render and lint the chart",
     "make bench": "the benchmarks run for minutes: make bench",
+    'AWS_REGION=us-east-1 make run ARGS="--kinesis.stream-name': "needs an AWS Kinesis stream; tests/test_kinesis.py runs the consumer against kinesalite",
 }
 DEFAULT_PORTS = {"web": 9802, "webhook": 8080}
 
@@ -80,7 +81,8 @@ def test_every_shell_block_is_run_or_says_why_not():
     blocks = shell_blocks(README)
     for block in blocks:
         use_of(block)
-    assert len(blocks) == len(BLOCKS), "a block named in BLOCKS is gone from the README"
+    gone = [start for start in BLOCKS if not any(block.first_line.startswith(start) for block in blocks)]
+    assert gone == [], "blocks named in BLOCKS are gone from the README"
 
 
 def fresh_copy(destination: Path) -> Path:

@@ -83,13 +83,16 @@ async def test_secondary_token_verifies_during_a_rotation(make_harness: HarnessF
     assert harness.value(E + "events_total", outcome="recorded") == 2
 
 
-async def test_without_an_auth_token_every_delivery_is_refused(make_harness: HarnessFactory) -> None:
+async def test_without_an_auth_token_every_delivery_is_answered_503_for_twilio_to_retry(make_harness: HarnessFactory) -> None:
+    # Our configuration, not the sender's fault: a 403 would make Twilio discard the delivery.
     harness = await make_harness(env={})
 
     response = await harness.post(events(1), token="anything")
 
-    assert response.status == 403
-    assert harness.value(E + "signature_failures_total", reason="no_auth_token_configured") == 1
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "5"
+    assert harness.value(E + "webhook_rejections_total", reason="no_auth_token_configured") == 1
+    assert harness.value(E + "signature_failures_total") == 0
     assert harness.value(P + "summaries_total") == 0
 
 
