@@ -64,7 +64,15 @@ def stage_costs(count: int, repeats: int, regime: str = "warm", cold_warmup: int
         path_query = "/" + signed_url.split("://", 1)[1].partition("/")[2]
         request = make_mocked_request("POST", path_query, headers={"Host": "127.0.0.1:8080", "X-Twilio-Signature": signature})
         deliveries.append((request, body))
-    figures: dict[str, list[float]] = {"verify": [], "json": [], "parse": [], "dedup": [], "record": [], "accept_event (pipeline)": []}
+    figures: dict[str, list[float]] = {
+        "verify": [],
+        "verify, SDK only (today)": [],
+        "json": [],
+        "parse": [],
+        "dedup": [],
+        "record": [],
+        "accept_event (pipeline)": [],
+    }
     for _ in range(repeats):
         runtime = build_apps().runtime
         pipeline = runtime.pipeline
@@ -77,6 +85,15 @@ def stage_costs(count: int, repeats: int, regime: str = "warm", cold_warmup: int
             return out
 
         assert all(r is None for r in timed("verify", lambda d: runtime.verifier.check(*d), deliveries))
+        verifier = runtime.verifier
+        assert all(
+            r is None
+            for r in timed(
+                "verify, SDK only (today)",
+                lambda d: verifier.sdk_check(verifier.signed_url(d[0]), d[1], d[0].headers["X-Twilio-Signature"]),
+                deliveries,
+            )
+        )
         raw = timed("json", lambda d: loads(d[1]), deliveries)
         events = timed("parse", lambda r: CloudEvent.model_validate(r[0]), raw)
         summaries = [ParticipantSummary.model_validate(e.data) for e in events]
