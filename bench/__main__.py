@@ -55,7 +55,7 @@ def main() -> int:
             )
             results["single"] = httpbench.posts(tmp, rounds, slices, duration=3 if quick else 4, batch=1, baseline=baseline)
             print(f"2/7 signed batches of 50, {rounds} round(s) of {slices} alternated run(s)", flush=True)
-            results["batch"] = httpbench.posts(tmp, rounds, slices, duration=2 if quick else 3, batch=50, baseline=baseline)
+            results["batch"] = httpbench.posts(tmp, rounds, slices, duration=2, batch=50, baseline=baseline)
         if args.only != "http":
             print("3/7 in-process cost per summary, warm and cold registry", flush=True)
             results["stages"] = {}

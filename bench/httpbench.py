@@ -81,7 +81,7 @@ SEED_PER_LABEL_SET = 20
 # The rate a request file is sized for (deliveries per second of measurement): ~2 x the fastest
 # exporter measured, so no file runs out. If one does, its requests go to /exhausted (404) and
 # the run is flagged, never replayed (post.lua).
-FILE_RATE = {1: {"warm": 12_000, "cold": 6_000}, 50: {"warm": 900, "cold": 300}}
+FILE_RATE = {1: {"warm": 10_000, "cold": 5_000}, 50: {"warm": 700, "cold": 250}}
 
 
 def variants(baseline: Path | None) -> list[str]:

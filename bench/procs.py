@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +105,7 @@ def _run(argv: list[str], ready_url: str, server: Server, env: dict[str, str], c
         errors.close()
 
 
-def exporter(*extra: str, source: Path = ROOT) -> contextlib.AbstractContextManager[Server]:
+def exporter(*extra: str, source: Path = ROOT, module: Sequence[str] = ("exporter",)) -> contextlib.AbstractContextManager[Server]:
     """The real exporter (``python -m exporter``), signatures verified with :data:`AUTH_TOKEN`;
     ``source``: the tree to run it from (``--baseline``: another commit's exporter)."""
     webhook_port, metrics_port = free_port(), free_port()
@@ -114,7 +114,7 @@ def exporter(*extra: str, source: Path = ROOT) -> contextlib.AbstractContextMana
     argv = [
         sys.executable,
         "-m",
-        "exporter",
+        *module,
         f"--web.listen-address=127.0.0.1:{metrics_port}",
         f"--webhook.listen-address=127.0.0.1:{webhook_port}",
         "--webhook.path=/events",
