@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from prometheus_client.utils import floatToGoString
 
 from exporter import metrics as m
-from exporter.config import COMMON_LABELS
+from exporter.labels import COMMON_LABELS
 
 # Template variables of the quality dashboard: scrape target first, then each common label.
 TARGET_VARIABLES = ("job", "instance")

@@ -8,6 +8,8 @@ so nothing on the public port can read metrics and nothing on the internal port 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -17,11 +19,12 @@ from .config import Config
 from .dedup import Window
 from .exposition import make_metrics_handler
 from .keys import RUNTIME
+from .labels import LabelPolicy
 from .metrics import ExporterMetrics, build_exporter_metrics, build_pull_metrics
-from .pipeline import Pipeline
+from .pipeline import Pipeline, state_context
 from .pull import Poller, pull_context
 from .recorder import Recorder
-from .state import EVENT_ID, PARTICIPANT_SID, StateStore, state_context
+from .state import StateStore
 from .webhook import BasicAuth, SignatureVerifier, handle_webhook
 
 log = logging.getLogger(__name__)
@@ -37,20 +40,30 @@ class Runtime:
     pipeline: Pipeline
     verifier: SignatureVerifier
     basic_auth: BasicAuth
+    state: StateStore
     ready: bool = field(default=False)
-    # Opened and closed by the metrics application's cleanup_ctx.
-    state: StateStore | None = None
     # Set when --pull.enabled; runs as a background task of the metrics application.
     poller: Poller | None = None
 
     @classmethod
-    def build(cls, config: Config, registry: CollectorRegistry) -> Runtime:
+    def build(cls, config: Config, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> Runtime:
+        settings = config.settings
         em = build_exporter_metrics(registry)
-        recorder = Recorder(config.settings, registry, on_label_overflow=lambda label: em.label_overflow.labels(label).inc())
-        dedup = config.settings.dedup
+        policy = LabelPolicy(settings.labels.common_labels(), settings.labels.caps(), settings.labels.allowlists(), settings.labels.max_label_sets)
+        recorder = Recorder(registry, policy, settings.buckets.resolved())
+        dedup = settings.dedup
         window = dedup.window.total_seconds()
-        pipeline = Pipeline(recorder, em, Window(window, dedup.max_entries), Window(window, dedup.max_entries))
-        return cls(config, registry, em, pipeline, SignatureVerifier(config), BasicAuth(config))
+        state = StateStore(settings.state.path, window, clock=clock, fsync=settings.state.sync == "full")
+        pipeline = Pipeline(
+            recorder,
+            em,
+            Window(window, dedup.max_entries, clock=clock),
+            state,
+            clock=clock,
+            snapshot_interval=settings.state.snapshot_interval.total_seconds(),
+            snapshot_changes=settings.state.snapshot_changes,
+        )
+        return cls(config, registry, em, pipeline, SignatureVerifier(config), BasicAuth(config), state)
 
 
 @dataclass(frozen=True)
@@ -85,14 +98,10 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     metrics = web.Application()
     metrics[RUNTIME] = runtime
     # The metrics application starts first and stops last (__main__), so the state is loaded
-    # before the first delivery and saved after the last. Dedup keys go to the store only when it
-    # is a file: in memory they would be a second copy of the windows.
-    pipeline = runtime.pipeline
-    runtime.state = StateStore(settings.state.path, settings.dedup.window.total_seconds())
-    persisted = {EVENT_ID: pipeline.event_ids, PARTICIPANT_SID: pipeline.participants} if runtime.state.persistent else {}
-    metrics.cleanup_ctx.append(state_context(runtime.state, persisted))
+    # before the first delivery and flushed after the last.
+    metrics.cleanup_ctx.append(state_context(runtime.pipeline))
     if settings.pull.enabled:
-        runtime.poller = Poller.build(config, pipeline, runtime.state, build_pull_metrics(registry))
+        runtime.poller = Poller.build(config, runtime.pipeline, runtime.state, build_pull_metrics(registry))
         metrics.cleanup_ctx.append(pull_context(runtime.poller))
     metrics.router.add_get(settings.web.telemetry_path, make_metrics_handler(registry, runtime.pipeline.recorder.families()))
     metrics.router.add_get("/-/healthy", healthy)

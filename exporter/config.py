@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from . import metrics
+from .labels import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, OPTIONAL_LABELS
 
 ENV_PREFIX = "TWILIO_INSIGHTS_EXPORTER_"
 
@@ -139,10 +140,10 @@ class WebhookSettings(_Section):
 class DedupSettings(_Section):
     window: Duration = Field(
         Duration(hours=24),
-        description="How long delivery ids and participant SIDs are remembered. At least Twilio's 4 h retry horizon; "
+        description="How long recorded participant SIDs are remembered. At least Twilio's 4 h retry horizon; "
         "longer also covers a pull of a participant that was pushed earlier.",
     )
-    max_entries: int = Field(1_000_000, gt=0, description="Most keys remembered per kind; the oldest are forgotten first.")
+    max_entries: int = Field(1_000_000, gt=0, description="Most participant SIDs remembered; the oldest are forgotten first.")
 
     @field_validator("window")
     @classmethod
@@ -150,32 +151,6 @@ class DedupSettings(_Section):
         if value < timedelta(hours=4):
             raise ValueError("must be at least 4h, Twilio's retry horizon, or retried deliveries would count twice")
         return value
-
-
-COMMON_LABELS = ("call_type", "call_direction", "participant_region", "conference_region", "country_code", "participant_label")
-OPTIONAL_LABELS = ("account_sid", "jitter_buffer_size")
-# Labels whose values come from open vocabularies inside the summary (not the common labels).
-DETAIL_LABELS = ("processing_state", "call_status", "tag", "issue", "severity", "metric", "action")
-
-# Why each cap: the documented vocabulary plus headroom for values Twilio adds later. country_code
-# and participant_label are the open ones, bounded by what a dashboard can still show.
-DEFAULT_MAX_VALUES = {
-    "call_type": 10,
-    "call_direction": 5,
-    "participant_region": 20,
-    "conference_region": 20,
-    "country_code": 100,
-    "participant_label": 50,
-    "account_sid": 50,
-    "jitter_buffer_size": 10,
-    "processing_state": 10,
-    "call_status": 20,
-    "tag": 50,
-    "issue": 20,
-    "severity": 10,
-    "metric": 20,
-    "action": 30,
-}
 
 
 class LabelLimit(_Section):
@@ -190,6 +165,13 @@ class LabelSettings(_Section):
         default_factory=dict,
         description="Per-label caps and allowlists, e.g. {participant_label: {allowlist: [agent, customer]}}. "
         f"Default caps: {DEFAULT_MAX_VALUES}.",
+    )
+
+    max_label_sets: int = Field(
+        DEFAULT_MAX_LABEL_SETS,
+        ge=1,
+        description="Most distinct combinations of the common labels; past it, new combinations are recorded under one set whose "
+        "labels are all 'other' (counted as label_overflow_total{label=\"label_set\"}). Bounds the participant series at about 200 per set.",
     )
 
     @field_validator("limits")
@@ -211,6 +193,14 @@ class LabelSettings(_Section):
     def allowlist(self, label: str) -> frozenset[str] | None:
         limit = self.limits.get(label)
         return frozenset(limit.allowlist) if limit and limit.allowlist is not None else None
+
+    def caps(self) -> dict[str, int]:
+        """``{label: cap}`` for every bounded label."""
+        return {label: self.max_values(label) for label in DEFAULT_MAX_VALUES}
+
+    def allowlists(self) -> dict[str, frozenset[str]]:
+        """``{label: allowlist}`` for the labels that have one."""
+        return {label: allowed for label in DEFAULT_MAX_VALUES if (allowed := self.allowlist(label)) is not None}
 
 
 Buckets = list[float] | None
@@ -310,8 +300,27 @@ class PullSettings(_Section):
 class StateSettings(_Section):
     path: Path | None = Field(
         None,
-        description="SQLite file keeping dedup keys and the poll watermark across restarts (webhook and pull). Default: in memory only.",
+        description="SQLite file keeping the participant counts, the keys of what they hold, the poll watermark and Kinesis checkpoints "
+        "across restarts and kill -9: every summary answered 2xx is on disk first. Default: in memory only (a restart loses what "
+        "Prometheus has not scraped).",
     )
+    sync: Literal["normal", "full"] = Field(
+        "normal",
+        description="normal: a commit survives the exporter being killed; full: also an OS crash or power loss (an fsync per commit).",
+    )
+    snapshot_interval: Duration = Field(
+        Duration(minutes=1), description="How often the counts changed since the last snapshot are saved and the journal behind them dropped."
+    )
+    snapshot_changes: int = Field(
+        200_000, ge=1, description="Also snapshot once this many summaries were journaled since the last one (bounds the replay at start)."
+    )
+
+    @field_validator("snapshot_interval")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be more than 0s")
+        return value
 
 
 class Settings(BaseSettings):

@@ -1,10 +1,10 @@
 """Remembering what was already recorded, so at-least-once delivery counts exactly once.
 
 Twilio redelivers an event (same CloudEvent ``id``) after a timeout or a 5xx for up to 4 hours,
-and the same participant can arrive both pushed and pulled. A :class:`Window` remembers keys
+and the same participant can arrive through more than one door (push, pull, Kinesis). A :class:`Window` remembers keys
 for a configurable time, bounded in count; the oldest go first.
 
-A window holds a million keys, twice over (delivery ids and participant SIDs), so it stores each
+A window holds a million keys (participant SIDs), so it stores each
 key as a 64-bit digest in flat arrays: about 32 bytes a key instead of about 150 for a dict of
 strings to floats (docs/performance.md). The digest is Python's ``hash`` of the key, keyed
 SipHash, so a sender cannot make two keys collide on purpose; by chance, two of a million keys
@@ -40,13 +40,10 @@ class Window:
         window: float,
         max_entries: int,
         clock: Callable[[], float] = time.time,
-        on_add: Callable[[str, float], None] | None = None,
     ) -> None:
         self.window = window
         self.max_entries = max_entries
         self._clock = clock
-        # Called with (key, time added) for every new key: how a state store persists the window.
-        self.on_add = on_add
         self._count = 0
         self._slots = array("Q", bytes(8 * self._MIN_SLOTS))  # 0 marks an empty slot
         self._mask = self._MIN_SLOTS - 1
@@ -70,17 +67,11 @@ class Window:
         self._expiries.append(now + self.window)
         while self._count > self.max_entries:
             self._forget_oldest()
-        if self.on_add is not None:
-            self.on_add(key, now)
 
     def load(self, entries: Iterable[tuple[str, float]]) -> None:
-        """Restore keys remembered earlier, as ``(key, time added)`` in time order, without ``on_add``."""
-        on_add, self.on_add = self.on_add, None
-        try:
-            for key, added in entries:
-                self.add(key, at=added)
-        finally:
-            self.on_add = on_add
+        """Restore keys remembered earlier, as ``(key, time added)`` in time order."""
+        for key, added in entries:
+            self.add(key, at=added)
         self._expire(self._clock())
 
     def __len__(self) -> int:

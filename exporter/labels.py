@@ -3,67 +3,204 @@
 Every label value that comes from a summary passes through a :class:`BoundedLabel`: a missing
 value becomes ``unknown``; a value outside the allowlist, or past the label's cap of distinct
 values, becomes ``other`` and is counted in ``twilio_insights_exporter_label_overflow_total``.
-So a flood of distinct labels (free-text participant labels, a new country every call) can grow
-the registry by at most the cap, never without bound. Call, conference and participant SIDs are
-never labels: they are exemplars.
+Caps per label are not enough on their own: their product is the number of possible common
+label sets (10^8 with the defaults), so :class:`LabelPolicy` also caps the number of distinct
+common label sets; past that budget, a new combination folds into the one overflow set (every
+common label ``other``). Call, conference and participant SIDs are never labels: they are
+exemplars.
+
+Admitting a value is split in two, so a summary is recorded all or nothing: :meth:`LabelPolicy.plan`
+decides the values of a summary without changing anything, :meth:`LabelPolicy.admit` keeps them
+once the summary is recorded (and again when the durable state is replayed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from .config import DEFAULT_MAX_VALUES, LabelSettings
+import unicodedata
+from collections.abc import Iterable, Mapping
 
 UNKNOWN = "unknown"
 OTHER = "other"
 # Twilio caps a participant label at 64 characters; nothing else we label by is longer.
 MAX_VALUE_LENGTH = 64
 
+# The labels every participant series carries, in exposition order.
+COMMON_LABELS = ("call_type", "call_direction", "participant_region", "conference_region", "country_code", "participant_label")
+# Common labels an operator can switch on.
+OPTIONAL_LABELS = ("account_sid", "jitter_buffer_size")
+
+# Why each cap: the documented vocabulary plus headroom for values Twilio adds later. country_code
+# and participant_label are the open ones, bounded by what a dashboard can still show.
+DEFAULT_MAX_VALUES = {
+    "call_type": 10,
+    "call_direction": 5,
+    "participant_region": 20,
+    "conference_region": 20,
+    "country_code": 100,
+    "participant_label": 50,
+    "account_sid": 50,
+    "jitter_buffer_size": 10,
+    "processing_state": 10,
+    "call_status": 20,
+    "tag": 50,
+    "issue": 20,
+    "severity": 10,
+    "metric": 20,
+    "action": 30,
+}
+
+# Distinct common label sets kept before new combinations fold into the overflow set. A contact
+# centre uses a few hundred (a handful of regions x call types x a few dozen countries x a few
+# roles); each set costs about 200 samples, so the default bounds the participant families at
+# about 200k samples whatever arrives (README, "Cardinality").
+DEFAULT_MAX_LABEL_SETS = 1000
+
+# The name under which a folded label set is counted in label_overflow_total.
+LABEL_SET = "label_set"
+
+
+def _clean(value: str) -> str:
+    """A label value the exposition can always write: valid Unicode, no control characters, at most 64 characters.
+
+    >>> _clean(" agent\\x00\\n ")
+    'agent'
+    >>> _clean("caf\\udce9")
+    'caf\\ufffd'
+    """
+    if not value.isascii() or not value.isprintable():
+        if _has_surrogate(value):
+            value = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
+        value = "".join(c for c in value if unicodedata.category(c)[0] != "C" or c == " ")
+    return value.strip()[:MAX_VALUE_LENGTH]
+
+
+def _has_surrogate(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
 
 class BoundedLabel:
     """The values one label may take: first come, first kept, up to a cap (or an allowlist)."""
 
-    __slots__ = ("_kept", "_on_overflow", "allowlist", "max_values", "name")
+    __slots__ = ("allowlist", "kept", "max_values", "name")
 
-    def __init__(self, name: str, max_values: int, allowlist: frozenset[str] | None, on_overflow: Callable[[str], None]) -> None:
+    def __init__(self, name: str, max_values: int, allowlist: frozenset[str] | None) -> None:
         self.name = name
         self.max_values = max_values
         self.allowlist = allowlist
-        self._kept: set[str] = set()
-        self._on_overflow = on_overflow
+        self.kept: set[str] = set()
 
-    def __call__(self, value: str | None) -> str:
-        """The label value to use for ``value``.
+    def value(self, raw: str | None, pending: set[str] | None = None) -> str:
+        """The label value to use for ``raw``, without keeping it.
 
-        >>> label = BoundedLabel("call_type", 1, None, lambda name: None)
-        >>> label("sip"), label(None), label("carrier"), label("sip")
-        ('sip', 'unknown', 'other', 'sip')
+        ``pending`` holds the values a summary being planned has claimed already (it is added to),
+        so two new values of one summary cannot both take the last free place.
+
+        >>> label = BoundedLabel("call_type", 1, None)
+        >>> label.value("sip"), label.value(None), label.value("carrier", {"sip"})
+        ('sip', 'unknown', 'other')
         """
-        if value is None:
+        if raw is None:
             return UNKNOWN
-        value = value.strip()[:MAX_VALUE_LENGTH]
+        value = _clean(raw)
         if not value:
             return UNKNOWN
-        if value in self._kept:
+        if value in self.kept:
             return value
-        if (self.allowlist is not None and value not in self.allowlist) or len(self._kept) >= self.max_values:
-            self._on_overflow(self.name)
+        if self.allowlist is not None:
+            return value if value in self.allowlist else OTHER
+        if pending is None:
+            return value if len(self.kept) < self.max_values else OTHER
+        if value in pending:
+            return value
+        if len(self.kept) + len(pending) >= self.max_values:
             return OTHER
-        self._kept.add(value)
+        pending.add(value)
         return value
+
+    def admit(self, value: str) -> bool:
+        """Keep ``value`` (a value :meth:`value` returned); True if it was new."""
+        if value in (UNKNOWN, OTHER) or value in self.kept:
+            return False
+        self.kept.add(value)
+        return True
 
 
 class LabelPolicy:
-    """All bounded labels of the exporter, built from the ``labels`` settings."""
+    """All bounded labels of the exporter and the budget of common label sets."""
 
-    def __init__(self, settings: LabelSettings, on_overflow: Callable[[str], None]) -> None:
-        self.common_names = settings.common_labels()
-        self._labels = {name: BoundedLabel(name, settings.max_values(name), settings.allowlist(name), on_overflow) for name in DEFAULT_MAX_VALUES}
-        self._common = [self._labels[name] for name in self.common_names]
+    def __init__(
+        self,
+        common_names: tuple[str, ...],
+        max_values: Mapping[str, int] | None = None,
+        allowlists: Mapping[str, frozenset[str]] | None = None,
+        max_label_sets: int = DEFAULT_MAX_LABEL_SETS,
+    ) -> None:
+        caps = {**DEFAULT_MAX_VALUES, **(max_values or {})}
+        allowlists = allowlists or {}
+        self.common_names = common_names
+        self.labels = {name: BoundedLabel(name, caps[name], allowlists.get(name)) for name in DEFAULT_MAX_VALUES}
+        self._common = [self.labels[name] for name in common_names]
+        self.max_label_sets = max_label_sets
+        self.label_sets: set[tuple[str, ...]] = set()
+        self.overflow_set = (OTHER,) * len(common_names)
 
     def __getitem__(self, name: str) -> BoundedLabel:
-        return self._labels[name]
+        return self.labels[name]
 
-    def common(self, values: dict[str, str | None]) -> tuple[str, ...]:
-        """The common label values, in the order of :attr:`common_names`."""
-        return tuple(label(values.get(label.name)) for label in self._common)
+    def common(self, values: Mapping[str, str | None], pending: dict[str, set[str]], overflow: list[str]) -> tuple[str, ...]:
+        """The common label values of one summary, in the order of :attr:`common_names`.
+
+        Nothing is kept: the names of labels that overflowed are appended to ``overflow`` and the
+        new values claimed in ``pending`` (``{label: values}``), for :meth:`admit` to keep.
+        """
+        result = []
+        for label in self._common:
+            value = label.value(values.get(label.name), pending.setdefault(label.name, set()))
+            if value == OTHER:
+                overflow.append(label.name)
+            result.append(value)
+        common = tuple(result)
+        if common not in self.label_sets and len(self.label_sets) >= self.max_label_sets:
+            overflow.append(LABEL_SET)
+            return self.overflow_set
+        return common
+
+    def detail(self, name: str, raw: str | None, pending: dict[str, set[str]], overflow: list[str]) -> str:
+        """The value of a detail label (tag, action, ...), planned like :meth:`common`."""
+        value = self.labels[name].value(raw, pending.setdefault(name, set()))
+        if value == OTHER:
+            overflow.append(name)
+        return value
+
+    def admit(self, common: tuple[str, ...], details: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Keep the values a recorded summary used; returns what was new, ``(label, value)``, for an undo."""
+        new: list[tuple[str, str]] = []
+        for label, value in zip(self._common, common, strict=True):
+            if label.admit(value):
+                new.append((label.name, value))
+        if common not in self.label_sets:
+            self.label_sets.add(common)
+            new.append((LABEL_SET, "\x00".join(common)))
+        for name, value in details:
+            if self.labels[name].admit(value):
+                new.append((name, value))
+        return new
+
+    def forget(self, admitted: Iterable[tuple[str, str]]) -> None:
+        """Undo :meth:`admit` (a summary whose recording failed)."""
+        for name, value in admitted:
+            if name == LABEL_SET:
+                self.label_sets.discard(tuple(value.split("\x00")))
+            else:
+                self.labels[name].kept.discard(value)
+
+    def worst_case_label_sets(self) -> int:
+        """Most distinct common label sets the registry can hold: the budget, plus the overflow set."""
+        product = 1
+        for label in self._common:
+            product *= (len(label.allowlist) if label.allowlist is not None else label.max_values) + 2  # + unknown, other
+        return min(product, self.max_label_sets + 1)

@@ -3,8 +3,10 @@
 Tolerant parsing lives here and nowhere else. Real payloads (twilio-facts.md) carry nulls and
 absent fields anywhere, ints where floats are documented, ``call_state`` or ``call_status``,
 event timestamps in seconds or milliseconds, and keys nobody documented; all of that is accepted.
-What is refused is what would corrupt a metric: a wrong type, a negative count, a MOS outside
-0-5, a loss percentage outside 0-100, NaN or infinity, a summary without a participant SID.
+What is refused is what would corrupt a metric, and only in the fields that become one: a
+value that is not a number (booleans and numeric strings included), NaN or infinity, a number
+outside its physical range (written once, below), a summary without a participant SID. Fields
+nothing is recorded from are never a reason to refuse a summary.
 
 One summary model serves both paths: the ``data`` of a pushed CloudEvent and the body of the
 REST resource ``GET /v1/Conferences/{CF}/Participants/{CP}``.
@@ -12,11 +14,9 @@ REST resource ``GET /v1/Conferences/{CF}/Participants/{CP}``.
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator
 from pydantic_core import from_json
 
 SUMMARY_TYPES = frozenset(
@@ -30,38 +30,83 @@ TEST_EVENT_TYPE = "com.twilio.eventstreams.test-event"
 
 
 class _Tolerant(BaseModel):
-    # extra="ignore": unknown keys (last_rtp_count, unique_ssrc_count, early_media, ...) are
-    # accepted and dropped. coerce_numbers_to_str: a numeric label or country code is still text.
+    # extra="ignore": unknown keys (last_rtp_count, unique_ssrc_count, early_media, ...) and the
+    # documented fields nothing is recorded from are accepted and dropped (see ParticipantSummary).
+    # coerce_numbers_to_str: a numeric label or country code is still text.
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False, coerce_numbers_to_str=True, frozen=True)
 
 
-NonNegative = Annotated[float, Field(ge=0)]
-Count = Annotated[int, Field(ge=0)]
+# ---------------------------------------------------------------------------------------------
+# Numbers that become metrics. Each is a JSON number (never a boolean, never a string), finite,
+# and inside a physical range: a value outside it is a broken or hostile payload, and recording
+# it would poison a histogram's sum or a counter for good. The ranges are written here once.
+# ---------------------------------------------------------------------------------------------
+# MOS follows ITU-T G.107: 1 to about 4.5; Twilio's scale never exceeds 5, and 0 is seen for a
+# stream without audio.
+MOS_RANGE = (0.0, 5.0)
+# Jitter (ms): a jitter buffer holds well under a second; 60 s of jitter is no longer audio.
+JITTER_MS_RANGE = (0.0, 60_000.0)
+# Latency edge-to-mixer (ms): intercontinental paths are ~300 ms; a minute is no longer a call.
+LATENCY_MS_RANGE = (0.0, 60_000.0)
+# A percentage.
+PACKET_LOSS_PERCENT_RANGE = (0.0, 100.0)
+# Packets per stream: 50 packets/s (20 ms frames) for a year is 1.6e9; 1e12 leaves room for any
+# packetisation and stays far below 2**53, so a counter sum of many summaries stays exact.
+PACKETS_RANGE = (0, 10**12)
+# Quality issues detected on one participant: a handful of issue types; 10,000 is any plausible list.
+QUALITY_ISSUES_RANGE = (0, 10_000)
+# Seconds in a conference or in a queue: a conference lasts at most 24 h on Twilio; a year is the
+# bound beyond which a value is certainly not a duration of this call.
+SECONDS_RANGE = (0.0, 366 * 86400.0)
 
-# Unix timestamps after 5138-11-16 in seconds are read as milliseconds: the documented unit is
-# seconds, real payloads carry milliseconds (1636007397844), and no summary is that far away.
-_MILLISECONDS_FROM = 10**11
 
+def _positive_zero(value: float) -> float:
+    """``-0.0`` becomes ``0.0``: the two are equal, but a sum of ``-0.0`` prints as ``-0.0``.
 
-def _to_seconds(value: float) -> float:
-    """Normalise a Unix timestamp given in seconds or milliseconds to seconds.
-
-    >>> _to_seconds(1636007397844)
-    1636007397.844
-    >>> _to_seconds(1621837451)
-    1621837451
+    >>> _positive_zero(-0.0)
+    0.0
     """
-    return value / 1000 if value >= _MILLISECONDS_FROM else value
+    return value + 0.0
 
 
-Timestamp = Annotated[NonNegative, AfterValidator(_to_seconds)]
+def _integral(value: Any) -> Any:
+    """A count: an integer, or a float with an integral value (``12.0``); never a boolean or a string."""
+    if isinstance(value, bool):
+        raise ValueError("a count must be a number, not a boolean")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
-class Stat(_Tolerant):
-    """Average and maximum of a measurement, in Twilio's unit (milliseconds for jitter and latency)."""
+def _real(lo: float, hi: float) -> Any:
+    return Annotated[float, Strict(), Field(ge=lo, le=hi), AfterValidator(_positive_zero)]
 
-    avg: NonNegative | None = None
-    max: NonNegative | None = None
+
+def _count(lo: int, hi: int) -> Any:
+    return Annotated[int, BeforeValidator(_integral), Strict(), Field(ge=lo, le=hi)]
+
+
+Mos = _real(*MOS_RANGE)
+JitterMs = _real(*JITTER_MS_RANGE)
+LatencyMs = _real(*LATENCY_MS_RANGE)
+PacketLossPercent = _real(*PACKET_LOSS_PERCENT_RANGE)
+Packets = _count(*PACKETS_RANGE)
+QualityIssues = _count(*QUALITY_ISSUES_RANGE)
+Seconds = _real(*SECONDS_RANGE)
+
+
+class JitterStat(_Tolerant):
+    """Average and maximum jitter of a stream, in milliseconds."""
+
+    avg: JitterMs | None = None
+    max: JitterMs | None = None
+
+
+class LatencyStat(_Tolerant):
+    """Average and maximum latency of a stream, in milliseconds."""
+
+    avg: LatencyMs | None = None
+    max: LatencyMs | None = None
 
 
 class TagInfo(_Tolerant):
@@ -73,7 +118,7 @@ class TagsInfo(_Tolerant):
 
     model_config = ConfigDict(extra="allow")
 
-    description: str | None = None
+    description: Any = None  # not recorded: any value is accepted
     packet_loss: TagInfo | None = None
     jitter: TagInfo | None = None
     latency: TagInfo | None = None
@@ -92,15 +137,14 @@ class TagsInfo(_Tolerant):
         return found
 
 
-class PacketLossOccurrence(_Tolerant):
-    percent: NonNegative | None = None
-    timestamp: Timestamp | None = None
+def _counted_list(value: Any) -> Any:
+    """Lists whose entries are only counted: the entries' contents are never a reason to refuse."""
+    return value if isinstance(value, list) else None
 
 
-class StatOccurrence(_Tolerant):
-    avg: NonNegative | None = None
-    max: NonNegative | None = None
-    timestamp: Timestamp | None = None
+# Only the length of these lists is recorded, so their entries (timestamps, occurrence details)
+# are not validated: a malformed timestamp must not cost the participant's whole summary.
+CountedList = Annotated[list[Any] | None, BeforeValidator(_counted_list)]
 
 
 class Occurrences(_Tolerant):
@@ -108,9 +152,9 @@ class Occurrences(_Tolerant):
 
     model_config = ConfigDict(extra="allow")
 
-    packet_loss: list[PacketLossOccurrence] | None = None
-    jitter: list[StatOccurrence] | None = None
-    latency: list[StatOccurrence] | None = None
+    packet_loss: CountedList = None
+    jitter: CountedList = None
+    latency: CountedList = None
 
     def counts(self) -> dict[str, int]:
         """``{metric: number of occurrences}``, zero counts left out."""
@@ -126,12 +170,12 @@ class Occurrences(_Tolerant):
 class StreamMetrics(_Tolerant):
     """Quality of one media direction (``inbound`` or ``outbound``) as Twilio measured it."""
 
-    total_packets_lost: Count | None = None
-    total_packets_received: Count | None = None
-    packet_loss_percentage: Annotated[float, Field(ge=0, le=100)] | None = None
-    jitter: Stat | None = None
-    latency: Stat | None = None
-    mos: Annotated[float, Field(ge=0, le=5)] | None = None
+    total_packets_lost: Packets | None = None
+    total_packets_received: Packets | None = None
+    packet_loss_percentage: PacketLossPercent | None = None
+    jitter: JitterStat | None = None
+    latency: LatencyStat | None = None
+    mos: Mos | None = None
     tags: list[str] | None = None
     tags_info: TagsInfo | None = None
     occurrences: Occurrences | None = None
@@ -142,37 +186,23 @@ class Metrics(_Tolerant):
     outbound: StreamMetrics | None = None
 
 
-class Properties(_Tolerant):
-    """Conference settings at the participant's start."""
-
-    start_conference_on_enter: bool | None = None
-    end_conference_on_exit: bool | None = None
-    play_early_media: bool | None = None
-    recording_enabled: bool | None = None
-    trim_recording: bool | None = None
-    requested_region: str | None = None
-    enter_muted: bool | None = None
-    beep_on_enter: bool | None = None
-    beep_on_exit: bool | None = None
-
-
-Timestamps = list[Timestamp] | None
-
-
 class Events(_Tolerant):
-    """When the participant took each action; undocumented actions are kept and counted."""
+    """How often the participant took each action; undocumented actions are counted too.
+
+    Only the number of timestamps per action is recorded, so the timestamps are not validated.
+    """
 
     model_config = ConfigDict(extra="allow")
 
-    hold: Timestamps = None
-    unhold: Timestamps = None
-    mute: Timestamps = None
-    unmute: Timestamps = None
-    modify_beep: Timestamps = None
-    modify_exit: Timestamps = None
-    coaching: Timestamps = None
-    coaching_stopped: Timestamps = None
-    modify_coached_participant: Timestamps = None
+    hold: CountedList = None
+    unhold: CountedList = None
+    mute: CountedList = None
+    unmute: CountedList = None
+    modify_beep: CountedList = None
+    modify_exit: CountedList = None
+    coaching: CountedList = None
+    coaching_stopped: CountedList = None
+    modify_coached_participant: CountedList = None
 
     def counts(self) -> dict[str, int]:
         """``{action: how many times}``, zero counts left out."""
@@ -183,8 +213,20 @@ class Events(_Tolerant):
         return found
 
 
+def _tolerant(value: Any) -> Any:
+    """A part of the summary that is only partly recorded: a malformed one counts as absent."""
+    return value if isinstance(value, dict) else None
+
+
 class ParticipantSummary(_Tolerant):
-    """A Conference Participant Summary: the pushed event's ``data`` and the REST resource alike."""
+    """A Conference Participant Summary: the pushed event's ``data`` and the REST resource alike.
+
+    Strict where a field is recorded, tolerant where it is not. The fields below are the ones that
+    become a metric, a label or an exemplar; every other documented field (``from``, ``to``,
+    ``join_time``, ``leave_time``, ``is_moderator``, ``whisper``, ``agent_audio``, ``is_coach``,
+    ``coached_participants``, ``outbound_queue_length``, ``properties``, ``url``, ...) is accepted
+    in any form and dropped, so a malformed value there never costs the participant's summary.
+    """
 
     participant_sid: Annotated[str, Field(min_length=1)]
     label: str | None = None
@@ -192,32 +234,20 @@ class ParticipantSummary(_Tolerant):
     call_sid: str | None = None
     account_sid: str | None = None
     call_direction: str | None = None
-    from_: str | None = Field(None, alias="from")
-    to: str | None = None
     # The event documents call_state, the REST resource call_status; payloads carry either or both.
     call_state: str | None = None
     call_status: str | None = None
     country_code: str | None = None
-    is_moderator: bool | None = None
-    join_time: datetime | None = None
-    leave_time: datetime | None = None
-    duration_seconds: NonNegative | None = None
-    whisper: str | None = None
-    agent_audio: bool | None = None
-    outbound_queue_length: Count | None = None
-    outbound_time_in_queue: NonNegative | None = None
+    duration_seconds: Seconds | None = None
+    outbound_time_in_queue: Seconds | None = None
     jitter_buffer_size: str | None = None
-    is_coach: bool | None = None
-    coached_participants: list[str] | None = None
     participant_region: str | None = None
     conference_region: str | None = None
     call_type: str | None = None
-    quality_issues: Count | None = None
+    quality_issues: QualityIssues | None = None
     processing_state: str | None = None
-    properties: Properties | None = None
-    events: Events | None = None
+    events: Annotated[Events | None, BeforeValidator(_tolerant)] = None
     metrics: Metrics | None = None
-    url: str | None = None
 
     @property
     def status(self) -> str | None:
@@ -246,18 +276,14 @@ class CloudEvent(_Tolerant):
     @field_validator("data", mode="before")
     @classmethod
     def _decode_string_data(cls, value: Any) -> Any:
-        # Kinesis-style sinks carry data as a JSON-encoded string.
+        # Kinesis-style sinks carry data as a JSON-encoded string. It meets the same parser, with
+        # the same rules and limits, as the body it came in: one parser, one set of rules.
         if isinstance(value, str | bytes):
             try:
-                return json.loads(value, parse_constant=_reject_constant)
+                return loads(value)
             except ValueError as exc:
                 raise ValueError("data is a string but not JSON") from exc
         return value
-
-
-def _reject_constant(name: str) -> Any:
-    """``json`` accepts NaN and Infinity, which are not JSON and would poison a histogram sum."""
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def loads(raw: bytes | str) -> Any:

@@ -294,7 +294,7 @@ class Poller:
 
     async def start(self) -> None:
         """Load what the state store remembers and open the HTTP session."""
-        self.store.attach(CONFERENCE_SID, self.done)
+        self.store.load_window(CONFERENCE_SID, self.done)
         watermark = self.store.watermark()
         if watermark is not None:
             self.metrics.watermark.set(watermark)
@@ -374,6 +374,7 @@ class Poller:
             return False
         offered = self._offered.setdefault(sid, set())
         waiting = 0
+        final: list[ParticipantSummary | ValidationError] = []
         for raw in participants:
             state = raw.get("processing_state") if isinstance(raw, dict) else None
             self.metrics.participants_seen.labels(state if state in names.PROCESSING_STATES else "other").inc()
@@ -384,12 +385,14 @@ class Poller:
             if isinstance(participant_sid, str) and participant_sid in offered:
                 continue
             try:
-                summary = ParticipantSummary.model_validate(raw)
+                final.append(ParticipantSummary.model_validate(raw))
             except ValidationError as exc:
-                self.pipeline.reject_summary(exc, SOURCE)
-            else:
-                self.pipeline.accept_summary(summary, SOURCE)
-            if isinstance(participant_sid, str):
+                final.append(exc)
+        # Recorded (and, with --state.path, committed) before the conference is marked offered or done.
+        await self.pipeline.deliver_summaries(final, SOURCE)
+        for raw in participants:
+            participant_sid = raw.get("participant_sid") if isinstance(raw, dict) else None
+            if isinstance(participant_sid, str) and raw.get("processing_state") in FINAL_STATES:
                 offered.add(participant_sid)
         if conference is not None:
             still_open = conference.get("processing_state") == "in_progress"
@@ -404,7 +407,8 @@ class Poller:
                 return True
             log.warning("in_progress summaries given up", extra={"conference_sid": sid, "summaries": waiting})
             self.metrics.expired.inc(waiting)
-        self.done.add(sid)
+        self.done.add(sid, at=now)
+        self.store.add_key(CONFERENCE_SID, sid, now)
         self.store.remove_pending(sid)
         self._offered.pop(sid, None)
         self._waiting.pop(sid, None)

@@ -1,18 +1,27 @@
 """One summary in, observations out: the only place that turns a summary into metric values.
 
-Units become base units here (milliseconds to seconds, percent to ratio). ``record`` is pure
-with respect to its input: it reads the validated summary and touches only the registry.
+Recording is split in two so that a summary is counted all or nothing:
+
+- :meth:`Recorder.plan` reads a validated summary and returns a :class:`Change`: the label values
+  and every observation it would make, in base units (milliseconds to seconds, percent to ratio).
+  It changes nothing, so whatever it raises, nothing of the summary was counted.
+- :meth:`Recorder.apply` makes the observations of a change. It keeps what it overwrote; if any
+  step raises, everything it did is put back exactly (values, buckets, sums, exemplars, new
+  series, admitted label values) before the error goes on.
+
+A change is also what the durable state journals (``exporter/state.py``): applying the journaled
+changes again after a restart gives back the same counters, bucket by bucket.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from .config import Settings
+from .families import CounterFamily, CounterSeries, HistogramFamily, HistogramSeries
 from .labels import LabelPolicy
 from .metrics import ParticipantMetrics, build_participant_metrics
 from .models import ParticipantSummary, StreamMetrics
@@ -20,29 +29,61 @@ from .models import ParticipantSummary, StreamMetrics
 # OpenMetrics allows 128 characters of exemplar labels; two SIDs of 34 fit, anything odd is left out.
 _MAX_EXEMPLAR_VALUE = 48
 
+Family = CounterFamily | HistogramFamily
+Series = CounterSeries | HistogramSeries
+# (family, label values after the common ones, amount or observed value)
+Observation = tuple[Family, tuple[str, ...], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What recording one summary adds: the common labels, the observations, the labels to keep."""
+
+    common: tuple[str, ...]
+    observations: tuple[Observation, ...]
+    details: tuple[tuple[str, str], ...]  # (label, value) of the detail labels used
+    overflow: tuple[str, ...]  # labels folded into 'other' (counted once applied)
+    exemplar: dict[str, str] | None
+
 
 class Recorder:
     """Records validated summaries into the ``twilio_conference_participant_*`` families."""
 
     def __init__(
         self,
-        settings: Settings,
         registry: CollectorRegistry,
-        on_label_overflow: Callable[[str], None],
+        labels: LabelPolicy,
+        buckets: Mapping[str, tuple[float, ...]] | None = None,
     ) -> None:
-        self.labels = LabelPolicy(settings.labels, on_label_overflow)
-        self.metrics: ParticipantMetrics = build_participant_metrics(registry, self.labels.common_names, settings.buckets.resolved())
-        # Bounded like the registry itself: one entry per common label set.
-        self._series_of: dict[tuple[str, ...], _SeriesOf] = {}
+        self.labels = labels
+        self.metrics: ParticipantMetrics = build_participant_metrics(registry, labels.common_names, dict(buckets or {}))
+        self.by_name: dict[str, Family] = {f.name: f for f in self.families()}
+        # One entry per common label set (bounded by the label budget): the series of that set,
+        # keyed (family, *other labels), so most observations are one short-key lookup.
+        self._series_of: dict[tuple[str, ...], dict[tuple[Any, ...], Series]] = {}
+        # Series changed since the durable state last saved them (state.py); None when nothing saves.
+        self.dirty: set[Series] | None = None
+        self._key_of: dict[Series, tuple[Family, tuple[str, ...]]] = {}
 
-    def families(self) -> list[Any]:
+    def families(self) -> list[Family]:
         """The participant families, in exposition order (for the /metrics handler)."""
         return [getattr(self.metrics, f.name) for f in fields(self.metrics)]
 
-    def record(self, summary: ParticipantSummary) -> None:
-        """Turn one summary into observations. Call once per summary: deduplication is the caller's."""
+    # -- plan: read only ---------------------------------------------------------------------
+
+    def plan(self, summary: ParticipantSummary) -> Change:
+        """What recording ``summary`` would add. Changes nothing."""
         m = self.metrics
         lp = self.labels
+        pending: dict[str, set[str]] = {}
+        overflow: list[str] = []
+        details: list[tuple[str, str]] = []
+
+        def detail(name: str, raw: str | None) -> str:
+            value = lp.detail(name, raw, pending, overflow)
+            details.append((name, value))
+            return value
+
         common = lp.common(
             {
                 "call_type": summary.call_type,
@@ -53,86 +94,174 @@ class Recorder:
                 "participant_label": summary.label,
                 "account_sid": summary.account_sid,
                 "jitter_buffer_size": summary.jitter_buffer_size,
-            }
+            },
+            pending,
+            overflow,
         )
-        series = self._series_of.get(common)
-        if series is None:
-            series = self._series_of[common] = _SeriesOf(common)
-        exemplar = _exemplar(summary)
-
-        m.summaries.labels(*common, lp["processing_state"](summary.processing_state), lp["call_status"](summary.status)).inc()
+        obs: list[Observation] = [(m.summaries, (detail("processing_state", summary.processing_state), detail("call_status", summary.status)), 1)]
         for stream, sm in summary.streams():
-            self._record_stream(series, stream, sm, exemplar)
+            self._plan_stream(obs, detail, stream, sm)
         if summary.quality_issues is not None:
-            series[m.quality_issues,].observe(summary.quality_issues)
+            obs.append((m.quality_issues, (), summary.quality_issues))
         if summary.duration_seconds is not None:
-            series[m.duration,].observe(summary.duration_seconds)
+            obs.append((m.duration, (), summary.duration_seconds))
         if summary.outbound_time_in_queue is not None:
-            series[m.queue_time,].observe(summary.outbound_time_in_queue)
+            obs.append((m.queue_time, (), summary.outbound_time_in_queue))
         if summary.events is not None:
             for action, count in summary.events.counts().items():
-                m.actions.labels(*common, lp["action"](action)).inc(count)
+                obs.append((m.actions, (detail("action", action),), count))
         if summary.participant_region and summary.conference_region and summary.participant_region != summary.conference_region:
-            series[m.region_mismatch,].inc()
+            obs.append((m.region_mismatch, (), 1))
+        return Change(common, tuple(obs), tuple(details), tuple(overflow), _exemplar(summary))
 
-    def _record_stream(self, series: _SeriesOf, stream: str, sm: StreamMetrics, exemplar: dict[str, str] | None) -> None:
+    def _plan_stream(self, obs: list[Observation], detail: Any, stream: str, sm: StreamMetrics) -> None:
         m = self.metrics
-        lp = self.labels
         if sm.mos is not None:
-            series[m.mos, stream].observe(sm.mos, exemplar)
+            obs.append((m.mos, (stream,), sm.mos))
         for histogram, stat in ((m.jitter, sm.jitter), (m.latency, sm.latency)):
             if stat is None:
                 continue
             if stat.avg is not None:
-                series[histogram, stream, "avg"].observe(stat.avg / 1000, exemplar)
+                obs.append((histogram, (stream, "avg"), stat.avg / 1000))
             if stat.max is not None:
-                series[histogram, stream, "max"].observe(stat.max / 1000, exemplar)
+                obs.append((histogram, (stream, "max"), stat.max / 1000))
         if sm.packet_loss_percentage is not None:
-            series[m.packet_loss, stream].observe(sm.packet_loss_percentage / 100, exemplar)
+            obs.append((m.packet_loss, (stream,), sm.packet_loss_percentage / 100))
         if sm.total_packets_received is not None:
-            series[m.packets_received, stream].inc(sm.total_packets_received)
+            obs.append((m.packets_received, (stream,), sm.total_packets_received))
         if sm.total_packets_lost is not None:
-            series[m.packets_lost, stream].inc(sm.total_packets_lost)
-        if not (sm.tags or sm.tags_info is not None or sm.occurrences is not None):
-            return  # a clean stream, as most are
-        labels = (*series.common, stream)
+            obs.append((m.packets_lost, (stream,), sm.total_packets_lost))
         # A tag says "this stream had that condition": once per stream, however often listed.
         for tag in dict.fromkeys(sm.tags or ()):
-            m.tags.labels(*labels, lp["tag"](tag)).inc()
+            obs.append((m.tags, (stream, detail("tag", tag)), 1))
         if sm.tags_info is not None:
             for issue, severity in sm.tags_info.severities().items():
-                m.tag_severity.labels(*labels, lp["issue"](issue), lp["severity"](severity)).inc()
+                obs.append((m.tag_severity, (stream, detail("issue", issue), detail("severity", severity)), 1))
         if sm.occurrences is not None:
             for metric, count in sm.occurrences.counts().items():
-                m.degradations.labels(*labels, lp["metric"](metric)).inc(count)
+                obs.append((m.degradations, (stream, detail("metric", metric)), count))
 
+    # -- apply: all or nothing ---------------------------------------------------------------
 
-class _SeriesOf(dict):
-    """The series of one common label set whose other labels come from a fixed vocabulary
-    (stream, stat), keyed ``(family, *other labels)`` and created on first use.
+    def apply(self, change: Change) -> None:
+        """Make the observations of ``change``; on any error, undo all of them and re-raise."""
+        admitted = self.labels.admit(change.common, change.details)
+        common = change.common
+        series_of = self._series_of.get(common)
+        new_set = series_of is None
+        if series_of is None:
+            series_of = self._series_of[common] = {}
+        exemplar = change.exemplar
+        saved: list[tuple[Series, Any]] = []
+        created: list[tuple[dict[tuple[Any, ...], Series], tuple[Any, ...]]] = []
+        dirty = self.dirty
+        try:
+            for family, others, value in change.observations:
+                key = (family, *others)
+                series = series_of.get(key)
+                if series is None:
+                    series = self._new_series(family, common + others)
+                    series_of[key] = series
+                    created.append((series_of, key))
+                if type(series) is HistogramSeries:
+                    saved.append((series, (series.counts.copy(), series.sum, series.exemplars.copy())))
+                    series.observe(value, exemplar)
+                else:
+                    saved.append((series, series.value))
+                    series.inc(value)
+                if dirty is not None:
+                    dirty.add(series)
+        except BaseException:
+            for series, old in reversed(saved):
+                if type(series) is HistogramSeries:
+                    series.counts[:], series.sum, series.exemplars[:] = old
+                else:
+                    series.value = old
+            for owner, key in reversed(created):
+                series = owner.pop(key)
+                family, values = self._key_of.pop(series)
+                family._series.pop(values, None)
+                if dirty is not None:
+                    dirty.discard(series)
+            if new_set:
+                self._series_of.pop(common, None)
+            self.labels.forget(admitted)
+            raise
 
-    Most of a summary's ~20 observations land in these: one lookup with a short key here
-    replaces a ``.labels()`` call that builds, hashes and compares the whole label tuple (record
-    of a warm summary ~31 -> ~23 µs, docs/performance.md). Series are still
-    created lazily, so a series that never had an observation is never exposed.
-    """
-
-    __slots__ = ("common",)
-
-    def __init__(self, common: tuple[str, ...]) -> None:
-        super().__init__()
-        self.common = common
-
-    def __missing__(self, key: tuple[Any, ...]) -> Any:
-        family, *others = key
-        series = self[key] = family.labels(*self.common, *others)
+    def _new_series(self, family: Family, values: tuple[str, ...]) -> Series:
+        series: Series = family.labels(*values)
+        self._key_of[series] = (family, values)
         return series
+
+    # -- the durable state's view ------------------------------------------------------------
+
+    def key_of(self, series: Series) -> tuple[str, tuple[str, ...]]:
+        """``(family name, label values)`` of a participant series."""
+        family, values = self._key_of[series]
+        return family.name, values
+
+    def restore(self, rows: Iterable[tuple[str, tuple[str, ...], list[float]]]) -> int:
+        """Set series to saved values, ``(family name, label values, [value] or [sum, *bucket counts])``.
+
+        Label values and label sets are kept again as they were admitted. Returns how many series
+        were restored; rows of a family or bucket layout this version does not have are skipped.
+        """
+        n_common = len(self.labels.common_names)
+        restored = 0
+        for name, values, data in rows:
+            family = self.by_name.get(name)
+            if family is None or len(values) != len(family.labelnames):
+                continue
+            if isinstance(family, HistogramFamily) and len(data) != len(family.upper) + 1:
+                continue  # buckets changed since: the old counts no longer fit
+            common, others = values[:n_common], values[n_common:]
+            series_of = self._series_of.setdefault(common, {})
+            key = (family, *others)
+            series = series_of.get(key)
+            if series is None:
+                series = series_of[key] = self._new_series(family, values)
+            if isinstance(series, HistogramSeries):
+                series.sum = data[0]
+                series.counts[:] = [int(c) for c in data[1:]]
+            else:
+                series.value = data[0]
+            bounded = self.labels.labels
+            self.labels.admit(common, [(n, v) for n, v in zip(family.labelnames[n_common:], others, strict=True) if n in bounded])
+            restored += 1
+        return restored
+
+    def unjournal(self, entry: Any) -> Change | None:
+        """A journaled change (exporter/state.py) back as a :class:`Change`, or None if it no longer fits.
+
+        Observations of a family this version does not have, or with other labels, are left out;
+        histogram values are bucketed by today's buckets.
+        """
+        common, observations = entry
+        n_common = len(self.labels.common_names)
+        if len(common) != n_common:
+            return None  # the common labels were reconfigured: the old label sets no longer exist
+        bounded = self.labels.labels
+        obs: list[Observation] = []
+        details: list[tuple[str, str]] = []
+        for name, others, value in observations:
+            family = self.by_name.get(name)
+            if family is None or len(others) + n_common != len(family.labelnames):
+                continue
+            obs.append((family, tuple(others), value))
+            details.extend((n, v) for n, v in zip(family.labelnames[n_common:], others, strict=True) if n in bounded)
+        return Change(tuple(common), tuple(obs), tuple(details), (), None)
+
+    def saved_values(self, series: Series) -> list[float]:
+        """What :meth:`restore` takes back for ``series``."""
+        if isinstance(series, HistogramSeries):
+            return [series.sum, *series.counts]
+        return [series.value]
 
 
 def _exemplar(summary: ParticipantSummary) -> dict[str, str] | None:
     exemplar = {
         name: value
         for name, value in (("call_sid", summary.call_sid), ("conference_sid", summary.conference_sid))
-        if value and len(value) <= _MAX_EXEMPLAR_VALUE
+        if value and len(value) <= _MAX_EXEMPLAR_VALUE and value.isascii() and value.isprintable()
     }
     return exemplar or None

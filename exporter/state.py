@@ -1,37 +1,63 @@
-"""What must survive a restart for exactly-once counting: dedup keys, the poll watermark, pending conferences.
+"""What must survive a restart: the participant counts, the keys that say what they already hold,
+the poll watermark and pending conferences, and the Kinesis checkpoints.
 
-Without it a restart forgets which delivery ids and participant SIDs were recorded (a webhook retry
-or the poller's overlap would count them again) and where the poller stopped (it would skip what
-arrived while the exporter was down, or re-read its whole lookback).
+Twilio never redelivers what was answered 2xx, so a summary acknowledged and not yet scraped
+exists only here. With ``--state.path`` it is written to SQLite (standard library, WAL) before the
+2xx, in a form that survives ``kill -9``:
 
-The store is SQLite from the standard library, in WAL mode, one file at ``--state.path``; without a
-path it lives in memory and dies with the process. Every write is committed at once: the exporter
-writes one small row per recorded summary, which WAL with ``synchronous=NORMAL`` makes cheap (no
-fsync per commit), and a key that was recorded but never committed is what would count twice.
+- **Journal.** Every delivery's changes (exporter/recorder.py :class:`~exporter.recorder.Change`)
+  are one row of ``journal``, written in the same transaction as the participant SIDs they
+  recorded (``dedup_keys``) and, for Kinesis, the shard checkpoint they reach. A delivery is
+  answered only after that transaction committed, so "counted" and "remembered as counted" are
+  one fact on disk: a redelivery after a crash is either a duplicate of a committed change or
+  the first record of one that never was.
+- **Snapshot.** Every so often the values of the series changed since the last snapshot are
+  upserted into ``series`` and the journal rows they cover are deleted, in one transaction. The
+  loop copies those values in one synchronous step, between deliveries, and hands them to the
+  writer behind every commit queued before it: the snapshot holds exactly the journal rows
+  before it and none after.
+- **Start.** Series from ``series``, then the journal replayed in order: every counter, bucket
+  and sum goes on from where it was (no reset for Prometheus), and so does the set of values
+  each bounded label admitted.
 
-Calls are synchronous and made from the event loop: each is a single indexed statement on a local
-file, shorter than the JSON parsing of the summary that caused it.
+Writes happen in one writer thread, never on the event loop: deliveries queue their changes,
+the writer commits all that waits in one transaction (group commit) and resolves their futures.
+``synchronous=NORMAL`` with WAL: a commit survives the process being killed (the OS has it);
+an OS crash or power loss may lose the last commits (``--state.sync=full`` fsyncs each commit).
+
+If a write fails (disk full, file gone), the deliveries waiting for it get an error (a 5xx: Twilio
+retries) and the store stays failed: the in-memory counts are ahead of the disk, so the process
+reports unhealthy and must be restarted, which reloads the last committed state.
+
+Without a path the store lives in memory: no journal (nothing would survive anyway), only what
+pull mode keeps between polls.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
+import queue
 import sqlite3
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .dedup import Window
 
 log = logging.getLogger(__name__)
 
 # Kinds of remembered keys (the `kind` column).
-EVENT_ID = "event_id"
 PARTICIPANT_SID = "participant_sid"
 CONFERENCE_SID = "conference_sid"  # conferences the poller has finished with
+# Schema 1 (the first version) also kept delivery ids; schema 2 deduplicates by participant only.
+_LEGACY_EVENT_ID = "event_id"
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dedup_keys (
     kind TEXT NOT NULL,
@@ -48,63 +74,140 @@ CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY,
+    changes TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS series (
+    family TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (family, labels)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 WATERMARK = "pull_watermark"
 
-# Expired rows are deleted at open and then once per this many inserts, so the file stays about
-# one dedup window large without a timer of its own.
+# Expired keys are deleted once per this many commits, so the file stays about one dedup window
+# large without a timer of its own.
 _EXPIRE_EVERY = 1000
+
+# A change as journaled: (common label values, [(family name, other label values, value), ...]).
+JournaledChange = tuple[Sequence[str], Sequence[tuple[str, Sequence[str], float]]]
+
+
+@dataclass(slots=True)
+class Commit:
+    """What one delivery (or one chunk of it) must have on disk before it is answered."""
+
+    changes: list[JournaledChange]
+    keys: list[tuple[str, str, float]]  # (kind, key, added_at)
+    checkpoint: tuple[str, str] | None = None
+    future: asyncio.Future[None] | None = None
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    rows: list[tuple[str, tuple[str, ...], list[float]]]
+    future: asyncio.Future[None] | None = None
+
+
+@dataclass(slots=True)
+class _Stop:
+    future: asyncio.Future[None] | None = None
+
+
+@dataclass
+class Loaded:
+    """What a durable store held at start."""
+
+    series: list[tuple[str, tuple[str, ...], list[float]]] = field(default_factory=list)
+    journal: list[JournaledChange] = field(default_factory=list)
 
 
 class StateStore:
-    """Dedup keys, the poll watermark and pending conferences, in one SQLite database.
+    """The state in one SQLite database: a writer thread for deliveries, the loop for the rest.
 
     ``window`` is how long a key is kept (the dedup window); older rows are neither loaded nor kept.
     """
 
-    def __init__(self, path: Path | None, window: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path | None, window: float, clock: Callable[[], float] = time.time, fsync: bool = False) -> None:
         self.path = path
         self.window = window
         self._clock = clock
+        self._fsync = fsync
         self._db: sqlite3.Connection | None = None
-        self._inserts = 0
-        self._attached: list[Window] = []
+        self._queue: queue.SimpleQueue[Commit | _Snapshot | _Stop] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.failed: BaseException | None = None
+        self.checkpoints: dict[str, str] = {}
+        self.commits = 0  # transactions committed by the writer (self-metric)
+        self.journaled = 0  # changes journaled since the last snapshot
 
     @property
     def persistent(self) -> bool:
         """True when the state outlives the process (a file), False in memory."""
         return self.path is not None
 
+    # -- open and load (at start, on the loop, before any delivery) -------------------------
+
     def open(self) -> None:
-        """Open (creating if needed) the database and drop what has expired."""
+        """Open (creating or upgrading if needed) the database and drop what has expired."""
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: autocommit, each statement is its own transaction.
-        db = sqlite3.connect(":memory:" if self.path is None else self.path, isolation_level=None)
+        db = self._connect()
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RuntimeError(f"state file {self.path} has schema {version}, newer than this exporter's {SCHEMA_VERSION}")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            if version == 1:
+                # Upgrade in place: the delivery-id window is gone (participant SIDs say the same), the
+                # participant keys and the poller's state are kept as they are.
+                db.execute("DELETE FROM dedup_keys WHERE kind = ?", (_LEGACY_EVENT_ID,))
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             db.close()
             raise
         self._db = db
         self.expire()
+        self.checkpoints = dict(db.execute("SELECT name, value FROM checkpoints"))
         log.info("state opened", extra={"path": str(self.path) if self.path else ":memory:", "keys": self.count_keys()})
 
-    def close(self) -> None:
-        """Detach the windows (they go on in memory) and close the database."""
-        for window in self._attached:
-            window.on_add = None
-        self._attached.clear()
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: autocommit unless a transaction is begun explicitly.
+        db = sqlite3.connect(":memory:" if self.path is None else self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+        # The loop's connection and the writer's share the file: a write waits for the other's
+        # transaction (milliseconds) instead of failing.
+        db.execute("PRAGMA busy_timeout=10000")
+        return db
+
+    def load(self) -> Loaded:
+        """The saved series and the journal after them, for the recorder to replay."""
+        loaded = Loaded()
+        if not self.persistent:
+            return loaded
+        for family, labels, data in self.db.execute("SELECT family, labels, data FROM series"):
+            loaded.series.append((family, tuple(json.loads(labels)), json.loads(data)))
+        for (changes,) in self.db.execute("SELECT changes FROM journal ORDER BY id"):
+            loaded.journal.extend(json.loads(changes))
+        self.journaled = len(loaded.journal)
+        return loaded
+
+    def load_window(self, kind: str, window: Window) -> None:
+        """Load the unexpired keys of ``kind`` into ``window``."""
+        rows = self.db.execute(
+            "SELECT key, added_at FROM dedup_keys WHERE kind = ? AND added_at > ? ORDER BY added_at",
+            (kind, self._clock() - self.window),
+        )
+        window.load(rows)
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -112,44 +215,161 @@ class StateStore:
             raise RuntimeError("state store is not open")
         return self._db
 
-    # -- dedup keys ------------------------------------------------------------------------
-
-    def attach(self, kind: str, window: Window) -> None:
-        """Load the unexpired keys of ``kind`` into ``window`` and persist every key it adds from now on."""
-        rows = self.db.execute(
-            "SELECT key, added_at FROM dedup_keys WHERE kind = ? AND added_at > ? ORDER BY added_at",
-            (kind, self._clock() - self.window),
-        )
-        window.load(rows)
-        window.on_add = lambda key, added_at: self.add_key(kind, key, added_at)
-        self._attached.append(window)
-
-    def add_key(self, kind: str, key: str, added_at: float) -> None:
-        self.db.execute("INSERT OR IGNORE INTO dedup_keys (kind, key, added_at) VALUES (?, ?, ?)", (kind, key, added_at))
-        self._inserts += 1
-        if self._inserts % _EXPIRE_EVERY == 0:
-            self.expire()
-
     def count_keys(self, kind: str | None = None) -> int:
         if kind is None:
-            return self.db.execute("SELECT count(*) FROM dedup_keys").fetchone()[0]
-        return self.db.execute("SELECT count(*) FROM dedup_keys WHERE kind = ?", (kind,)).fetchone()[0]
+            return int(self.db.execute("SELECT count(*) FROM dedup_keys").fetchone()[0])
+        return int(self.db.execute("SELECT count(*) FROM dedup_keys WHERE kind = ?", (kind,)).fetchone()[0])
 
     def expire(self) -> int:
         """Delete keys older than the window; returns how many went."""
-        return self.db.execute("DELETE FROM dedup_keys WHERE added_at <= ?", (self._clock() - self.window,)).rowcount
+        return int(self.db.execute("DELETE FROM dedup_keys WHERE added_at <= ?", (self._clock() - self.window,)).rowcount)
 
-    # -- poll watermark --------------------------------------------------------------------
+    # -- the writer ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer thread (durable stores only). Call from the event loop."""
+        if not self.persistent or self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        writer_db = self._connect()
+        self._thread = threading.Thread(target=self._write, args=(writer_db,), name="state-writer", daemon=True)
+        self._thread.start()
+
+    def commit(self, commit: Commit) -> asyncio.Future[None] | None:
+        """Queue ``commit``; the future is done once it is on disk. None for a store in memory."""
+        if not self.persistent:
+            if commit.checkpoint is not None:
+                self.checkpoints[commit.checkpoint[0]] = commit.checkpoint[1]
+            return None
+        if self.failed is not None:
+            raise StateWriteError("the state store failed earlier; restart the exporter") from self.failed
+        if self._thread is None or self._loop is None:
+            raise StateWriteError("the state store is not open")
+        commit.future = self._loop.create_future()
+        self.journaled += len(commit.changes)
+        self._queue.put(commit)
+        return commit.future
+
+    def snapshot(self, rows: list[tuple[str, tuple[str, ...], list[float]]]) -> asyncio.Future[None] | None:
+        """Queue a snapshot of ``rows`` (copied on the loop just now); the journal before it goes."""
+        if not self.persistent or self._thread is None or self._loop is None or self.failed is not None:
+            return None
+        future = self._loop.create_future()
+        self._queue.put(_Snapshot(rows, future))
+        self.journaled = 0
+        return future
+
+    async def close(self) -> None:
+        """Wait for every queued write, stop the writer and close the database."""
+        if self._thread is not None and self._loop is not None:
+            future = self._loop.create_future()
+            self._queue.put(_Stop(future))
+            with contextlib.suppress(Exception):
+                await future
+            await asyncio.to_thread(self._thread.join)
+        self._thread = None
+        self._loop = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _write(self, db: sqlite3.Connection) -> None:
+        """The writer thread: one transaction for everything waiting, then the futures."""
+        since_expiry = 0
+        try:
+            while True:
+                items = [self._queue.get()]
+                with contextlib.suppress(queue.Empty):
+                    while len(items) < 10_000:
+                        items.append(self._queue.get_nowait())
+                stop = None
+                done: list[Commit | _Snapshot] = []
+                error: BaseException | None = self.failed
+                if error is None:
+                    try:
+                        db.execute("BEGIN IMMEDIATE")
+                        for item in items:
+                            if isinstance(item, Commit):
+                                self._write_commit(db, item)
+                            elif isinstance(item, _Snapshot):
+                                self._write_snapshot(db, item)
+                        db.execute("COMMIT")
+                        self.commits += 1
+                    except BaseException as exc:  # disk full, file removed, ...
+                        with contextlib.suppress(Exception):
+                            db.execute("ROLLBACK")
+                        log.critical("state write failed: the exporter must be restarted", extra={"error": repr(exc)})
+                        error = self.failed = exc
+                for item in items:
+                    if isinstance(item, _Stop):
+                        stop = item
+                    else:
+                        done.append(item)
+                self._resolve(done, error)
+                since_expiry += 1
+                if error is None and since_expiry >= _EXPIRE_EVERY:
+                    since_expiry = 0
+                    db.execute("DELETE FROM dedup_keys WHERE added_at <= ?", (self._clock() - self.window,))
+                if stop is not None:
+                    self._resolve([stop], None)
+                    return
+        finally:
+            db.close()
+
+    def _write_commit(self, db: sqlite3.Connection, item: Commit) -> None:
+        if item.changes:
+            db.execute("INSERT INTO journal (changes) VALUES (?)", (json.dumps(item.changes, separators=(",", ":")),))
+        if item.keys:
+            db.executemany("INSERT OR IGNORE INTO dedup_keys (kind, key, added_at) VALUES (?, ?, ?)", item.keys)
+        if item.checkpoint is not None:
+            db.execute(
+                "INSERT INTO checkpoints (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                item.checkpoint,
+            )
+
+    def _write_snapshot(self, db: sqlite3.Connection, item: _Snapshot) -> None:
+        db.executemany(
+            "INSERT INTO series (family, labels, data) VALUES (?, ?, ?) ON CONFLICT (family, labels) DO UPDATE SET data = excluded.data",
+            ((family, json.dumps(labels), json.dumps(data)) for family, labels, data in item.rows),
+        )
+        # Every commit queued before this snapshot is in this transaction or an earlier one: the
+        # whole journal so far is covered by the series just written.
+        db.execute("DELETE FROM journal")
+
+    def _resolve(self, items: Iterable[Commit | _Snapshot | _Stop], error: BaseException | None) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        futures = [item.future for item in items if item.future is not None]
+        checkpoints = [item.checkpoint for item in items if isinstance(item, Commit) and item.checkpoint is not None]
+
+        def settle() -> None:
+            if error is None:
+                for name, value in checkpoints:
+                    self.checkpoints[name] = value
+            for future in futures:
+                if future.done():
+                    continue
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(StateWriteError(f"state write failed: {error!r}"))
+
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(settle)
+
+    # -- poll watermark and pending conferences (pull mode, on the loop: once per poll) ----
+
+    def add_key(self, kind: str, key: str, added_at: float) -> None:
+        self.db.execute("INSERT OR IGNORE INTO dedup_keys (kind, key, added_at) VALUES (?, ?, ?)", (kind, key, added_at))
 
     def watermark(self) -> float | None:
         """Unix time up to which the poller has listed conferences, or None before its first poll."""
         row = self.db.execute("SELECT value FROM meta WHERE name = ?", (WATERMARK,)).fetchone()
-        return None if row is None else row[0]
+        return None if row is None else float(row[0])
 
     def set_watermark(self, value: float) -> None:
         self.db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", (WATERMARK, value))
-
-    # -- conferences whose summaries are not all complete yet -------------------------------
 
     def pending_conferences(self) -> dict[str, float]:
         """``{conference SID: when first seen pending}``."""
@@ -161,17 +381,10 @@ class StateStore:
     def remove_pending(self, conference_sid: str) -> None:
         self.db.execute("DELETE FROM pending_conferences WHERE conference_sid = ?", (conference_sid,))
 
+    def journal_rows(self) -> Iterator[int]:
+        """Ids of the journal rows on disk (tests and the snapshot's bookkeeping)."""
+        return (row[0] for row in self.db.execute("SELECT id FROM journal"))
 
-def state_context(store: StateStore, windows: dict[str, Window]) -> Callable[[Any], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` that opens ``store``, loads and persists ``windows`` (``{kind: window}``), and closes it."""
 
-    async def context(_: Any) -> AsyncIterator[None]:
-        store.open()
-        try:
-            for kind, window in windows.items():
-                store.attach(kind, window)
-            yield
-        finally:
-            store.close()
-
-    return context
+class StateWriteError(RuntimeError):
+    """The durable state could not be written: the delivery must be retried."""

@@ -255,11 +255,7 @@ async def _handle(request: web.Request, runtime: Any) -> web.Response:
         if rejection.status == 401:
             response.headers["WWW-Authenticate"] = 'Basic realm="twilio-insights-exporter"'
         return response
-    events = rejection
-    outcomes: dict[str, int] = {}
-    for event in events:
-        outcome = runtime.pipeline.accept_event(event, "webhook")
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    outcomes = await runtime.pipeline.deliver(rejection, "webhook")
     return _reply(200, **outcomes)
 
 

@@ -38,13 +38,35 @@ def fixture(name: str) -> Any:
     return copy.deepcopy(json.loads((FIXTURES / name).read_text()))
 
 
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "info": ("_info",),
+    "summary": ("", "_count", "_sum"),
+    "stateset": ("",),
+    "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+    "unknown": ("",),
+}
+
+
 def sample_sum(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    """Sum of the samples called ``name`` whose labels include ``labels`` (0 when none)."""
+    """Sum of the samples called ``name`` whose labels include ``labels`` (0 when none match).
+
+    A name no metric of ``registry`` can have is an error, not 0: a misspelt name would otherwise
+    make every ``== 0`` assertion pass whatever the code does.
+    """
     total = 0.0
+    known = False
     for family in registry.collect():
+        if not known and any(name == family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",))):
+            known = True
         for sample in family.samples:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
+                known = True
+    if not known:
+        raise KeyError(f"no metric of this registry is called {name!r}")
     return total
 
 

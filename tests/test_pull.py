@@ -30,7 +30,7 @@ from exporter.app import Runtime, create_apps
 from exporter.config import load_config
 from exporter.metrics import build_pull_metrics
 from exporter.pull import Poller
-from exporter.state import EVENT_ID, PARTICIPANT_SID, StateStore
+from exporter.state import StateStore
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests import fake_insights as fi
 from tests.conftest import REST_PARTICIPANT_LABELS, fixture, sample_sum
@@ -128,15 +128,13 @@ async def make_rig(fake: fi.FakeInsights, fake_server: TestServer, monkeypatch: 
     async def build(*flags: str, env: dict[str, str] | None = None, state: Path | None = None, clock: FakeTime | None = None) -> Rig:
         for name, value in (CREDENTIALS if env is None else env).items():
             monkeypatch.setenv(name, value)
-        config = load_config(["--pull.enabled", f"--pull.api-url=http://127.0.0.1:{fake_server.port}", "--pull.page-size=2", *flags])
+        state_flag = [f"--state.path={state}"] if state is not None else []
+        config = load_config(["--pull.enabled", f"--pull.api-url=http://127.0.0.1:{fake_server.port}", "--pull.page-size=2", *state_flag, *flags])
         registry = CollectorRegistry()
-        runtime = Runtime.build(config, registry)
         t = clock or FakeTime()
-        store = StateStore(state, config.settings.dedup.window.total_seconds(), clock=t)
-        store.open()
-        if state is not None:
-            store.attach(EVENT_ID, runtime.pipeline.event_ids)
-            store.attach(PARTICIPANT_SID, runtime.pipeline.participants)
+        runtime = Runtime.build(config, registry, clock=t)
+        store = runtime.state
+        await runtime.pipeline.open()
         poller = Poller.build(config, runtime.pipeline, store, build_pull_metrics(registry), clock=t, sleep=t.sleep)
         await poller.start()
         rig = Rig(fake, poller, runtime, registry, t, store)
@@ -146,7 +144,7 @@ async def make_rig(fake: fi.FakeInsights, fake_server: TestServer, monkeypatch: 
     yield build
     for rig in opened:
         await rig.poller.stop()
-        rig.store.close()
+        await rig.runtime.pipeline.close()
 
 
 @pytest.fixture
@@ -324,7 +322,7 @@ async def test_summary_in_progress_past_the_max_age_is_given_up_and_counted(make
 
 async def test_participant_pushed_by_webhook_then_pulled_is_counted_once(rig: Rig) -> None:
     pushed = participant(10)
-    assert rig.runtime.pipeline.accept_event(cloud_event(pushed), "webhook") == "recorded"
+    assert await rig.runtime.pipeline.deliver([cloud_event(pushed)], "webhook") == {"recorded": 1}
     conference_with(rig.fake, 1, rig.time.now - 60, [pushed, participant(11)])
 
     assert await rig.poll() is True
@@ -340,7 +338,7 @@ async def test_participant_pulled_then_pushed_by_webhook_is_counted_once(rig: Ri
     conference_with(rig.fake, 1, rig.time.now - 60, [pulled])
     assert await rig.poll() is True
 
-    assert rig.runtime.pipeline.accept_event(cloud_event(pulled), "webhook") == "duplicate"
+    assert await rig.runtime.pipeline.deliver([cloud_event(pulled)], "webhook") == {"duplicate": 1}
     assert rig.value(P + "summaries_total") == 1
 
 
@@ -421,7 +419,7 @@ async def test_wrong_credentials_are_not_retried(make_rig: RigFactory) -> None:
 
 async def test_a_poll_that_breaks_unexpectedly_is_counted_not_raised(rig: Rig) -> None:
     conference_with(rig.fake, 1, rig.time.now - 60, [participant(10)])
-    rig.store.close()  # the next write to the state store raises
+    await rig.store.close()  # the next write to the state store raises
 
     assert await rig.poll() is False
 
@@ -458,11 +456,11 @@ async def test_restart_on_the_same_state_file_records_nothing_twice_and_misses_n
     # Created before the next poll's overlap: only the saved pending list brings it back.
     long_call = conference_with(fake, 2, now - 2 * HOUR, [participant(20), participant(21, processing_state="in_progress")], state="in_progress")
     pushed = participant(30)
-    assert first.runtime.pipeline.accept_event(cloud_event(pushed, event_id="EZpushed"), "webhook") == "recorded"
+    assert await first.runtime.pipeline.deliver([cloud_event(pushed, event_id="EZpushed")], "webhook") == {"recorded": 1}
     assert await first.poll() is True
     assert first.value(P + "summaries_total") == 4
     await first.poller.stop()
-    first.store.close()
+    await first.runtime.pipeline.close()
 
     # While the exporter is down: the long call completes, new conferences happen (one of them
     # holding the participant pushed before the restart), and the webhook retries that delivery.
@@ -474,11 +472,12 @@ async def test_restart_on_the_same_state_file_records_nothing_twice_and_misses_n
     clock.now = now + 2 * HOUR  # down longer than the overlap
 
     second = await make_rig("--pull.lookback=3h", state=state, clock=clock)
-    assert second.runtime.pipeline.accept_event(cloud_event(pushed, event_id="EZpushed"), "webhook") == "duplicate"
+    assert await second.runtime.pipeline.deliver([cloud_event(pushed, event_id="EZpushed")], "webhook") == {"duplicate": 1}
     assert await second.poll() is True
 
-    # Exactly the three summaries the first exporter had not recorded: 21, 40, 50.
-    assert second.value(P + "summaries_total") == 3
+    # The four the first exporter recorded, restored from the state, and exactly the three it had
+    # not recorded: 21, 40, 50.
+    assert second.value(P + "summaries_total") == 4 + 3
     assert second.value(E + "events_total", source="pull", outcome="recorded") == 3
     # 20 (re-read with its pending conference) and the pushed one: seen, not counted.
     assert second.value(E + "events_total", source="pull", outcome="duplicate") == 2
@@ -594,7 +593,7 @@ async def test_service_restarted_on_the_same_state_file_counts_nothing_twice(
     assert await (await post_signed(second, [pushed])).json() == {"duplicate": 1}
     await until(lambda: second.value(PULL + "polls_total", outcome="success") == 1)
 
-    assert second.value(P + "summaries_total") == 2  # 11 and 20, nothing else
+    assert second.value(P + "summaries_total") == 2 + 2  # the first two, restored from the state; then 11 and 20, nothing else
     assert second.value(E + "events_total", source="pull", outcome="recorded") == 2
     await second.close()
 
@@ -656,7 +655,7 @@ async def test_real_process_stays_ready_while_the_api_fails_then_catches_up_and_
         conference_with(fake, 3, time.time() - 60, [participant(30)])
         async with _exporter(*args, env=env, tmp_path=tmp_path) as process:
             seen = await until_metric(process.metrics_url, successes, 2)
-            assert _total(seen, P + "summaries_total") == 1  # only the new one
+            assert _total(seen, P + "summaries_total") == 3 + 1  # the three restored from the state file, and only the new one
             assert seen[_key(E + "events_total", {"source": "pull", "type": "summary", "outcome": "recorded"})] == 1
 
 

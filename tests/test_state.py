@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from exporter.dedup import Window
-from exporter.state import CONFERENCE_SID, EVENT_ID, PARTICIPANT_SID, SCHEMA_VERSION, StateStore
+from exporter.state import CONFERENCE_SID, PARTICIPANT_SID, SCHEMA_VERSION, StateStore
 from exporter.synthetic import cloud_event, generate_summary
 from tests.conftest import HarnessFactory
 
@@ -37,65 +37,83 @@ def reopen(path: Path | None, clock: Clock) -> StateStore:
     return store
 
 
-def test_keys_added_to_an_attached_window_are_there_after_a_reopen(tmp_path: Path) -> None:
+def test_keys_added_are_there_after_a_reopen_and_kinds_stay_apart(tmp_path: Path) -> None:
     clock = Clock()
     store = reopen(tmp_path / "state.db", clock)
-    events, participants = window(clock), window(clock)
-    store.attach(EVENT_ID, events)
-    store.attach(PARTICIPANT_SID, participants)
-    events.add("EZ1")
-    participants.add("CP1")
-    participants.add("CP2")
-    store.close()
+    store.add_key(CONFERENCE_SID, "CF1", clock.now)
+    store.add_key(PARTICIPANT_SID, "CP1", clock.now)
+    store.add_key(PARTICIPANT_SID, "CP2", clock.now)
+    store.db.close()
 
     clock.now += 3600
     store = reopen(tmp_path / "state.db", clock)
-    events, participants = window(clock), window(clock)
-    store.attach(EVENT_ID, events)
-    store.attach(PARTICIPANT_SID, participants)
+    conferences, participants = window(clock), window(clock)
+    store.load_window(CONFERENCE_SID, conferences)
+    store.load_window(PARTICIPANT_SID, participants)
 
-    assert "EZ1" in events and "CP1" in participants and "CP2" in participants
-    assert "CP1" not in events  # kinds stay apart
-    assert len(events) == 1 and len(participants) == 2
-    store.close()
+    assert "CF1" in conferences and "CP1" in participants and "CP2" in participants
+    assert "CP1" not in conferences
+    assert len(conferences) == 1 and len(participants) == 2
 
 
 def test_a_reloaded_key_expires_when_it_was_first_added_not_when_reloaded(tmp_path: Path) -> None:
     clock = Clock()
     store = reopen(tmp_path / "state.db", clock)
-    first = window(clock)
-    store.attach(PARTICIPANT_SID, first)
-    first.add("CP1")
-    store.close()
+    store.add_key(PARTICIPANT_SID, "CP1", clock.now)
 
     clock.now += DAY - 1
     store = reopen(tmp_path / "state.db", clock)
     second = window(clock)
-    store.attach(PARTICIPANT_SID, second)
+    store.load_window(PARTICIPANT_SID, second)
     assert "CP1" in second
     clock.now += 1
     assert "CP1" not in second
-    store.close()
 
 
 def test_keys_older_than_the_window_are_neither_loaded_nor_kept(tmp_path: Path) -> None:
     clock = Clock()
     store = reopen(tmp_path / "state.db", clock)
-    w = window(clock)
-    store.attach(EVENT_ID, w)
-    w.add("EZold")
+    store.add_key(PARTICIPANT_SID, "CPold", clock.now)
     clock.now += DAY / 2
-    w.add("EZnew")
-    store.close()
+    store.add_key(PARTICIPANT_SID, "CPnew", clock.now)
 
-    clock.now += DAY / 2  # EZold is exactly one window old
+    clock.now += DAY / 2  # CPold is exactly one window old
     store = reopen(tmp_path / "state.db", clock)
     w = window(clock)
-    store.attach(EVENT_ID, w)
+    store.load_window(PARTICIPANT_SID, w)
 
-    assert "EZold" not in w and "EZnew" in w
-    assert store.count_keys(EVENT_ID) == 1  # deleted from the file on open
-    store.close()
+    assert "CPold" not in w and "CPnew" in w
+    assert store.count_keys(PARTICIPANT_SID) == 1  # deleted from the file on open
+
+
+def test_a_state_file_of_the_first_version_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:  # schema 1, as the first version wrote it
+        db.executescript(
+            """
+            CREATE TABLE dedup_keys (kind TEXT NOT NULL, key TEXT NOT NULL, added_at REAL NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID;
+            CREATE INDEX dedup_keys_added_at ON dedup_keys (added_at);
+            CREATE TABLE pending_conferences (conference_sid TEXT PRIMARY KEY, first_seen REAL NOT NULL) WITHOUT ROWID;
+            CREATE TABLE meta (name TEXT PRIMARY KEY, value REAL NOT NULL) WITHOUT ROWID;
+            PRAGMA user_version=1;
+            """
+        )
+        now = Clock().now
+        db.executemany(
+            "INSERT INTO dedup_keys VALUES (?, ?, ?)", [("event_id", "EZ1", now), ("participant_sid", "CP1", now), ("conference_sid", "CF1", now)]
+        )
+        db.execute("INSERT INTO meta VALUES ('pull_watermark', 1700000000.0)")
+        db.execute("INSERT INTO pending_conferences VALUES ('CF2', 10.0)")
+    db.close()
+
+    store = reopen(path, Clock())
+
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert store.count_keys(PARTICIPANT_SID) == 1 and store.count_keys(CONFERENCE_SID) == 1
+    assert store.count_keys() == 2  # the delivery-id window is gone: participant SIDs say the same
+    assert store.watermark() == 1_700_000_000.0
+    assert store.pending_conferences() == {"CF2": 10.0}
+    assert store.load().journal == [] and store.load().series == []
 
 
 def test_watermark_and_pending_conferences_survive_a_reopen(tmp_path: Path) -> None:
@@ -108,17 +126,16 @@ def test_watermark_and_pending_conferences_survive_a_reopen(tmp_path: Path) -> N
     store.add_pending("CF1", 20.0)  # first seen stays first
     store.add_pending("CF2", 30.0)
     store.remove_pending("CF2")
-    store.close()
+    store.db.close()
 
     store = reopen(tmp_path / "state.db", clock)
     assert store.watermark() == 1_700_000_060.5
     assert store.pending_conferences() == {"CF1": 10.0}
-    store.close()
 
 
 def test_the_file_is_sqlite_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None:
     store = reopen(tmp_path / "sub" / "state.db", Clock())  # a missing directory is created
-    store.close()
+    store.db.close()
 
     with sqlite3.connect(tmp_path / "sub" / "state.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -135,35 +152,18 @@ def test_a_state_file_from_a_newer_exporter_is_refused(tmp_path: Path) -> None:
         reopen(tmp_path / "state.db", Clock())
 
 
-def test_without_a_path_the_store_lives_in_memory_only() -> None:
+async def test_without_a_path_the_store_lives_in_memory_only() -> None:
     clock = Clock()
     store = reopen(None, clock)
     assert store.persistent is False
     store.set_watermark(5.0)
-    done = window(clock)
-    store.attach(CONFERENCE_SID, done)
-    done.add("CF1")
+    store.add_key(CONFERENCE_SID, "CF1", clock.now)
     assert store.count_keys(CONFERENCE_SID) == 1
-    store.close()
+    await store.close()
 
     store = reopen(None, clock)
     assert store.watermark() is None and store.count_keys() == 0
-    store.close()
-
-
-def test_a_closed_store_lets_its_windows_go_on_in_memory(tmp_path: Path) -> None:
-    clock = Clock()
-    store = reopen(tmp_path / "state.db", clock)
-    w = window(clock)
-    store.attach(EVENT_ID, w)
-    store.close()
-
-    w.add("EZ-after-close")  # does not touch the closed database
-
-    assert "EZ-after-close" in w
-    store = reopen(tmp_path / "state.db", clock)
-    assert store.count_keys() == 0
-    store.close()
+    await store.close()
 
 
 # --- the service, webhook only ----------------------------------------------------------------
@@ -185,7 +185,7 @@ async def test_webhook_dedup_survives_a_restart_on_the_same_state_file(make_harn
     assert await (await second.post(delivery(1, "EZ-retried"))).json() == {"duplicate": 1}
     assert await (await second.post(delivery(1, "EZ-other-id"))).json() == {"duplicate": 1}
     assert await (await second.post(delivery(2, "EZ-new"))).json() == {"recorded": 1}
-    assert second.value(P + "summaries_total") == 1
+    assert second.value(P + "summaries_total") == 2  # the first, restored from the state file, and the new one
     assert second.runtime.state is not None and second.runtime.state.count_keys(PARTICIPANT_SID) == 2
 
 

@@ -246,16 +246,16 @@ async def test_non_utf8_body_with_a_signature_is_refused_as_unverifiable(harness
 async def test_internal_failure_answers_500_without_a_trace_and_the_retry_records_once(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     batch = events(2)
     recorder = harness.runtime.pipeline.recorder
-    real_record = recorder.record
+    real_apply = recorder.apply
     calls = {"n": 0}
 
-    def flaky(summary):  # the second summary of the batch fails once
+    def flaky(change):  # the second summary of the batch fails once
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("disk on fire at /secret/path")
-        real_record(summary)
+        real_apply(change)
 
-    monkeypatch.setattr(recorder, "record", flaky)
+    monkeypatch.setattr(recorder, "apply", flaky)
     failed = await harness.post(batch)
 
     assert failed.status == 500
@@ -361,8 +361,8 @@ async def test_same_participant_under_a_new_event_id_counts_once(harness: Harnes
 async def test_dedup_gauge_reports_the_window_size(harness: Harness) -> None:
     await harness.post(events(4))
 
-    assert harness.value(E + "dedup_entries", key="event_id") == 4
     assert harness.value(E + "dedup_entries", key="participant_sid") == 4
+    assert harness.value(E + "dedup_entries", key="event_id") == 0  # one window: participant SIDs
 
 
 async def test_empty_batch_is_acknowledged(harness: Harness) -> None:
