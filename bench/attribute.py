@@ -85,8 +85,9 @@ def serve(variant: str, report: Path, argv: list[str]) -> None:
     webhook.SignatureVerifier.check = timed("verify", webhook.SignatureVerifier.check)
     webhook.loads = timed("json", webhook.loads)
     webhook._reply = timed("reply", webhook._reply)
-    pipeline_module.Pipeline.accept_event = timed("accept_event", pipeline_module.Pipeline.accept_event)
-    Recorder.record = timed("record", Recorder.record)
+    pipeline_module.Pipeline._accept_event = timed("accept_event", pipeline_module.Pipeline._accept_event)
+    Recorder.plan = timed("plan", Recorder.plan)
+    Recorder.apply = timed("apply", Recorder.apply)
     for model in ("CloudEvent", "ParticipantSummary"):
         original = getattr(pipeline_module, model)
         setattr(pipeline_module, model, type(model, (), {"model_validate": staticmethod(timed("validate", original.model_validate))}))
