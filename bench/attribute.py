@@ -215,7 +215,8 @@ if __name__ == "__main__":
             "json_us",
             "accept_event_us",
             "validate_us",
-            "record_us",
+            "plan_us",
+            "apply_us",
             "reply_us",
             "gc_us",
         ]
