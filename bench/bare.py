@@ -1,4 +1,9 @@
-"""The framework's ceiling: an aiohttp handler that reads the body and answers 204.
+"""The framework's ceiling: an aiohttp handler that reads the body and answers as the exporter does.
+
+Same status (200), same content type and a JSON body of the same size as the exporter's reply
+to a delivery (``{"recorded": 1}``): a 204 without a body is cheaper to send, and comparing
+against it flattered the ceiling (bare was ~1.3 x faster for that alone). The body is encoded
+once: the ceiling is aiohttp reading a request and writing a reply, nothing else.
 
 Run as ``python -m bench.bare PORT``; it serves ``POST /events`` on 127.0.0.1 only.
 """
@@ -9,10 +14,12 @@ import sys
 
 from aiohttp import web
 
+REPLY = b'{"recorded": 1}'
+
 
 async def handle(request: web.Request) -> web.Response:
     await request.read()
-    return web.Response(status=204)
+    return web.Response(body=REPLY, content_type="application/json", charset="utf-8")
 
 
 async def ready(request: web.Request) -> web.Response:

@@ -43,15 +43,21 @@ async def _post(session: aiohttp.ClientSession, base: str, item: tuple[str, str,
         return response.status
 
 
-async def closed_loop(base: str, items: list, connections: int, duration: float) -> dict:
+async def closed_loop(base: str, items: list, connections: int, duration: float, start: int = 0, wrap: bool = False) -> dict:
+    """As post.lua: from line ``start``; past the end, start over (``wrap``) or stop sending."""
     latencies: list[float] = []
     counters = {"non_2xx": 0, "socket_errors": 0}
-    next_index = 0
+    next_index = start
     deadline = time.perf_counter() + duration
 
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal next_index
         while time.perf_counter() < deadline:
+            if next_index >= len(items) and not wrap:
+                next_index += 1
+                counters["non_2xx"] += 1  # as post.lua's /exhausted: visible, never a replay
+                await asyncio.sleep(0.01)
+                continue
             item = items[next_index % len(items)]
             next_index += 1
             started = time.perf_counter()
@@ -69,7 +75,7 @@ async def closed_loop(base: str, items: list, connections: int, duration: float)
     async with aiohttp.ClientSession(connector=connector) as session:
         await asyncio.gather(*(worker(session) for _ in range(connections)))
     elapsed = time.perf_counter() - started
-    return _summary(latencies, elapsed, counters)
+    return {**_summary(latencies, elapsed, counters), "sent_until": next_index, "file_size": len(items)}
 
 
 async def open_loop(base: str, items: list, rate: float, duration: float) -> dict:
@@ -143,6 +149,8 @@ def main() -> None:
     post.add_argument("requests", type=Path)
     post.add_argument("--connections", type=int, default=16)
     post.add_argument("--duration", type=float, default=5)
+    post.add_argument("--start", type=int, default=0)
+    post.add_argument("--wrap", action="store_true")
     steady = sub.add_parser("steady")
     steady.add_argument("base")
     steady.add_argument("requests", type=Path)
@@ -156,7 +164,7 @@ def main() -> None:
     scr.add_argument("--accept", default="application/openmetrics-text; version=1.0.0")
     args = parser.parse_args()
     if args.mode == "post":
-        result = asyncio.run(closed_loop(args.base, load_requests(args.requests), args.connections, args.duration))
+        result = asyncio.run(closed_loop(args.base, load_requests(args.requests), args.connections, args.duration, args.start, args.wrap))
     elif args.mode == "steady":
         result = asyncio.run(open_loop(args.base, load_requests(args.requests), args.rate, args.duration))
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import statistics
@@ -30,15 +31,26 @@ def _result(output: str) -> dict:
     raise RuntimeError(f"load generator printed no result:\n{output[-2000:]}")
 
 
-def load(server: Server, requests: Path, duration: float, connections: int = CONNECTIONS) -> dict:
-    """Closed-loop POSTs of ``requests`` for ``duration`` seconds; wrk if installed."""
+def load(server: Server, requests: Path, duration: float, connections: int = CONNECTIONS, start: int = 0, wrap: bool = False) -> dict:
+    """Closed-loop POSTs of ``requests`` from line ``start`` for ``duration`` seconds; wrk if installed.
+
+    The result carries ``cpu_us`` (server CPU per answered request, /proc schedstat) and, with
+    wrk, ``sent_until``: where the next run against the same server must start so that no
+    delivery is sent twice.
+    """
     if have_wrk():
-        argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s", "-s", str(LUA), server.base, "--", str(requests)]
+        argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s", "-s", str(LUA), server.base, "--", str(requests), str(start), "wrap" if wrap else "once"]  # fmt: skip
     else:
-        argv = [sys.executable, "-m", "bench.client", "post", server.base, str(requests), f"--connections={connections}", f"--duration={duration}"]
+        argv = [sys.executable, "-m", "bench.client", "post", server.base, str(requests), f"--connections={connections}", f"--duration={duration}", f"--start={start}"]  # fmt: skip
+        if wrap:
+            argv.append("--wrap")
+    cpu_before = server.cpu_ns()
     out = subprocess.run(procs.pinned(CLIENT_CPU, argv), cwd=ROOT, capture_output=True, text=True, timeout=duration + 60)
+    cpu_ns = server.cpu_ns() - cpu_before
     result = _result(out.stdout)
     result["rate"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["cpu_us"] = cpu_ns / 1000 / max(result["requests"], 1)
+    result["exhausted"] = not wrap and result["sent_until"] > result["file_size"]
     return result
 
 
@@ -66,67 +78,115 @@ REGIMES = ("warm", "cold")
 # Summaries per label set posted before a warm measurement: enough that the rarer detail
 # labels (tags, severities, degradations, actions) of each set exist too.
 SEED_PER_LABEL_SET = 20
+# The rate a request file is sized for (deliveries per second of measurement): ~2 x the fastest
+# exporter measured, so no file runs out. If one does, its requests go to /exhausted (404) and
+# the run is flagged, never replayed (post.lua).
+FILE_RATE = {1: {"warm": 10_000, "cold": 5_000}, 50: {"warm": 700, "cold": 250}}
 
 
-def posts(tmp: Path, runs: int, duration: float, batch: int, deliveries: int, log=print) -> dict:
-    """The exporter warm and cold, and the bare handler, alternated run by run with the same
-    client; each regime's ratio is to the bare run of the same round."""
+def variants(baseline: Path | None) -> list[str]:
+    """What a round measures. ``durable``: warm, with ``--state.path`` on a temporary file;
+    ``today``: warm, the exporter of ``--baseline`` (another commit) in the same round."""
+    return ["bare", "warm", "cold", "durable", *(["today"] if baseline else [])]
+
+
+def posts(tmp: Path, rounds: int, slices: int, duration: float, batch: int, baseline: Path | None = None, log=print) -> dict:
+    """Every variant in every round, alternated: fresh servers per round, then ``slices`` passes,
+    each running every variant for ``duration`` s in an order that rotates, so a busy moment of the
+    machine hits them all alike. Figures per round (its slices summed), ratios to the bare handler
+    of the same round, then medians over rounds."""
+    names = variants(baseline)
     pool = workload.label_pool(workload.WARM_LABEL_SETS, seed=1)
+    sink = procs.PUBLIC_SINK_URL
+    size = {regime: int(FILE_RATE[batch][regime] * duration * slices) + 4 * CONNECTIONS for regime in REGIMES}
     files = {
-        "cold": (
-            workload.write_requests(tmp / f"posts-cold-{batch}.tsv", procs.PUBLIC_SINK_URL, deliveries, batch, seed=batch),
-            workload.write_requests(tmp / f"warmup-cold-{batch}.tsv", procs.PUBLIC_SINK_URL, 200, batch, seed=10_000 + batch),
-            None,
-        ),
-        "warm": (
-            workload.write_requests(tmp / f"posts-warm-{batch}.tsv", procs.PUBLIC_SINK_URL, deliveries, batch, seed=batch, pool=pool),
-            workload.write_requests(tmp / f"warmup-warm-{batch}.tsv", procs.PUBLIC_SINK_URL, 200, batch, seed=10_000 + batch, pool=pool),
-            workload.write_requests(tmp / "seed-warm.tsv", procs.PUBLIC_SINK_URL, len(pool) * SEED_PER_LABEL_SET // 50, 50, seed=40_000, pool=pool),
-        ),
+        "cold": workload.write_requests(tmp / f"posts-cold-{batch}.tsv", sink, size["cold"], batch, seed=batch),
+        "warm": workload.write_requests(tmp / f"posts-warm-{batch}.tsv", sink, size["warm"], batch, seed=batch, pool=pool),
     }
-    out: dict = {regime: {"exporter": [], "ratios": []} for regime in REGIMES}
-    out["bare"] = []
-    for run in range(runs):
-        with procs.bare() as server:
-            load(server, files["cold"][1], 1.0)
-            bare_result = load(server, files["cold"][0], duration)
-        out["bare"].append(bare_result)
-        line = [
-            f"  run {run + 1}/{runs}: bare {bare_result['rate']:.0f} req/s (p50 {bare_result['p50_us'] / 1000:.1f} ms, p99 {bare_result['p99_us'] / 1000:.1f} ms)"
-        ]
-        for regime in REGIMES:
-            requests, warmup, seed = files[regime]
-            with procs.exporter() as server:
-                if seed is not None:
-                    _post_all(server, seed)
-                load(server, warmup, 1.0)
-                text = scrape_metrics(server)
-                before, samples_before = outcomes(text), sample_count(text)
-                result = load(server, requests, duration)
-                text = scrape_metrics(server)
-                after, samples_after = outcomes(text), sample_count(text)
+    warmups = {
+        "cold": workload.write_requests(tmp / f"warmup-cold-{batch}.tsv", sink, 200, batch, seed=10_000 + batch),
+        "warm": workload.write_requests(tmp / f"warmup-warm-{batch}.tsv", sink, 200, batch, seed=10_000 + batch, pool=pool),
+    }
+    seed_file = workload.write_requests(tmp / "seed-warm.tsv", sink, len(pool) * SEED_PER_LABEL_SET // 50, 50, seed=40_000, pool=pool)
+    regime_of = {"bare": "cold", "warm": "warm", "cold": "cold", "durable": "warm", "today": "warm"}
+    out: dict = {"variants": names, "rounds": []}
+    for round_no in range(rounds):
+        with contextlib.ExitStack() as stack:
+            servers = {"bare": stack.enter_context(procs.bare())}
+            for name in names[1:]:
+                extra = [f"--state.path={tmp / f'state-{round_no}.sqlite'}"] if name == "durable" else []
+                servers[name] = stack.enter_context(procs.exporter(*extra, source=baseline if name == "today" else ROOT))
+                if regime_of[name] == "warm":
+                    _post_all(servers[name], seed_file)
+            for name, server in servers.items():
+                load(server, warmups[regime_of[name]], 1.0, wrap=name == "bare")
+            counts_before = {name: _counts(server) for name, server in servers.items() if name != "bare"}
+            starts = dict.fromkeys(names, 0)
+            runs: dict[str, list[dict]] = {name: [] for name in names}
+            for slice_no in range(slices):
+                shift = (round_no * slices + slice_no) % len(names)
+                for name in names[shift:] + names[:shift]:
+                    result = load(servers[name], files[regime_of[name]], duration, start=starts[name], wrap=name == "bare")
+                    starts[name] = result["sent_until"]
+                    runs[name].append(result)
+            counts_after = {name: _counts(server) for name, server in servers.items() if name != "bare"}
+        figures = {name: _sum_runs(runs[name]) for name in names}
+        for name in names[1:]:
+            f, (before, samples_before), (after, samples_after) = figures[name], counts_before[name], counts_after[name]
             recorded = after.get("recorded", 0) - before.get("recorded", 0)
-            result["summaries_per_s"] = recorded / (result["duration_us"] / 1e6)
-            result["duplicates"] = after.get("duplicate", 0) - before.get("duplicate", 0)
-            result["samples_before"], result["samples_after"] = samples_before, samples_after
-            # New series per recorded summary: ~0 warm, tens to ~200 cold.
-            result["new_samples_per_summary"] = (samples_after - samples_before) / max(recorded, 1)
-            result["ratio"] = result["rate"] / bare_result["rate"]
-            if result["duplicates"]:
-                log(
-                    f"  WARNING: {regime}: the request file wrapped around ({result['duplicates']:.0f} duplicates); its rate is not a fresh-delivery rate"
-                )
-            out[regime]["exporter"].append(result)
-            out[regime]["ratios"].append(result["ratio"])
-            line.append(
-                f"{regime} {result['rate']:.0f} req/s = {result['ratio']:.2f} x ({result['summaries_per_s']:.0f} summaries/s, "
-                f"p50 {result['p50_us'] / 1000:.1f} ms, p99 {result['p99_us'] / 1000:.1f} ms, non-2xx {result['non_2xx']}, "
-                f"{result['duplicates']:.0f} duplicates, registry {samples_before} -> {samples_after} samples)"
-            )
-        log("; ".join(line))
-    for regime in REGIMES:
-        out[regime]["ratio"] = statistics.median(out[regime]["ratios"])
+            f["summaries_per_s"] = recorded / f["seconds"]
+            f["duplicates"] = after.get("duplicate", 0) - before.get("duplicate", 0)
+            f["new_samples_per_summary"] = (samples_after - samples_before) / max(recorded, 1)
+            f["samples_before"], f["samples_after"] = samples_before, samples_after
+            f["ratio"] = f["rate"] / figures["bare"]["rate"]
+            f["cpu_ratio"] = figures["bare"]["cpu_us"] / f["cpu_us"]
+            if f["duplicates"] or f["exhausted"]:
+                log(f"  WARNING: {name}: {f['duplicates']:.0f} duplicates, request file exhausted: {f['exhausted']}; not a fresh-delivery rate")
+        for name in ("durable", "today"):
+            if name in figures:
+                figures[name]["vs_warm"] = figures[name]["rate"] / figures["warm"]["rate"]
+                figures[name]["cpu_vs_warm"] = figures["warm"]["cpu_us"] / figures[name]["cpu_us"]
+        out["rounds"].append(figures)
+        log(f"  round {round_no + 1}/{rounds}: " + "; ".join(_describe(name, figures[name], batch) for name in names))
+    out["median"] = {
+        name: {key: statistics.median(r[name][key]for r in out["rounds"]) for key in out["rounds"][0][name] if isinstance(out["rounds"][0][name][key], (int, float))}
+        for name in names
+    }  # fmt: skip
     return out
+
+
+def _counts(server: Server) -> tuple[dict[str, float], int]:
+    text = scrape_metrics(server)
+    return outcomes(text), sample_count(text)
+
+
+def _sum_runs(runs: list[dict]) -> dict:
+    """One round's slices of a variant as one run: rates and CPU from the totals, latency medians."""
+    requests = sum(r["requests"] for r in runs)
+    seconds = sum(r["duration_us"] for r in runs) / 1e6
+    return {
+        "requests": requests,
+        "seconds": seconds,
+        "rate": requests / seconds,
+        "cpu_us": sum(r["cpu_us"] * r["requests"] for r in runs) / max(requests, 1),
+        "p50_us": statistics.median(r["p50_us"] for r in runs),
+        "p99_us": statistics.median(r["p99_us"] for r in runs),
+        "non_2xx": sum(r["non_2xx"] for r in runs),
+        "exhausted": any(r["exhausted"] for r in runs),
+    }
+
+
+def _describe(name: str, f: dict, batch: int) -> str:
+    text = f"{name} {f['rate']:.0f} req/s, {f['cpu_us']:.0f} µs CPU/req"
+    if name != "bare":
+        text += f" = {f['ratio']:.2f} x bare (CPU {f['cpu_ratio']:.2f} x)"
+        if batch > 1:
+            text += f", {f['summaries_per_s']:.0f} summaries/s"
+        if "vs_warm" in f:
+            text += f", {f['vs_warm']:.2f} x warm"
+        if f["non_2xx"]:
+            text += f", non-2xx {f['non_2xx']}"
+    return text
 
 
 # Label sets of the scrape test's registry: about 200 samples each, so 100k samples take ~500.

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +59,20 @@ class Server:
     base: str  # webhook listener, e.g. http://127.0.0.1:PORT
     metrics: str | None  # metrics listener base, exporter only
 
+    def cpu_ns(self) -> int:
+        """CPU time the server has run so far, all its threads, in ns (/proc/PID/task/*/schedstat).
+
+        Beside throughput because it stays put when the machine is busy: a server that waits
+        for the core runs slower but spends the same CPU on each request.
+        """
+        total = 0
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a thread that ended between the listing and the read
+        return total
+
     def rss_kib(self) -> int:
         """Peak resident set size so far (VmHWM), from /proc."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -68,11 +82,11 @@ class Server:
 
 
 @contextlib.contextmanager
-def _run(argv: list[str], ready_url: str, server: Server, env: dict[str, str]) -> Iterator[Server]:
+def _run(argv: list[str], ready_url: str, server: Server, env: dict[str, str], cwd: Path = ROOT) -> Iterator[Server]:
     # stderr to a file, not a pipe: nobody reads a pipe during the run, and a full one would stall
     # the server mid-benchmark. The file is shown if the server fails to start.
     errors = tempfile.TemporaryFile()
-    proc = subprocess.Popen(pinned(SERVER_CPU, argv), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+    proc = subprocess.Popen(pinned(SERVER_CPU, argv), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=errors)
     server.proc = proc
     try:
         try:
@@ -91,15 +105,16 @@ def _run(argv: list[str], ready_url: str, server: Server, env: dict[str, str]) -
         errors.close()
 
 
-def exporter(*extra: str) -> contextlib.AbstractContextManager[Server]:
-    """The real exporter (``python -m exporter``), signatures verified with :data:`AUTH_TOKEN`."""
+def exporter(*extra: str, source: Path = ROOT, module: Sequence[str] = ("exporter",)) -> contextlib.AbstractContextManager[Server]:
+    """The real exporter (``python -m exporter``), signatures verified with :data:`AUTH_TOKEN`;
+    ``source``: the tree to run it from (``--baseline``: another commit's exporter)."""
     webhook_port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")}
     env.update(TWILIO_AUTH_TOKEN=AUTH_TOKEN, TWILIO_INSIGHTS_EXPORTER_LOG__LEVEL="error")
     argv = [
         sys.executable,
         "-m",
-        "exporter",
+        *module,
         f"--web.listen-address=127.0.0.1:{metrics_port}",
         f"--webhook.listen-address=127.0.0.1:{webhook_port}",
         "--webhook.path=/events",
@@ -108,7 +123,7 @@ def exporter(*extra: str) -> contextlib.AbstractContextManager[Server]:
     ]
     metrics = f"http://127.0.0.1:{metrics_port}"
     server = Server(None, f"http://127.0.0.1:{webhook_port}", metrics)  # type: ignore[arg-type]
-    return _run(argv, metrics + "/-/ready", server, env)
+    return _run(argv, metrics + "/-/ready", server, env, cwd=source)
 
 
 def bare() -> contextlib.AbstractContextManager[Server]:

@@ -9,23 +9,54 @@ between chunks. A render on the loop rather than in a thread: a thread would hol
 5 ms slices against the loop (measured in bench/), while a chunk is shorter than that.
 
 Scrapers that arrive while a render of the same format is running share it instead of starting
-another: two Prometheus replicas cost one render.
+another: two Prometheus replicas cost one render. A ``name[]`` scrape is rendered the same way,
+restricted to the sample names asked for (as ``restricted_registry`` restricts them).
+
+Name escaping (``escaping=`` in ``Accept``) and the OpenMetrics version are negotiated by
+``choose_encoder``, and only what every family writes identically is accepted: ``underscores``
+and ``allow-utf-8`` leave names in the legacy character set (all of ours, families.py checks it)
+as they are, so the whole document is what prometheus_client would write. ``dots`` and ``values``
+would rewrite them (``values`` even only on OpenMetrics sample lines, not on their HELP), so a
+scraper asking for those is answered with ``escaping=underscores``, said in the Content-Type as
+the protocol allows, rather than with a mixed document. The version only changes how native
+histograms are written, which no family here has.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES
 
 from .families import rendered_separately
 
 OPENMETRICS = "application/openmetrics-text"
 EOF_LINE = b"# EOF\n"
+# Escapings under which every family's names come out as they are (see the module docstring).
+NAME_PRESERVING = frozenset({ALLOWUTF8, UNDERSCORES})
+_ESCAPING_PARAM = re.compile(r"(;\s*escaping=)[^;,]*")
+
+
+def negotiate(accept: str) -> tuple[Callable[[CollectorRegistry], bytes], str]:
+    """prometheus_client's encoder and Content-Type for ``accept``, the escaping narrowed to
+    one every family writes.
+
+    >>> negotiate("application/openmetrics-text; version=1.0.0; escaping=dots")[1]
+    'application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores'
+    >>> negotiate("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8")[1]
+    'application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8'
+    """
+    encoder, content_type = choose_encoder(accept)
+    escaping = content_type.partition("escaping=")[2]
+    if escaping and escaping not in NAME_PRESERVING:
+        encoder, content_type = choose_encoder(_ESCAPING_PARAM.sub(rf"\g<1>{UNDERSCORES}", accept))
+    return encoder, content_type
 
 
 def make_metrics_handler(registry: CollectorRegistry, families: Sequence[object]) -> Handler:
@@ -33,15 +64,16 @@ def make_metrics_handler(registry: CollectorRegistry, families: Sequence[object]
     in_flight: dict[str, asyncio.Future[bytes]] = {}
     separately = frozenset(families)
 
-    async def render(encoder, openmetrics: bool) -> bytes:
+    async def render(encoder, openmetrics: bool, names: frozenset[str] | None = None) -> bytes:
         token = rendered_separately.set(separately)
         try:
-            head = encoder(registry)  # everything but the participant families: small
+            # Everything but the participant families: small.
+            head = encoder(registry if names is None else registry.restricted_registry(names))
         finally:
             rendered_separately.reset(token)
         parts = [head.removesuffix(EOF_LINE) if openmetrics else head]
         for family in families:
-            for chunk in family.render(openmetrics):  # type: ignore[attr-defined]
+            for chunk in family.render(openmetrics, names):  # type: ignore[attr-defined]
                 parts.append(chunk.encode())
                 await asyncio.sleep(0)  # let webhook deliveries in between chunks
         if openmetrics:
@@ -49,14 +81,16 @@ def make_metrics_handler(registry: CollectorRegistry, families: Sequence[object]
         return b"".join(parts)
 
     async def metrics(request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+        encoder, content_type = negotiate(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+        openmetrics = content_type.startswith(OPENMETRICS)
         if "name[]" in request.query:
-            # A filtered scrape is small: the library's own path.
-            body = encoder(registry.restricted_registry(request.query.getall("name[]")))
+            # Not shared: each asks for its own names. Chunked all the same: one name[] can be a
+            # participant family of 100k samples.
+            body = await render(encoder, openmetrics, frozenset(request.query.getall("name[]")))
         else:
             render_task = in_flight.get(content_type)
             if render_task is None:
-                render_task = in_flight[content_type] = asyncio.ensure_future(render(encoder, content_type.startswith(OPENMETRICS)))
+                render_task = in_flight[content_type] = asyncio.ensure_future(render(encoder, openmetrics))
                 render_task.add_done_callback(lambda done: in_flight.pop(content_type, None) if in_flight.get(content_type) is done else None)
             # shield: one scraper hanging up must not cancel the render the others wait for.
             body = await asyncio.shield(render_task)

@@ -23,6 +23,7 @@ of the buckets).
 
 from __future__ import annotations
 
+import re
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
@@ -41,6 +42,10 @@ rendered_separately: ContextVar[frozenset[Any]] = ContextVar("rendered_separatel
 
 # About this many lines between two chunks of a render: a few milliseconds of work.
 CHUNK_LINES = 4096
+
+
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 def _escape(value: str) -> str:
@@ -63,6 +68,10 @@ class _Family:
     type = ""
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry) -> None:
+        # Names in the legacy character set are written as they are under every name escaping the
+        # exposition negotiates (exposition.py): the cached series text stays right for all of them.
+        if not _METRIC_NAME.fullmatch(name) or not all(_LABEL_NAME.fullmatch(label) for label in labelnames):
+            raise ValueError(f"{name}: metric and label names must be in the legacy character set [a-zA-Z_:][a-zA-Z0-9_:]*")
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
@@ -97,8 +106,10 @@ class _Family:
             series.add_samples(metric, dict(zip(self.labelnames, values, strict=False)))
         return [metric]
 
-    def render(self, openmetrics: bool) -> Iterator[str]:
-        """This family in the text format (0.0.4) or OpenMetrics, in chunks of lines."""
+    def render(self, openmetrics: bool, names: frozenset[str] | None = None) -> Iterator[str]:
+        """This family in the text format (0.0.4) or OpenMetrics, in chunks of lines; with
+        ``names`` (a ``name[]`` scrape) only the samples of those names, as
+        ``CollectorRegistry.restricted_registry`` keeps them (nothing at all when none is asked)."""
         raise NotImplementedError
 
 
@@ -126,7 +137,9 @@ class CounterFamily(_Family):
     def _new_series(self, values: tuple[str, ...]) -> CounterSeries:
         return CounterSeries(f"{self.name}_total{{{_pairs(self._sorted_pairs(values))}}} ")
 
-    def render(self, openmetrics: bool) -> Iterator[str]:
+    def render(self, openmetrics: bool, names: frozenset[str] | None = None) -> Iterator[str]:
+        if names is not None and f"{self.name}_total" not in names:
+            return
         if openmetrics:
             head = f"# HELP {self.name} {_escape(self.documentation)}\n# TYPE {self.name} counter\n"
         else:
@@ -196,8 +209,13 @@ class HistogramFamily(_Family):
             f"{{{_pairs(pairs)}}} ",
         )
 
-    def render(self, openmetrics: bool) -> Iterator[str]:
+    def render(self, openmetrics: bool, names: frozenset[str] | None = None) -> Iterator[str]:
         name = self.name
+        buckets, count, total_sum = (
+            (True, True, True) if names is None else (f"{name}_bucket" in names, f"{name}_count" in names, f"{name}_sum" in names)
+        )
+        if not (buckets or count or total_sum):
+            return
         if openmetrics:
             doc = _escape(self.documentation)
         else:
@@ -207,14 +225,19 @@ class HistogramFamily(_Family):
         for series in list(self._series.values()):
             total = 0
             bucket_open, bucket_close = series._bucket_open, series._bucket_close
-            for i, count in enumerate(series.counts):
-                total += count
-                exemplar = series.exemplars[i] if openmetrics else None
-                suffix = _exemplar_text(exemplar) if exemplar is not None else ""
-                # Counts are whole numbers; f"{n}.0" is what floatToGoString(float(n)) writes.
-                lines.append(f"{bucket_open}{le[i]}{bucket_close}{total}.0{suffix}\n")
-            lines.append(f"{name}_count{series._plain}{total}.0\n")
-            lines.append(f"{name}_sum{series._plain}{floatToGoString(series.sum)}\n")
+            if buckets:
+                for i, n in enumerate(series.counts):
+                    total += n
+                    exemplar = series.exemplars[i] if openmetrics else None
+                    suffix = _exemplar_text(exemplar) if exemplar is not None else ""
+                    # Counts are whole numbers; f"{n}.0" is what floatToGoString(float(n)) writes.
+                    lines.append(f"{bucket_open}{le[i]}{bucket_close}{total}.0{suffix}\n")
+            else:
+                total = sum(series.counts)
+            if count:
+                lines.append(f"{name}_count{series._plain}{total}.0\n")
+            if total_sum:
+                lines.append(f"{name}_sum{series._plain}{floatToGoString(series.sum)}\n")
             if len(lines) >= CHUNK_LINES:
                 yield "".join(lines)
                 lines = []

@@ -7,8 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
+from prometheus_client.exposition import choose_encoder
+
+from exporter.exposition import make_metrics_handler
 from exporter.synthetic import cloud_event, sink_test_event, summaries
 from tests.conftest import Harness, fixture
+from tests.test_families import BUCKETS, fill, ours
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,3 +56,94 @@ def test_readme_configuration_table_is_generated_from_the_settings() -> None:
     result = subprocess.run([sys.executable, "scripts/readme_tables.py", "--check"], cwd=ROOT, capture_output=True, text=True)
 
     assert result.returncode == 0, result.stderr
+
+
+# --- negotiation and name[] scrapes, byte for byte against prometheus_client ----------------------
+
+PROMETHEUS_3_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+ACCEPTS = [
+    "",
+    "text/plain",
+    "text/plain; version=1.0.0; escaping=dots",
+    "text/plain; version=1.0.0; escaping=values",
+    "application/openmetrics-text; version=1.0.0",
+    "application/openmetrics-text; version=1.0.0; escaping=allow-utf-8",
+    "application/openmetrics-text; version=1.0.0; escaping=dots",
+    "application/openmetrics-text; version=1.0.0; escaping=values",
+    "application/openmetrics-text; version=2.0.0; escaping=underscores",
+    "application/openmetrics-text",
+    PROMETHEUS_3_ACCEPT,
+]
+
+
+@pytest.fixture
+async def small(aiohttp_client):
+    """A /metrics handler over a registry of participant families and one library counter."""
+    disable_created_metrics()
+    registry = CollectorRegistry()
+    Counter("requests", "Requests.", ["code"], registry=registry).labels("200").inc(3)
+    families = fill(registry, ours, ours)
+    app = web.Application()
+    app.router.add_get("/metrics", make_metrics_handler(registry, families))
+    return registry, families, await aiohttp_client(app)
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+async def test_every_negotiated_format_is_prometheus_clients_own_output_for_the_whole_registry(small, accept: str) -> None:
+    registry, _, client = small
+
+    response = await client.get("/metrics", headers={"Accept": accept} if accept else {})
+
+    content_type = response.headers["Content-Type"]
+    escaping = content_type.partition("escaping=")[2]
+    assert escaping in ("", "underscores", "allow-utf-8"), "an escaping the participant families do not write"
+    # The library's encoder for exactly what the response announces, over the same registry.
+    encoder, _ = choose_encoder(content_type)
+    assert await response.read() == encoder(registry)
+
+
+async def test_a_scrape_asking_for_dots_is_told_underscores_not_sent_a_mixed_document(small) -> None:
+    _, _, client = small
+
+    response = await client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0; escaping=dots"})
+
+    assert response.headers["Content-Type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores"
+    text = await response.text()
+    assert "mos_bucket{" in text and "requests_total{" in text and "__" not in text
+
+
+@pytest.mark.parametrize("accept", ["text/plain", "application/openmetrics-text; version=1.0.0"])
+@pytest.mark.parametrize(
+    "names",
+    [["calls_total"], ["mos_bucket"], ["mos_count", "mos_sum"], ["mos_sum", "calls_total", "requests_total"], ["mos"], ["nothing_of_that_name"]],
+)
+async def test_a_name_filtered_scrape_is_prometheus_clients_restricted_output(small, accept: str, names: list[str]) -> None:
+    registry, _, client = small
+
+    response = await client.get("/metrics", params=[("name[]", n) for n in names], headers={"Accept": accept})
+
+    encoder, _ = choose_encoder(accept)
+    expected = encoder(registry.restricted_registry(names))
+    body = await response.read()
+    # restricted_registry walks its collectors in set order: compare family by family.
+    eof = b"# EOF\n" if accept.startswith("application/openmetrics-text") else b""
+    assert body.endswith(eof) and expected.endswith(eof)
+    assert sorted(body.removesuffix(eof).split(b"# HELP ")) == sorted(expected.removesuffix(eof).split(b"# HELP "))
+    if len(names) == 1:
+        assert body == expected
+
+
+async def test_a_name_filtered_scrape_of_a_participant_family_is_rendered_by_the_family_not_collected(small, monkeypatch) -> None:
+    _, families, client = small
+    collected = []
+    for family in families:
+        monkeypatch.setattr(family, "collect", lambda collect=family.collect: collected.extend(collect()) or [])
+
+    response = await client.get("/metrics", params={"name[]": "mos_bucket"})
+
+    assert response.status == 200
+    assert collected == [], "the library's synchronous collect() path rendered a participant family"
+    assert (await response.text()).count("mos_bucket{") == 2 * (len(BUCKETS) + 1)

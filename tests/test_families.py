@@ -63,3 +63,10 @@ def test_a_family_rendered_separately_is_left_out_of_collect():
         assert list(registry.collect()) == []
     finally:
         rendered_separately.reset(token)
+
+
+@pytest.mark.parametrize(("name", "labels"), [("calls.total", ["zone"]), ("calls", ["call.type"]), ("calls", ["1zone"])])
+def test_a_name_outside_the_legacy_character_set_is_refused(name, labels):
+    # The cached series text is written as it is under every escaping /metrics negotiates.
+    with pytest.raises(ValueError, match="legacy character set"):
+        CounterFamily(name, "Calls.", labels, CollectorRegistry())
