@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
+from exporter import metrics
 from exporter.__main__ import main
-from exporter.config import load_config
+from exporter.config import Settings, format_duration, load_config
+from exporter.labels import DEFAULT_MAX_VALUES
+from tests.helpers import scrub_environment
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("TWILIO_"):
-            monkeypatch.delenv(name)
+    scrub_environment(monkeypatch)
 
 
 def test_defaults_listen_on_separate_ports() -> None:
@@ -62,15 +64,17 @@ def test_no_prefix_turns_a_boolean_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_config(["--no-webhook.trust-forwarded-headers"]).settings.webhook.trust_forwarded_headers is False
 
 
-def test_every_flag_has_an_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TWILIO_INSIGHTS_EXPORTER_WEB__LISTEN_ADDRESS", ":1111")
-    monkeypatch.setenv("TWILIO_INSIGHTS_EXPORTER_WEBHOOK__PUBLIC_URL", "https://x.example/e")
-    monkeypatch.setenv("TWILIO_INSIGHTS_EXPORTER_DEDUP__WINDOW", "5h")
-    monkeypatch.setenv("TWILIO_INSIGHTS_EXPORTER_LOG__FORMAT", "text")
+def test_every_flag_has_an_environment_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each flag's variable, named as pydantic-settings names it, really sets what the flag sets."""
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "0" * 32)  # --pull.enabled needs credentials
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "tok-0123")
+    for path, (argv, value) in every_flag_set(tmp_path).items():
+        name = environment_variable(path)
+        # A bare boolean flag (--x or --no-x): the variable says true or false.
+        monkeypatch.setenv(name, argv[1] if len(argv) == 2 else str(not argv[0].startswith("--no-")).lower())
 
-    s = load_config([]).settings
-
-    assert (s.web.listen_address, s.webhook.public_url, s.dedup.window, s.log.format) == (":1111", "https://x.example/e", timedelta(hours=5), "text")
+        assert leaves(load_config([]).settings)[path] == value, name
+        monkeypatch.delenv(name)
 
 
 def test_precedence_is_flag_then_environment_then_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -165,21 +169,101 @@ def test_check_config_exits_1_on_a_bad_value(capsys) -> None:
     assert "at least 4h" in capsys.readouterr().err
 
 
-def test_help_documents_every_flag() -> None:
+def test_help_documents_every_flag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every field of the settings is a flag in --help, with its description, that really sets it."""
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "0" * 32)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "tok-0123")
     result = subprocess.run([sys.executable, "-m", "exporter", "--help"], capture_output=True, text=True, check=True)
+    # argparse wraps lines (and breaks words at hyphens): compare without whitespace.
+    help_text = "".join(result.stdout.split())
+    assert "TWILIO_AUTH_TOKEN" in help_text
 
-    for flag in (
-        "--web.listen-address",
-        "--webhook.listen-address",
-        "--webhook.path",
-        "--webhook.public-url",
-        "--webhook.trust-forwarded-headers",
-        "--no-webhook.trust-forwarded-headers",
-        "--webhook.max-body-size",
-        "--webhook.insecure-skip-signature-verification",
-        "--dedup.window",
-        "--config.file",
-        "--check-config",
-        "TWILIO_AUTH_TOKEN",
-    ):
-        assert flag in result.stdout, flag
+    for path, info in leaf_fields().items():
+        flag = "--" + ".".join(part.replace("_", "-") for part in path)
+        assert flag in help_text, flag
+        assert "".join((info.description or "").split()) in help_text, f"{flag}: description missing from --help"
+        if info.annotation is bool:
+            assert "--no-" + flag.removeprefix("--") in help_text, flag
+    assert every_flag_set(tmp_path).keys() == leaf_fields().keys()  # and each really sets its field
+
+
+# --- every flag, derived from the settings model ---------------------------------------------------
+
+# Shapes of string values tried in turn until one validates (a listen address, a path, a URL, a name).
+STRING_CANDIDATES = (":1234", "/elsewhere", "https://example.com/elsewhere", "eu-west-1")
+
+
+def leaf_fields(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], FieldInfo]:
+    """Every field that is a flag: the fields of the settings, nested sections walked into."""
+    fields: dict[tuple[str, ...], FieldInfo] = {}
+    for name, info in model.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            fields.update(leaf_fields(info.annotation, (*prefix, name)))
+        else:
+            fields[(*prefix, name)] = info
+    return fields
+
+
+def leaves(settings: Settings) -> dict[tuple[str, ...], object]:
+    """The value of every flag's field in ``settings``."""
+    values = {}
+    for path in leaf_fields():
+        value: object = settings
+        for part in path:
+            value = getattr(value, part)
+        values[path] = value
+    return values
+
+
+def environment_variable(path: tuple[str, ...]) -> str:
+    """The variable pydantic-settings reads for a field: prefix, then the path joined by the nested delimiter."""
+    config = Settings.model_config
+    return (str(config["env_prefix"]) + str(config["env_nested_delimiter"]).join(path)).upper()
+
+
+def candidates(path: tuple[str, ...], info: FieldInfo, default: object, tmp_path: Path) -> list[str]:
+    """Values other than the default for one field, as the command line and the environment write them."""
+    annotation = info.annotation
+    if isinstance(default, timedelta):
+        return [format_duration(default * 2), format_duration(default / 2)]
+    if isinstance(default, int):
+        return [str(default - 1), str(default + 1)]
+    if get_origin(annotation) is Literal:
+        return [choice for choice in get_args(annotation) if choice != default]
+    if path[-1] in metrics.DEFAULT_BUCKETS:  # a bucket list: the default edges and one more
+        edges = list(metrics.DEFAULT_BUCKETS[path[-1]])
+        return [json.dumps([*edges, edges[-1] * 2])]
+    if isinstance(default, dict):  # per-label limits
+        return [json.dumps({next(iter(DEFAULT_MAX_VALUES)): {"max_values": 3}})]
+    if Path in get_args(annotation):
+        (tmp_path / "empty.yaml").touch()
+        return [str(tmp_path / "empty.yaml")]
+    return list(STRING_CANDIDATES)
+
+
+def every_flag_set(tmp_path: Path) -> dict[tuple[str, ...], tuple[list[str], object]]:
+    """For every flag, a command line setting it to another value than its default, and that value.
+
+    Each is checked here: the one field changes, every other stays at its default.
+    """
+    defaults = leaves(load_config([]).settings)
+    found = {}
+    for path, info in leaf_fields().items():
+        flag = "--" + ".".join(part.replace("_", "-") for part in path)
+        default = defaults[path]
+        if info.annotation is bool:
+            tries = [[f"--no-{flag[2:]}"] if default else [flag]]
+        else:
+            tries = [[flag, value] for value in candidates(path, info, default, tmp_path)]
+        for argv in tries:
+            try:
+                values = leaves(load_config(argv).settings)
+            except (ValueError, SystemExit):
+                continue
+            changed = {p for p in values if values[p] != defaults[p]}
+            assert changed == {path}, f"{argv} changed {changed}"
+            found[path] = (argv, values[path])
+            break
+        else:
+            raise AssertionError(f"no value tried for {flag} was accepted: {tries}")
+    return found
