@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
@@ -147,3 +151,65 @@ async def test_a_name_filtered_scrape_of_a_participant_family_is_rendered_by_the
     assert response.status == 200
     assert collected == [], "the library's synchronous collect() path rendered a participant family"
     assert (await response.text()).count("mos_bucket{") == 2 * (len(BUCKETS) + 1)
+
+
+# --- the render shares the loop, and one scraper's hang-up is not everyone's ----------------------
+
+
+class ChunkedFamily:
+    """A participant family stand-in whose render is a chunk per step, watching the loop as it goes."""
+
+    def __init__(self, chunks: int) -> None:
+        self.chunks = chunks
+        self.renders = 0
+        self.started = asyncio.Event()
+        self.release = False
+        self.callbacks_run: list[int] = []
+        self.seen: list[list[int]] = []
+
+    def render(self, openmetrics: bool, names: frozenset[str] | None) -> Iterator[str]:
+        self.renders += 1
+        loop = asyncio.get_running_loop()
+        for i in range(self.chunks):
+            self.seen.append(list(self.callbacks_run))
+            # Runs at the loop's next iteration: before chunk i + 1 only if the render yielded.
+            loop.call_soon(self.callbacks_run.append, i)
+            self.started.set()
+            yield f"# chunk {i}\n"
+        while not self.release and len(self.seen) < 10_000:  # held open until the test lets it end
+            self.seen.append(list(self.callbacks_run))
+            yield ""
+
+
+def scrape(handler: Handler) -> asyncio.Task[web.StreamResponse]:
+    return asyncio.ensure_future(handler(make_mocked_request("GET", "/metrics", headers={"Accept": "text/plain"})))
+
+
+async def test_the_render_lets_other_work_run_on_the_loop_between_chunks() -> None:
+    family = ChunkedFamily(chunks=3)
+    family.release = True
+    handler = make_metrics_handler(CollectorRegistry(), [family])
+
+    response = await scrape(handler)
+
+    assert response.body.endswith(b"# chunk 0\n# chunk 1\n# chunk 2\n")
+    # Work scheduled while chunk 0 was written ran before chunk 1 was, and so on.
+    assert family.seen == [[], [0], [0, 1]]
+
+
+async def test_a_scraper_hanging_up_does_not_cancel_the_render_another_scraper_waits_for() -> None:
+    family = ChunkedFamily(chunks=2)
+    handler = make_metrics_handler(CollectorRegistry(), [family])
+    first, second = scrape(handler), scrape(handler)
+    await family.started.wait()  # both scrapes are waiting for the one render now
+
+    # What aiohttp does to the handler of a scraper that hung up (handler cancellation) or at shutdown.
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    family.release = True
+    response = await second
+
+    assert response.status == 200
+    assert response.body.endswith(b"# chunk 0\n# chunk 1\n")
+    assert family.renders == 1

@@ -71,6 +71,17 @@ async def test_control_characters_and_odd_unicode_in_labels_reach_the_registry_c
     assert "\x00" not in text and "\x1b" not in text
 
 
+async def test_a_label_value_longer_than_64_characters_is_recorded_as_its_first_64(harness: Harness) -> None:
+    long_label, exact = "a" * 63 + "bc" + "d" * 500, "e" * 64
+
+    response = await harness.post([cloud_event(summary(label=long_label)), cloud_event(summary(label=exact, participant_sid="CP" + "1" * 32))])
+
+    assert await response.json() == {"recorded": 2}
+    assert harness.value(P + "summaries_total", participant_label="a" * 63 + "b") == 1
+    assert harness.value(P + "summaries_total", participant_label=exact) == 1
+    assert harness.value(P + "summaries_total") == 2
+
+
 # --- 2. a delivery that can never succeed was retried for 4 hours --------------------------------
 
 

@@ -149,6 +149,22 @@ async def test_without_an_auth_token_a_delivery_is_refused_before_its_body_is_re
     assert harness.value(E + "webhook_rejections_total", reason="no_auth_token_configured") == 1
 
 
+async def test_a_delivery_announcing_more_than_the_size_limit_is_answered_413_before_its_body_is_read(make_harness: HarnessFactory, raw: Raw) -> None:
+    harness = await make_harness("--webhook.max-body-size=1MiB")
+    body = batch_body(events(1))
+    delivery = await raw(harness, body)
+    announced = str(harness.runtime.config.settings.webhook.max_body_size + 1)
+
+    # Only the head, announcing one byte over the limit: a 413 that waited for the body would never come.
+    await delivery.send(delivery.head.replace(f"Content-Length: {len(body)}".encode(), f"Content-Length: {announced}".encode()))
+    status, _, answer = await delivery.answer()
+
+    assert status == 413 and b"body larger than 1048576 bytes" in answer
+    assert harness.value(E + "webhook_rejections_total", reason="too_large") == 1
+    assert harness.value(E + "webhook_rejections_total", reason="read_timeout") == 0
+    assert harness.value(E + "webhook_requests_total", code="413") == 1
+
+
 @pytest.mark.parametrize(
     "args, env",
     [
