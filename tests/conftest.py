@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from exporter.app import Runtime, create_apps
 from exporter.config import load_config
 from exporter.synthetic import batch_body, sign
+from tests.helpers import path_and_query, scrub_environment
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "test-auth-token-primary"
@@ -104,11 +105,7 @@ class Harness:
             target, signature = sign(target, body, token)
             all_headers["X-Twilio-Signature"] = signature
         # The request goes to the test server whatever host the signed URL names (proxy tests).
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(target)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        return await self.client.post(path, data=body, headers=all_headers)
+        return await self.client.post(path_and_query(target), data=body, headers=all_headers)
 
     def value(self, name: str, **labels: str) -> float:
         return sample_sum(self.registry, name, **labels)
@@ -120,8 +117,7 @@ HarnessFactory = Callable[..., Awaitable[Harness]]
 @pytest.fixture
 def make_harness(aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch) -> HarnessFactory:
     """Build an exporter from command-line ``args`` and environment ``env`` (defaults: signed, one token)."""
-    for name in ("TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN_SECONDARY", "TWILIO_ACCOUNT_SID", "TWILIO_API_KEY", "TWILIO_API_SECRET"):
-        monkeypatch.delenv(name, raising=False)
+    scrub_environment(monkeypatch)
 
     async def build(*args: str, env: dict[str, str] | None = None) -> Harness:
         for name, value in ({"TWILIO_AUTH_TOKEN": TOKEN} if env is None else env).items():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -13,6 +12,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.helpers import clean_environ
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,8 +70,7 @@ def start_exporter(*args: str, env: dict[str, str] | None = None, tmp_path: Path
     """
     metrics_port, webhook_port = free_port(), free_port()
     log_path = tmp_path / f"exporter-{metrics_port}.log"
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_",))}
-    full_env.update(env or {})
+    full_env = clean_environ() | (env or {})
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [

@@ -16,6 +16,7 @@ from exporter.app import Runtime, create_apps
 from exporter.config import load_config
 from exporter.synthetic import sign
 from tests.conftest import TOKEN, Harness, sample_sum
+from tests.helpers import path_and_query
 
 
 async def until(condition: Callable[[], bool], deadline: float = 10.0) -> None:
@@ -43,7 +44,7 @@ class RawDelivery:
         signed_url, signature = sign(url, body, TOKEN)
         parts = urlsplit(signed_url)
         head = (
-            f"POST {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+            f"POST {path_and_query(signed_url)} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
             f"X-Twilio-Signature: {signature}\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)

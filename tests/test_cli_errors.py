@@ -8,7 +8,6 @@ variable holds a sentinel in every case, and no output ever contains one.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,19 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import Secrets
 from exporter.synthetic import sign
 from tests.exporter_process import ROOT, free_port, start_exporter
+from tests.helpers import clean_environ, secret_variables
 
 PROG = "twilio-insights-exporter: "
 # A sentinel for every secret the exporter reads, derived from the model (never typed out).
-SECRET_VARIABLES = [str(field.validation_alias) for field in Secrets.model_fields.values()]
-SENTINELS = {name: f"SENTINEL-{name}-value" for name in SECRET_VARIABLES}
+SENTINELS = {name: f"SENTINEL-{name}-value" for name in secret_variables()}
 
 
 def run(*args: str, env: dict[str, str | None] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """The exporter's command line with the sentinels (``env`` may drop one with None); listeners on free ports."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")} | SENTINELS
+    full = clean_environ() | SENTINELS
     for name, value in (env or {}).items():
         if value is None:
             full.pop(name, None)

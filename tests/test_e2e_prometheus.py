@@ -45,6 +45,7 @@ from tests.e2e_prometheus import (
     variable_values,
 )
 from tests.exporter_process import ExporterProcess, start_exporter
+from tests.helpers import signed_query
 from tests.kinesis_server import AWS_ENV, create_stream, start_kinesalite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +78,7 @@ class Stack:
 def post(exporter: ExporterProcess, body: bytes, *, token: str = TOKEN) -> int:
     """Deliver ``body`` as Event Streams does; Twilio signs the public URL, the proxy forwards it."""
     signed_url, signature = synthetic.sign(PUBLIC_URL, body, token)
-    url = exporter.webhook_url + "?" + urllib.parse.urlsplit(signed_url).query
+    url = exporter.webhook_url + "?" + signed_query(signed_url)
     request = urllib.request.Request(url, body, {"Content-Type": "application/json", "X-Twilio-Signature": signature})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:

@@ -26,6 +26,7 @@ from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests.exporter_process import ROOT as EXPORTER_ROOT
 from tests.exporter_process import start_exporter
 from tests.helm_chart import Rendering, container_args, render_scenario, scenario_names, scenario_values
+from tests.helpers import signed_query
 
 # Stands in for the Secret that existing-secret-values.yaml names and the chart does not create.
 EXISTING_SECRETS = {
@@ -212,8 +213,7 @@ def test_exporter_started_as_the_deployment_says_records_a_delivery_signed_for_t
         # Twilio signs the URL it calls; behind the ingress that is the public URL, not the one the
         # exporter sees. It verifies only if the Deployment told the exporter that URL.
         signed_url, signature = sign(public_url or exporter.webhook_url, body, env["TWILIO_AUTH_TOKEN"])
-        query = signed_url.partition("?")[2]
-        status, answer = post(f"{exporter.webhook_url}?{query}", body, {**headers, "X-Twilio-Signature": signature})
+        status, answer = post(f"{exporter.webhook_url}?{signed_query(signed_url)}", body, {**headers, "X-Twilio-Signature": signature})
         assert (status, answer) == (200, {"recorded": 1})
         recorded = 'twilio_insights_exporter_events_total{outcome="recorded",source="webhook",type="summary"}'
         assert metric_value(exporter.metrics_url, recorded) == 1.0

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -35,6 +34,7 @@ from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests import fake_insights as fi
 from tests.conftest import REST_PARTICIPANT_LABELS, fixture, sample_sum
 from tests.exporter_process import start_exporter
+from tests.helpers import FakeClock, path_and_query, scrub_environment
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"
@@ -64,22 +64,6 @@ def participant(n: int, seed: int | None = None, **overrides: Any) -> dict[str, 
     return summary
 
 
-class FakeTime:
-    """A clock and a sleep for the poller: sleeping records the wait and moves the clock, at once."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-        self.waits: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
-
-
 @dataclass
 class Rig:
     """A poller wired to the fake API, the pipeline the webhook uses, a registry and a state store."""
@@ -88,7 +72,7 @@ class Rig:
     poller: Poller
     runtime: Runtime
     registry: CollectorRegistry
-    time: FakeTime
+    time: FakeClock
     store: StateStore
 
     def value(self, name: str, **labels: str) -> float:
@@ -114,24 +98,15 @@ async def fake_server(aiohttp_server: Any, fake: fi.FakeInsights) -> TestServer:
 @pytest.fixture
 async def make_rig(fake: fi.FakeInsights, fake_server: TestServer, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RigFactory]:
     opened: list[Rig] = []
-    for name in (
-        "TWILIO_AUTH_TOKEN",
-        "TWILIO_AUTH_TOKEN_SECONDARY",
-        "TWILIO_ACCOUNT_SID",
-        "TWILIO_API_KEY",
-        "TWILIO_API_SECRET",
-        "TWILIO_EDGE",
-        "TWILIO_REGION",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    scrub_environment(monkeypatch)
 
-    async def build(*flags: str, env: dict[str, str] | None = None, state: Path | None = None, clock: FakeTime | None = None) -> Rig:
+    async def build(*flags: str, env: dict[str, str] | None = None, state: Path | None = None, clock: FakeClock | None = None) -> Rig:
         for name, value in (CREDENTIALS if env is None else env).items():
             monkeypatch.setenv(name, value)
         state_flag = [f"--state.path={state}"] if state is not None else []
         config = load_config(["--pull.enabled", f"--pull.api-url=http://127.0.0.1:{fake_server.port}", "--pull.page-size=2", *state_flag, *flags])
         registry = CollectorRegistry()
-        t = clock or FakeTime()
+        t = clock or FakeClock()
         runtime = Runtime.build(config, registry, clock=t)
         store = runtime.state
         await runtime.pipeline.open()
@@ -468,7 +443,7 @@ async def test_restart_on_the_same_state_file_records_nothing_twice_and_misses_n
     fake.conferences[long_call]["processing_state"] = "complete"
     conference_with(fake, 3, now + 300, [participant(40)])
     conference_with(fake, 4, now + 400, [pushed, participant(50)])
-    clock = FakeTime()
+    clock = FakeClock()
     clock.now = now + 2 * HOUR  # down longer than the overlap
 
     second = await make_rig("--pull.lookback=3h", state=state, clock=clock)
@@ -491,8 +466,7 @@ async def test_restart_on_the_same_state_file_records_nothing_twice_and_misses_n
 
 @pytest.fixture
 def pull_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("TWILIO_AUTH_TOKEN_SECONDARY", "TWILIO_API_KEY", "TWILIO_API_SECRET", "TWILIO_EDGE", "TWILIO_REGION"):
-        monkeypatch.delenv(name, raising=False)
+    scrub_environment(monkeypatch)
     monkeypatch.setenv("TWILIO_ACCOUNT_SID", fi.ACCOUNT_SID)
     # The same variable is the webhook's signing token and the API password, as for one account.
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", fi.AUTH_TOKEN)
@@ -535,8 +509,7 @@ async def start_service(aiohttp_client: Any, *flags: str) -> Service:
 async def post_signed(service: Service, events: list[dict[str, Any]]) -> aiohttp.ClientResponse:
     body = batch_body(events)
     url, signature = sign(str(service.webhook.make_url("/events")), body, fi.AUTH_TOKEN)
-    parts = urlsplit(url)
-    return await service.webhook.post(f"{parts.path}?{parts.query}", data=body, headers={"X-Twilio-Signature": signature})
+    return await service.webhook.post(path_and_query(url), data=body, headers={"X-Twilio-Signature": signature})
 
 
 async def test_service_polls_in_the_background_and_counts_a_pushed_and_pulled_participant_once(

@@ -27,6 +27,7 @@ import yaml
 
 from exporter.webconfig import WebConfig
 from tests.exporter_process import free_port
+from tests.helpers import clean_environ
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -134,7 +135,7 @@ def stop_group(proc: subprocess.Popen[str], ports: dict[str, int]) -> None:
 
 def test_the_readme_shell_blocks_work_as_written_in_a_fresh_copy(tmp_path: Path):
     copy = fresh_copy(tmp_path / "clone")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "VIRTUAL_ENV", "PYTEST"))}
+    env = {k: v for k, v in clean_environ().items() if not k.startswith(("VIRTUAL_ENV", "PYTEST"))}
     # The blocks use the default ports. On a machine where something else holds one (another
     # checkout's exporter), the only change to the blocks: other ports, in the curl URLs and in
     # the exporter's listen-address variables.
@@ -191,7 +192,7 @@ def test_the_readmes_command_line_examples_print_what_it_shows():
     examples = re.findall(r"^```text\n\$ twilio-insights-exporter (.*?)\n(.*?)^```\n", README, re.M | re.S)
     assert examples
     for arguments, shown in examples:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")}
+        env = clean_environ()
         result = subprocess.run(
             [sys.executable, "-m", "exporter", *shlex.split(arguments)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
         )

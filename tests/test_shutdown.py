@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests.exporter_process import ExporterProcess, start_exporter
 from tests.helm_chart import render
+from tests.helpers import path_and_query
 
 TOKEN = "shutdown-test-token"
 ENV = {"TWILIO_AUTH_TOKEN": TOKEN}
@@ -71,7 +72,7 @@ class HeldDelivery:
         self.body = body
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
         head = (
-            f"POST {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+            f"POST {path_and_query(signed_url)} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
             f"X-Twilio-Signature: {signature}\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         self.sock.sendall(head.encode() + body[:100])

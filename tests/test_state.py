@@ -13,32 +13,25 @@ from exporter.dedup import Window
 from exporter.state import CONFERENCE_SID, PARTICIPANT_SID, SCHEMA_VERSION, StateStore
 from exporter.synthetic import cloud_event, generate_summary
 from tests.conftest import HarnessFactory
+from tests.helpers import FakeClock
 
 DAY = 86400.0
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"
 
 
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def window(clock: Clock) -> Window:
+def window(clock: FakeClock) -> Window:
     return Window(DAY, 1000, clock=clock)
 
 
-def reopen(path: Path | None, clock: Clock) -> StateStore:
+def reopen(path: Path | None, clock: FakeClock) -> StateStore:
     store = StateStore(path, DAY, clock=clock)
     store.open()
     return store
 
 
 def test_keys_added_are_there_after_a_reopen_and_kinds_stay_apart(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = reopen(tmp_path / "state.db", clock)
     store.add_key(CONFERENCE_SID, "CF1", clock.now)
     store.add_key(PARTICIPANT_SID, "CP1", clock.now)
@@ -57,7 +50,7 @@ def test_keys_added_are_there_after_a_reopen_and_kinds_stay_apart(tmp_path: Path
 
 
 def test_a_reloaded_key_expires_when_it_was_first_added_not_when_reloaded(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = reopen(tmp_path / "state.db", clock)
     store.add_key(PARTICIPANT_SID, "CP1", clock.now)
 
@@ -71,7 +64,7 @@ def test_a_reloaded_key_expires_when_it_was_first_added_not_when_reloaded(tmp_pa
 
 
 def test_keys_older_than_the_window_are_neither_loaded_nor_kept(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = reopen(tmp_path / "state.db", clock)
     store.add_key(PARTICIPANT_SID, "CPold", clock.now)
     clock.now += DAY / 2
@@ -98,7 +91,7 @@ def test_a_state_file_of_the_first_version_is_upgraded_in_place(tmp_path: Path) 
             PRAGMA user_version=1;
             """
         )
-        now = Clock().now
+        now = FakeClock().now
         db.executemany(
             "INSERT INTO dedup_keys VALUES (?, ?, ?)", [("event_id", "EZ1", now), ("participant_sid", "CP1", now), ("conference_sid", "CF1", now)]
         )
@@ -106,7 +99,7 @@ def test_a_state_file_of_the_first_version_is_upgraded_in_place(tmp_path: Path) 
         db.execute("INSERT INTO pending_conferences VALUES ('CF2', 10.0)")
     db.close()
 
-    store = reopen(path, Clock())
+    store = reopen(path, FakeClock())
 
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     assert store.count_keys(PARTICIPANT_SID) == 1 and store.count_keys(CONFERENCE_SID) == 1
@@ -117,7 +110,7 @@ def test_a_state_file_of_the_first_version_is_upgraded_in_place(tmp_path: Path) 
 
 
 def test_watermark_and_pending_conferences_survive_a_reopen(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = reopen(tmp_path / "state.db", clock)
     assert store.watermark() is None
     store.set_watermark(1_700_000_000.5)
@@ -134,7 +127,7 @@ def test_watermark_and_pending_conferences_survive_a_reopen(tmp_path: Path) -> N
 
 
 def test_the_file_is_sqlite_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None:
-    store = reopen(tmp_path / "sub" / "state.db", Clock())  # a missing directory is created
+    store = reopen(tmp_path / "sub" / "state.db", FakeClock())  # a missing directory is created
     store.db.close()
 
     with sqlite3.connect(tmp_path / "sub" / "state.db") as db:
@@ -149,11 +142,11 @@ def test_a_state_file_from_a_newer_exporter_is_refused(tmp_path: Path) -> None:
     db.close()
 
     with pytest.raises(RuntimeError, match="newer than this exporter"):
-        reopen(tmp_path / "state.db", Clock())
+        reopen(tmp_path / "state.db", FakeClock())
 
 
 async def test_without_a_path_the_store_lives_in_memory_only() -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = reopen(None, clock)
     assert store.persistent is False
     store.set_watermark(5.0)

@@ -31,6 +31,7 @@ import yaml
 from exporter.webconfig import WebConfigError, WebConfigHolder, load_web_config
 from tests.conftest import HarnessFactory
 from tests.exporter_process import ROOT, free_port, stop
+from tests.helpers import clean_environ
 
 USER, PASSWORD = "prometheus", "scrape-password-1"
 
@@ -139,7 +140,7 @@ def exporter(tmp_path: Path, web_config: Path, ready: Any) -> Iterator[Exporter]
     port = free_port()
     log = tmp_path / f"exporter-{port}.log"
     # A token, so the exporter can be ready (without one every delivery is answered 503 and /-/ready says so).
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")} | {"TWILIO_AUTH_TOKEN": "web-config-test-token"}
+    env = clean_environ() | {"TWILIO_AUTH_TOKEN": "web-config-test-token"}
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [

@@ -13,6 +13,7 @@ import pytest
 from exporter.logs import Throttle
 from exporter.synthetic import batch_body, cloud_event, generate_summary
 from tests.conftest import TOKEN, HarnessFactory
+from tests.helpers import FakeClock, scrub_environment
 from tests.raw_http import Raw, Served, raw_connections, served_webhooks, until
 
 
@@ -24,8 +25,7 @@ async def raw() -> AsyncIterator[Raw]:
 
 @pytest.fixture
 async def serve_webhook(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Awaitable[Served]]]:
-    for name in ("TWILIO_AUTH_TOKEN_SECONDARY", "TWILIO_ACCOUNT_SID", "TWILIO_API_KEY", "TWILIO_API_SECRET"):
-        monkeypatch.delenv(name, raising=False)
+    scrub_environment(monkeypatch)
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
     async with served_webhooks() as serve:
         yield serve
@@ -181,14 +181,6 @@ async def test_ready_without_an_auth_token_only_when_insecure_or_pull_only(make_
 
 
 # --- refusals are logged, but not every one of them -------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_refused_requests_are_logged_once_per_reason_per_interval_with_the_count_of_the_others(
