@@ -136,3 +136,14 @@ async def test_exemplars_carry_call_and_conference_sid_in_openmetrics(harness: H
     # The classic text format has no exemplars and must stay parseable by old scrapers.
     plain = await (await harness.metrics.get("/metrics")).text()
     assert "call_sid" not in plain
+
+
+async def test_an_exemplar_leaves_out_a_sid_too_long_to_fit_openmetrics_128_characters(harness: Harness) -> None:
+    event = fixture("reference_event.json")
+    event["data"].update(call_sid="CA" + "0" * 47, conference_sid="CF" + "1" * 46)  # 49 characters, and 48
+
+    await harness.post([event])
+
+    text = await (await harness.metrics.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})).text()
+    mos_line = next(line for line in text.splitlines() if line.startswith(P + "mos_bucket{") and 'le="1.0"' in line and 'stream="inbound"' in line)
+    assert '# {conference_sid="CF' + "1" * 46 + '"} 1.0 ' in mos_line
