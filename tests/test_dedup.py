@@ -110,7 +110,7 @@ def test_the_window_answers_as_a_plain_ordered_dict_would_under_heavy_collisions
     (and past the first resize of the table), checked step by step against a reference model."""
     rng = random.Random(14)
     clock = FakeClock()
-    window, max_entries = 500.0, 700
+    window, max_entries = 2000.0, 700
     w = Window(window=window, max_entries=max_entries, clock=clock)
     model: OrderedDict[str, float] = OrderedDict()  # key -> expiry, oldest first
     homes = [SLOTS - 4, SLOTS - 3, SLOTS - 2, SLOTS - 1, 0, 1, 2, 3]
@@ -136,3 +136,13 @@ def test_the_window_answers_as_a_plain_ordered_dict_would_under_heavy_collisions
         assert len(w) == len(model)
     expire()
     assert sorted(k for k in digests if k in w) == sorted(model)
+
+
+def test_the_memory_of_forgotten_keys_is_given_back() -> None:
+    w = Window(window=DAY, max_entries=10, clock=FakeClock())
+    for n in range(50_000):
+        w.add(f"CP{n}")
+
+    assert len(w) == 10
+    # The FIFO behind the window is compacted once a quarter of it is forgotten, not kept forever.
+    assert len(w._digests) <= 4 * 4097 and len(w._expiries) == len(w._digests)

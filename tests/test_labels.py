@@ -1,0 +1,40 @@
+"""Bounded labels: the values a label keeps, the budget of label sets, and undoing a failed summary."""
+
+from __future__ import annotations
+
+from exporter.labels import COMMON_LABELS, OTHER, BoundedLabel, LabelPolicy
+
+VALUES = dict(zip(COMMON_LABELS, ("sip", "inbound", "us1", "us1", "US", "agent"), strict=True))
+
+
+def test_a_lone_surrogate_in_a_label_value_is_written_as_a_replacement_character() -> None:
+    # No door lets one through today (models.loads refuses them); the label stays writable if one ever does.
+    label = BoundedLabel("participant_label", 10, None)
+
+    assert label.value("ag\udce9nt") == "ag\ufffdnt"
+    assert label.value("caf\u00e9") == "caf\u00e9"
+
+
+def test_a_label_set_of_a_summary_whose_recording_was_undone_gives_its_place_in_the_budget_back() -> None:
+    policy = LabelPolicy(COMMON_LABELS, max_label_sets=1)
+    first = policy.common(VALUES, {}, [])
+    policy.forget(policy.admit(first, []))
+
+    overflow: list[str] = []
+    second = policy.common({**VALUES, "country_code": "GB"}, {}, overflow)
+
+    assert overflow == []
+    assert second == (*first[:4], "GB", "agent") != (OTHER,) * len(COMMON_LABELS)
+    assert policy.label_sets == set()
+    assert policy["country_code"].kept == set()
+
+
+def test_the_worst_case_label_set_count_is_the_product_of_caps_and_allowlists_when_under_the_budget() -> None:
+    policy = LabelPolicy(
+        ("call_type", "call_direction"),
+        max_values={"call_type": 2, "call_direction": 1},
+        allowlists={"call_direction": frozenset({"inbound", "outbound", "trunking"})},
+    )
+
+    # (2 values + unknown + other) x (3 allowed + unknown + other)
+    assert policy.worst_case_label_sets() == 4 * 5
