@@ -28,6 +28,7 @@ from exporter.app import create_apps
 from exporter.config import load_config
 from exporter.synthetic import batch_body, sign
 from tests.conftest import TOKEN, fixture, sample_sum, snapshot
+from tests.helpers import path_and_query
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "120"))
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
@@ -92,8 +93,7 @@ async def deliver_twice(event: dict[str, Any]) -> None:
         answers = []
         for _ in range(2):  # the delivery and Twilio's retry of it
             url, signature = sign(str(client.make_url("/events")), body, TOKEN)
-            path = url.split(str(client.make_url("")).rstrip("/"), 1)[1]
-            response = await client.post(path, data=body, headers={"X-Twilio-Signature": signature})
+            response = await client.post(path_and_query(url), data=body, headers={"X-Twilio-Signature": signature})
             text = await response.text()
             assert response.status in (200, 400), (response.status, text)
             answers.append(json.loads(text) if response.status == 200 else {})
@@ -148,7 +148,7 @@ async def test_promtool_accepts_an_exposition_of_every_oddity(aiohttp_client: An
         events.append(event)
     body = batch_body(events)
     url, signature = sign(str(webhook.make_url("/events")), body, TOKEN)
-    response = await webhook.post(url.split(str(webhook.make_url("")).rstrip("/"), 1)[1], data=body, headers={"X-Twilio-Signature": signature})
+    response = await webhook.post(path_and_query(url), data=body, headers={"X-Twilio-Signature": signature})
     assert await response.json() == {"recorded": len(ODDITIES)}
 
     # promtool reads the text format; the OpenMetrics one is parsed by prometheus_client's parser.
