@@ -146,3 +146,15 @@ def test_the_memory_of_forgotten_keys_is_given_back() -> None:
     assert len(w) == 10
     # The FIFO behind the window is compacted once a quarter of it is forgotten, not kept forever.
     assert len(w._digests) <= 4 * 4097 and len(w._expiries) == len(w._digests)
+
+
+def test_a_window_grown_past_its_first_table_remembers_every_key() -> None:
+    # Real digests (half of them at or above 2**63) through a resize of the table.
+    w = Window(window=DAY, max_entries=5000, clock=FakeClock())
+    keys = [f"CP{n:032d}" for n in range(3000)]
+    for key in keys:
+        w.add(key)
+
+    assert len(w) == 3000
+    assert all(key in w for key in keys)
+    assert "CP-never-added" not in w

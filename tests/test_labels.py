@@ -12,6 +12,7 @@ def test_a_lone_surrogate_in_a_label_value_is_written_as_a_replacement_character
     label = BoundedLabel("participant_label", 10, None)
 
     assert label.value("ag\udce9nt") == "ag\ufffdnt"
+    assert label.value("\ud800a\udfff") == "\ufffda\ufffd"  # both ends of the surrogate range
     assert label.value("caf\u00e9") == "caf\u00e9"
 
 
@@ -38,3 +39,14 @@ def test_the_worst_case_label_set_count_is_the_product_of_caps_and_allowlists_wh
 
     # (2 values + unknown + other) x (3 allowed + unknown + other)
     assert policy.worst_case_label_sets() == 4 * 5
+
+
+def test_two_new_detail_values_of_one_summary_cannot_both_take_the_last_free_place() -> None:
+    policy = LabelPolicy(COMMON_LABELS, max_values={"tag": 1})
+    pending: dict[str, set[str]] = {}
+    overflow: list[str] = []
+
+    values = [policy.detail("tag", tag, pending, overflow) for tag in ("silent", "high_jitter", "silent")]
+
+    assert values == ["silent", OTHER, "silent"]
+    assert overflow == ["tag"]
