@@ -42,11 +42,24 @@ def test_the_worst_case_label_set_count_is_the_product_of_caps_and_allowlists_wh
 
 
 def test_two_new_detail_values_of_one_summary_cannot_both_take_the_last_free_place() -> None:
-    policy = LabelPolicy(COMMON_LABELS, max_values={"tag": 1})
+    policy = LabelPolicy(COMMON_LABELS, max_values={"tag": 1, "action": 1})
     pending: dict[str, set[str]] = {}
     overflow: list[str] = []
 
     values = [policy.detail("tag", tag, pending, overflow) for tag in ("silent", "high_jitter", "silent")]
+    action = policy.detail("action", "hold", pending, overflow)  # another label's place is its own
 
-    assert values == ["silent", OTHER, "silent"]
+    assert values == ["silent", OTHER, "silent"] and action == "hold"
     assert overflow == ["tag"]
+
+
+def test_undoing_a_summary_forgets_only_the_values_it_brought_and_unknown_or_other_never_take_a_place() -> None:
+    policy = LabelPolicy(COMMON_LABELS, max_values={"tag": 2})
+    common = tuple(VALUES.values())
+    assert policy.admit(common, [("tag", "silent")]) == [*VALUES.items(), ("label_set", "\x00".join(common)), ("tag", "silent")]
+
+    second = policy.admit(common, [("tag", "silent"), ("tag", OTHER), ("tag", "unknown")])
+    policy.forget(second)
+
+    assert second == []
+    assert policy["tag"].kept == {"silent"} and common in policy.label_sets
