@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, enable_created_metrics, generate_latest
 from prometheus_client.exposition import choose_encoder
 
+from exporter.app import create_apps
+from exporter.config import load_config
 from exporter.exposition import make_metrics_handler
 from exporter.synthetic import cloud_event, sink_test_event, summaries
 from tests.conftest import Harness, fixture
@@ -147,3 +149,18 @@ async def test_a_name_filtered_scrape_of_a_participant_family_is_rendered_by_the
     assert response.status == 200
     assert collected == [], "the library's synchronous collect() path rendered a participant family"
     assert (await response.text()).count("mos_bucket{") == 2 * (len(BUCKETS) + 1)
+
+
+def test_the_app_factory_switches_the_created_series_off() -> None:
+    # prometheus_client's switch is process-wide and other tests throw it too: start as a fresh process does.
+    enable_created_metrics()
+    try:
+        registry = CollectorRegistry()
+        apps = create_apps(load_config([]), registry)
+        apps.runtime.exporter_metrics.webhook_requests.labels("200").inc()
+        text = generate_latest(registry).decode()
+    finally:
+        disable_created_metrics()
+
+    assert 'twilio_insights_exporter_webhook_requests_total{code="200"} 1.0' in text
+    assert "_created" not in text
