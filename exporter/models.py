@@ -10,6 +10,9 @@ nothing is recorded from are never a reason to refuse a summary.
 
 One summary model serves both paths: the ``data`` of a pushed CloudEvent and the body of the
 REST resource ``GET /v1/Conferences/{CF}/Participants/{CP}``.
+
+Why one module: tolerant parsing lives in one place, so the envelope, the summary and the JSON
+reader share one set of rules and no road into the exporter meets weaker ones.
 """
 
 from __future__ import annotations
