@@ -249,8 +249,8 @@ class SignatureVerifier:
         """
         if not query or not query.isascii() or not query.isprintable() or "%" in query or "#" in query:
             return None
-        for field in query.split("&"):
-            name, _, value = field.partition("=")
+        for pair in query.split("&"):
+            name, _, value = pair.partition("=")
             # parse_qs skips blank values and keeps the first of repeated names.
             if name == "bodySHA256" and value:
                 return value
