@@ -134,7 +134,9 @@ def stop_group(proc: subprocess.Popen[str], ports: dict[str, int]) -> None:
 
 def test_the_readme_shell_blocks_work_as_written_in_a_fresh_copy(tmp_path: Path):
     copy = fresh_copy(tmp_path / "clone")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "VIRTUAL_ENV", "PYTEST"))}
+    # MAKE*/MFLAGS: under `make test` the blocks' own `make run` would be a sub-make, which prints
+    # "make[1]: Entering directory" and inherits make test's command-line variables (ARGS).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "VIRTUAL_ENV", "PYTEST", "MAKE", "MFLAGS"))}
     # The blocks use the default ports. On a machine where something else holds one (another
     # checkout's exporter), the only change to the blocks: other ports, in the curl URLs and in
     # the exporter's listen-address variables.
