@@ -162,7 +162,14 @@ def on_runtime_loop(runtime: Runtime, handler: Handler) -> Handler:
 
 
 async def healthy(request: web.Request) -> web.Response:
-    """The process answers: nothing else is checked, so a slow dependency never restarts it."""
+    """The process answers, and its durable state can still be written.
+
+    Nothing outside the process is checked, so a slow dependency never restarts it. A failed state
+    write is the exception: the counts in memory are then ahead of the disk, and only a restart
+    (which reloads the last committed state) makes them agree again (exporter/state.py).
+    """
+    if request.app[RUNTIME].state.failed is not None:
+        return web.Response(status=503, text="Unhealthy: the state could not be written; restart to reload it.\n")
     return web.Response(text="Healthy.\n")
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .dedup import Window
+from .logs import Throttle
 from .metrics import ExporterMetrics
 from .models import SUMMARY_TYPES, TEST_EVENT_TYPE, CloudEvent, ParticipantSummary
 from .recorder import Change, Recorder
@@ -91,6 +92,7 @@ class Pipeline:
         # once the original is on disk, or its 2xx could promise what a crash then loses.
         self._uncommitted: dict[str, asyncio.Future[None]] = {}
         self._snapshots: asyncio.Task[None] | None = None
+        self._log = Throttle()
         self._snapshot_interval = snapshot_interval
         self._snapshot_changes = snapshot_changes
         exporter_metrics.dedup_entries.labels(PARTICIPANT_SID).set_function(lambda: len(participants))
@@ -288,8 +290,11 @@ class Pipeline:
     def _invalid(self, source: str, kind: Kind, reason: str, exc: ValidationError) -> Outcome:
         self.metrics.invalid_events.labels(source, reason).inc()
         first = exc.errors(include_url=False, include_input=False)[0]
-        # The location and message only: field values may hold phone numbers.
-        log.warning("invalid event", extra={"source": source, "reason": reason, "field": ".".join(map(str, first["loc"])), "error": first["msg"]})
+        # The location and message only: field values may hold phone numbers. At most a line per
+        # source and reason a minute: a sender of invalid events must not be able to fill the disk.
+        self._log.warning(
+            log, f"{source}:{reason}", "invalid event", source=source, reason=reason, field=".".join(map(str, first["loc"])), error=first["msg"]
+        )
         return self._count(source, kind, Outcome.INVALID)
 
 

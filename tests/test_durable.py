@@ -260,3 +260,30 @@ async def test_a_delivery_is_answered_only_after_its_commit_is_on_disk(make_harn
 
     assert (await answer).status == 200
     assert store.count_keys() == 1
+
+
+async def test_a_failed_state_write_answers_500_and_reports_unhealthy_until_restarted(
+    make_harness: HarnessFactory, tmp_path: Path, monkeypatch: Any
+) -> None:
+    import sqlite3
+
+    flag = f"--state.path={tmp_path / 'state.db'}"
+    batches = deliveries(3)
+    harness = await make_harness(flag)
+    assert (await harness.post(batches[0])).status == 200
+    store = harness.runtime.state
+
+    def disk_full(db: Any, item: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "_write_commit", disk_full)
+    assert (await harness.post(batches[1])).status == 500
+    assert (await harness.metrics.get("/-/healthy")).status == 503
+    assert (await harness.post(batches[2])).status == 500  # stays failed: memory is ahead of the disk
+
+    # The restart reloads what was committed; Twilio's retries count the rest once.
+    restarted = await make_harness(flag)
+    for batch in batches:
+        assert (await restarted.post(batch)).status == 200
+    assert (await restarted.metrics.get("/-/healthy")).status == 200
+    assert_same(snapshot(restarted.registry), await reference(batches))
