@@ -69,8 +69,7 @@ def _fail(message: str) -> int:
 def _split_address(address: str) -> tuple[str | None, int]:
     """``host:port``, ``:port`` or ``[v6]:port`` into aiohttp's host and port."""
     host, _, port = address.rpartition(":")
-    host = host.strip("[]") or None
-    return host, int(port)
+    return host.strip("[]") or None, int(port)
 
 
 class MetricsListener:

@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from .config import Config
 from .exposition import make_metrics_handler
 from .keys import RUNTIME
-from .kinesis import KinesisApi, KinesisConsumer, kinesis_context
+from .kinesis import KinesisConsumer, kinesis_context
+from .kinesis_api import KinesisApi
 from .metrics import build_kinesis_metrics, build_pull_metrics
 from .pipeline import state_context
 from .pull import Poller, pull_context

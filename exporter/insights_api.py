@@ -123,7 +123,7 @@ class InsightsApi:
         url: str | None = self.base_url + path
         while url is not None:
             body = await self._get(endpoint, url, params)
-            meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
+            meta = found if isinstance(found := body.get("meta"), dict) else {}
             items = body.get(meta.get("key") or endpoint)
             if not isinstance(items, list):
                 raise ApiError(endpoint, "200", f"the answer has no {endpoint} list")
@@ -187,7 +187,7 @@ class InsightsApi:
         return min(wait, self._max_backoff)
 
 
-class _BasicCredentials(CredentialProvider):
+class _BasicCredentials(CredentialProvider):  # type: ignore[misc]  # twilio ships no types: its classes are Any
     """HTTP Basic credentials handed to the SDK as a ready ``Authorization`` header.
 
     Given as username and password, the SDK's async client wraps them in ``aiohttp.BasicAuth``,
@@ -203,7 +203,7 @@ class _BasicCredentials(CredentialProvider):
         return self._strategy
 
 
-class _HeaderStrategy(AuthStrategy):
+class _HeaderStrategy(AuthStrategy):  # type: ignore[misc]  # as above
     def __init__(self, header: str) -> None:
         super().__init__(AuthType.BASIC)
         self._header = header

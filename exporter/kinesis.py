@@ -316,7 +316,8 @@ class KinesisConsumer:
 
     def _backoff(self, failures: int) -> float:
         """Exponential backoff with full jitter (AWS's advice for throttled clients)."""
-        ceiling = min(self.settings.max_backoff.total_seconds(), self.settings.backoff.total_seconds() * 2 ** max(0, failures))
+        # Annotated: typeshed types int ** int as Any (a negative exponent would make a float).
+        ceiling: float = min(self.settings.max_backoff.total_seconds(), self.settings.backoff.total_seconds() * 2 ** max(0, failures))
         return ceiling * self._jitter()
 
 

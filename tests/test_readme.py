@@ -134,9 +134,9 @@ def stop_group(proc: subprocess.Popen[str], ports: dict[str, int]) -> None:
 
 def test_the_readme_shell_blocks_work_as_written_in_a_fresh_copy(tmp_path: Path):
     copy = fresh_copy(tmp_path / "clone")
-    # Not make's own variables either: under `make test` (CI) a `make run` of a block would be a
-    # sub-make and print "make[1]: Entering directory ..." before the block's output.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "VIRTUAL_ENV", "PYTEST", "MAKE", "MFLAGS"))}
+    # As a reader's shell has it: no exporter settings, no venv, and not inside `make test` (a nested
+    # make inherits MAKELEVEL and MAKEFLAGS and then prints "Entering directory" lines).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "VIRTUAL_ENV", "PYTEST", "MAKE", "MFLAGS")) and k != "ARGS"}
     # The blocks use the default ports. On a machine where something else holds one (another
     # checkout's exporter), the only change to the blocks: other ports, in the curl URLs and in
     # the exporter's listen-address variables.
