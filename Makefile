@@ -46,6 +46,7 @@ test-deps: venv
 test: test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 # Regenerate the dashboards, the rules file and the README's configuration table from their

@@ -44,7 +44,7 @@ def serve(variant: str, report: Path, argv: list[str]) -> None:
     from exporter import __main__ as main_module
     from exporter import app as app_module
     from exporter import pipeline as pipeline_module
-    from exporter import webhook
+    from exporter import verify, webhook
     from exporter.config import load_config
     from exporter.recorder import Recorder
 
@@ -82,7 +82,7 @@ def serve(variant: str, report: Path, argv: list[str]) -> None:
 
         webhook._reply = cached_reply
     # The handler's steps, each timed where it is called (CPU time, this thread).
-    webhook.SignatureVerifier.check = timed("verify", webhook.SignatureVerifier.check)
+    verify.SignatureVerifier.check = timed("verify", verify.SignatureVerifier.check)
     webhook.loads = timed("json", webhook.loads)
     webhook._reply = timed("reply", webhook._reply)
     pipeline_module.Pipeline._accept_event = timed("accept_event", pipeline_module.Pipeline._accept_event)

@@ -10,8 +10,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from exporter.config import DEFAULT_MAX_VALUES
-from exporter.labels import OTHER, UNKNOWN
+from exporter.labels import DEFAULT_MAX_VALUES, OTHER, UNKNOWN
 
 from . import rules, settings
 from .promql import ALERT_SHARE, MIN_STREAMS, OBJECTIVE, QUALITY_THRESHOLDS, burn_factor

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporter import metrics as m
+from exporter.pipeline import Outcome
 
 from . import settings
 from .grafana import Cell, Section, dashboard, datasource_variable, heatmap, query, query_variable, stat, thresholds, timeseries
@@ -67,7 +68,7 @@ def overview() -> Section:
                 stat(
                     "Summaries recorded",
                     "Summary events recorded in the selected range (each counted once).",
-                    query(in_range(f"{m.EVENTS}_total", f'outcome="{m.RECORDED}"'), instant=True),
+                    query(in_range(f"{m.EVENTS}_total", f'outcome="{Outcome.RECORDED}"'), instant=True),
                     "short",
                     thresholds((None, "blue")),
                     decimals=0,
@@ -103,7 +104,7 @@ def overview() -> Section:
                 stat(
                     "Duplicates",
                     "Deliveries of an event already recorded, in the selected range (Twilio delivers at least once; acknowledged, not counted).",
-                    query(in_range(f"{m.EVENTS}_total", f'outcome="{m.DUPLICATE}"'), instant=True),
+                    query(in_range(f"{m.EVENTS}_total", f'outcome="{Outcome.DUPLICATE}"'), instant=True),
                     "short",
                     thresholds((None, "blue")),
                     decimals=0,
@@ -224,7 +225,7 @@ def events() -> Section:
                 timeseries(
                     "Duplicate deliveries per minute",
                     "Events delivered again after being recorded: acknowledged with 200, not counted twice.",
-                    [query(per_minute(f"{m.EVENTS}_total", ("source",), f'outcome="{m.DUPLICATE}"'), "{{source}}")],
+                    [query(per_minute(f"{m.EVENTS}_total", ("source",), f'outcome="{Outcome.DUPLICATE}"'), "{{source}}")],
                     "cpm",
                 )
             ),

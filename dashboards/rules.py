@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter import metrics as m
+from exporter.pipeline import Outcome
 
 from . import quality, settings
 from .promql import ALERT_SHARE, MIN_STREAMS, OBJECTIVE, QUALITY_THRESHOLDS, QualityThreshold, burn_factor, seconds
@@ -290,7 +291,7 @@ def slice_alerts(dimension: str) -> list[Alert]:
 def exporter_alerts() -> list[Alert]:
     signature = f"{m.SIGNATURE_FAILURES}_total"
     requests = f"{m.WEBHOOK_REQUESTS}_total"
-    invalid = f'{m.EVENTS}_total{{outcome="{m.INVALID}"}}'
+    invalid = f'{m.EVENTS}_total{{outcome="{Outcome.INVALID}"}}'
     events = f"{m.EVENTS}_total"
     w = settings.WEBHOOK_WINDOW
     target = ", ".join(TARGET)

@@ -1,4 +1,8 @@
-"""Load settings, build the apps, run them. Nothing else."""
+"""Load settings, build the apps, run them. Nothing else.
+
+Why one module: the command line, both listeners and the shutdown order are one start-to-stop
+sequence, and the metrics listener's thread (:class:`MetricsListener`) is a step of it.
+"""
 
 from __future__ import annotations
 
@@ -27,9 +31,6 @@ from .webconfig import WATCH_INTERVAL, WebConfigError, WebConfigHolder, load_web
 PROG = "twilio-insights-exporter"
 
 log = logging.getLogger("exporter")
-# Seconds aiohttp waits for handlers when a runner stops, after the webhook has drained.
-_RUNNER_SHUTDOWN_TIMEOUT = 2.0
-_SWITCH_INTERVAL = 0.001
 # Seconds aiohttp waits for handlers when a runner stops, after the webhook has drained.
 _RUNNER_SHUTDOWN_TIMEOUT = 2.0
 _SWITCH_INTERVAL = 0.001
@@ -68,17 +69,16 @@ def _fail(message: str) -> int:
 def _split_address(address: str) -> tuple[str | None, int]:
     """``host:port``, ``:port`` or ``[v6]:port`` into aiohttp's host and port."""
     host, _, port = address.rpartition(":")
-    host = host.strip("[]") or None
-    return host, int(port)
+    return host.strip("[]") or None, int(port)
 
 
 class MetricsListener:
     """The metrics listener (``/metrics``, ``/-/healthy``, ``/-/ready``) on its own loop, in a thread.
 
     On the webhook's loop a probe waits behind every delivery queued before it: under a flood
-    of batches the liveness probe took seconds (issue 10: 4.1 s median, 7.7 s worst), and the
-    kubelet restarts a pod whose probe times out. On a loop of its own a probe waits at most a
-    few GIL switch intervals, whatever the webhook is doing (``bench/overload.py`` measures it).
+    of batches the liveness probe took seconds, and the kubelet restarts a pod whose probe times
+    out. On a loop of its own a probe waits at most a few GIL switch intervals, whatever the
+    webhook is doing (``bench/overload.py`` measures it; figures in docs/performance.md, "Overload").
     ``/metrics`` is still rendered on the webhook's loop (``app.on_runtime_loop``), where the
     series are written.
 
@@ -179,15 +179,18 @@ async def serve(config: Config) -> None:
     apps = create_apps(config, CollectorRegistry())
     runtime = apps.runtime
     # Everything built so far (modules, pydantic schemas, the apps) lives as long as the process:
-    # frozen, a full collection no longer walks it. Measured under scrapes of a large registry
-    # (bench, docs/performance.md): full collections ~45-415 ms -> ~10-105 ms, webhook p99 with it.
+    # frozen, a full collection no longer walks it, which shortened the collections that stall
+    # the webhook under scrapes of a large registry (figures: docs/performance.md, "gc.freeze()").
     gc.freeze()
-    runtime.loop = asyncio.get_running_loop()  # before the first scrape: /metrics renders here
+    # Not in Runtime.build, which may run outside any loop (the tests build apps so); set again at
+    # the webhook application's startup, and here because the metrics listener starts first and
+    # a scrape must already render on this loop.
+    runtime.loop = asyncio.get_running_loop()
     # A probe on the metrics listener's thread waits for the GIL at most this long per step
     # while the webhook's loop works (the default is 5 ms); only a thread asking for the GIL
     # makes the other one release it, so an idle metrics listener costs nothing.
     sys.setswitchinterval(_SWITCH_INTERVAL)
-    metrics = MetricsListener(apps.metrics, settings.web.listen_address, runtime.web_config)
+    metrics = MetricsListener(apps.metrics, settings.web.listen_address, apps.web_config)
     # The deliveries in flight are drained before the runner stops (below); what aiohttp then
     # still finds running has outlived --webhook.shutdown-timeout and is cancelled.
     webhook = web.AppRunner(apps.webhook, access_log=None, shutdown_timeout=_RUNNER_SHUTDOWN_TIMEOUT)
@@ -197,7 +200,7 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     # Probes answer (not ready) from the start; the webhook's cleanup_ctx opens the state.
     await metrics.start()
-    if runtime.web_config is not None:
+    if apps.web_config is not None:
         loop.add_signal_handler(signal.SIGHUP, metrics.request_reload)
     try:
         try:

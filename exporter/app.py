@@ -9,92 +9,59 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from .config import Config
-from .dedup import Window
 from .exposition import make_metrics_handler
 from .keys import RUNTIME
-from .kinesis import KinesisApi, KinesisConsumer, kinesis_context
-from .labels import LabelPolicy
-from .metrics import ExporterMetrics, build_exporter_metrics, build_kinesis_metrics, build_pull_metrics
-from .pipeline import Pipeline, state_context
+from .kinesis import KinesisConsumer, kinesis_context
+from .kinesis_api import KinesisApi
+from .metrics import build_kinesis_metrics, build_pull_metrics
+from .pipeline import state_context
 from .pull import Poller, pull_context
-from .recorder import Recorder
-from .state import StateStore
+from .runtime import Runtime
+from .verify import can_verify
 from .webconfig import WebConfigHolder, add_headers, load_web_config
 from .webconfig import middleware as webconfig_middleware
-from .webhook import BasicAuth, Intake, SignatureVerifier, can_verify, handle_webhook
+from .webhook import handle_webhook
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Runtime:
-    """Everything both applications share, built once from the configuration."""
-
-    config: Config
-    registry: CollectorRegistry
-    exporter_metrics: ExporterMetrics
-    pipeline: Pipeline
-    verifier: SignatureVerifier
-    basic_auth: BasicAuth
-    state: StateStore
-    # Admission of deliveries: the in-flight bound and the shutdown switch (exporter/webhook.py).
-    intake: Intake
-    ready: bool = field(default=False)
-    # Set when --pull.enabled; runs as a background task of the webhook application.
-    poller: Poller | None = None
-    # Set when --web.config.file names a file: TLS for the metrics listener, basic auth, headers.
-    web_config: WebConfigHolder | None = None
-    # Set when --kinesis.stream-name; runs as a background task of the metrics application.
-    kinesis: KinesisConsumer | None = None
-    # The loop that owns everything above; the metrics listener may run on another (__main__).
-    loop: asyncio.AbstractEventLoop | None = None
-
-    @classmethod
-    def build(cls, config: Config, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> Runtime:
-        settings = config.settings
-        em = build_exporter_metrics(registry)
-        policy = LabelPolicy(settings.labels.common_labels(), settings.labels.caps(), settings.labels.allowlists(), settings.labels.max_label_sets)
-        recorder = Recorder(registry, policy, settings.buckets.resolved())
-        dedup = settings.dedup
-        window = dedup.window.total_seconds()
-        state = StateStore(settings.state.path, window, clock=clock, fsync=settings.state.sync == "full")
-        pipeline = Pipeline(
-            recorder,
-            em,
-            Window(window, dedup.max_entries, clock=clock),
-            state,
-            clock=clock,
-            snapshot_interval=settings.state.snapshot_interval.total_seconds(),
-            snapshot_changes=settings.state.snapshot_changes,
-        )
-        intake = Intake(settings.webhook.max_in_flight)
-        em.webhook_in_flight.set_function(lambda: intake.in_flight)
-        return cls(config, registry, em, pipeline, SignatureVerifier(config), BasicAuth(config), state, intake)
-
-
 @dataclass(frozen=True)
 class Apps:
+    """The two applications and the runtime they share."""
+
     webhook: web.Application
     metrics: web.Application
     runtime: Runtime
+    # --web.config.file: TLS for the metrics listener (__main__), basic auth and headers here.
+    web_config: WebConfigHolder | None = None
 
 
 def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     """Build the webhook and metrics applications around one runtime and ``registry``."""
-    # A *_created sample per child would double the series count for a timestamp nobody graphs
-    # (rate() does not need it). The switch is process-wide, as prometheus_client offers it.
+    # No *_created series: one per child would double the series count for a timestamp nobody
+    # graphs (rate() does not need it), and families.py writes none for the participant families.
+    # prometheus_client offers the switch only for the whole process (a global read at every
+    # collect; per registry was left for later, prometheus/client_python#973), so it is thrown
+    # here, where every registry of the exporter is built; a process runs one exporter.
     disable_created_metrics()
     runtime = Runtime.build(config, registry)
     settings = config.settings
+    file = settings.web.config.file
+    web_config = WebConfigHolder(file, load_web_config(file)) if file is not None else None
+    poller = Poller.build(config, runtime.pipeline, runtime.state, build_pull_metrics(registry)) if settings.pull.enabled else None
+    kinesis = None
+    if settings.kinesis.stream_name is not None:
+        # The pipeline is the consumer's sink: each page's events and its shard checkpoint in one commit.
+        kinesis = KinesisConsumer(
+            settings.kinesis, KinesisApi(settings.kinesis), runtime.pipeline, runtime.exporter_metrics, build_kinesis_metrics(registry)
+        )
 
     # aiohttp refuses bodies past client_max_size with 413 (read() raises): the size limit.
     webhook = web.Application(client_max_size=settings.webhook.max_body_size)
@@ -113,31 +80,25 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
 
     metrics = web.Application()
     metrics[RUNTIME] = runtime
-    if settings.web.config.file is not None:
+    if web_config is not None:
         # Basic auth and headers here; TLS on the listener itself (__main__.MetricsListener).
-        runtime.web_config = WebConfigHolder(settings.web.config.file, load_web_config(settings.web.config.file))
-        metrics.middlewares.append(webconfig_middleware(runtime.web_config))
-        metrics.on_response_prepare.append(add_headers(runtime.web_config))
+        metrics.middlewares.append(webconfig_middleware(web_config))
+        metrics.on_response_prepare.append(add_headers(web_config))
     # The state, the poller and the Kinesis consumer live with the webhook application, on the
     # loop that owns the pipeline: its cleanup_ctx loads the state before the webhook listener
     # takes a delivery and flushes it after the last one was answered (__main__ runs the metrics
     # listener on a loop of its own).
     webhook.cleanup_ctx.append(state_context(runtime.pipeline))
-    if settings.pull.enabled:
-        runtime.poller = Poller.build(config, runtime.pipeline, runtime.state, build_pull_metrics(registry))
-        webhook.cleanup_ctx.append(pull_context(runtime.poller))
-    if settings.kinesis.stream_name is not None:
-        # The pipeline is the consumer's sink: each page's events and its shard checkpoint in one commit.
-        runtime.kinesis = KinesisConsumer(
-            settings.kinesis, KinesisApi(settings.kinesis), runtime.pipeline, runtime.exporter_metrics, build_kinesis_metrics(registry)
-        )
-        webhook.cleanup_ctx.append(kinesis_context(runtime.kinesis, durable=runtime.state.persistent))
+    if poller is not None:
+        webhook.cleanup_ctx.append(pull_context(poller))
+    if kinesis is not None:
+        webhook.cleanup_ctx.append(kinesis_context(kinesis, durable=runtime.state.persistent))
     metrics_handler = make_metrics_handler(registry, runtime.pipeline.recorder.families())
     metrics.router.add_get(settings.web.telemetry_path, on_runtime_loop(runtime, metrics_handler))
     metrics.router.add_get("/-/healthy", healthy)
     metrics.router.add_get("/-/ready", ready)
     metrics.router.add_get("/", landing)
-    return Apps(webhook=webhook, metrics=metrics, runtime=runtime)
+    return Apps(webhook=webhook, metrics=metrics, runtime=runtime, web_config=web_config)
 
 
 def on_runtime_loop(runtime: Runtime, handler: Handler) -> Handler:

@@ -6,6 +6,10 @@ description; ``--help`` and the README's configuration table are generated from 
 
 Secrets never travel on the command line (it is visible in ``ps``): they are read from the
 environment only, by :class:`Secrets`.
+
+Why one module: every flag, environment variable and YAML key is a field of one
+pydantic-settings model; ``--help``, the README's table and the cross-section checks (pull within
+the dedup window, credentials for pull) need the whole model at once.
 """
 
 from __future__ import annotations

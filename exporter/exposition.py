@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES
+from prometheus_client.registry import Collector
 
 from .families import rendered_separately
 
@@ -42,8 +44,17 @@ EOF_LINE = b"# EOF\n"
 NAME_PRESERVING = frozenset({ALLOWUTF8, UNDERSCORES})
 _ESCAPING_PARAM = re.compile(r"(;\s*escaping=)[^;,]*")
 
+# What choose_encoder returns: it renders a registry or a restricted_registry() of one.
+Encoder = Callable[[Collector], bytes]
 
-def negotiate(accept: str) -> tuple[Callable[[CollectorRegistry], bytes], str]:
+
+class RendersItself(Protocol):
+    """A family the handler writes itself (exporter.families), in chunks of text lines."""
+
+    def render(self, openmetrics: bool, names: frozenset[str] | None = None) -> Iterable[str]: ...
+
+
+def negotiate(accept: str) -> tuple[Encoder, str]:
     """prometheus_client's encoder and Content-Type for ``accept``, the escaping narrowed to
     one every family writes.
 
@@ -59,12 +70,12 @@ def negotiate(accept: str) -> tuple[Callable[[CollectorRegistry], bytes], str]:
     return encoder, content_type
 
 
-def make_metrics_handler(registry: CollectorRegistry, families: Sequence[object]) -> Handler:
+def make_metrics_handler(registry: CollectorRegistry, families: Sequence[RendersItself]) -> Handler:
     """A ``/metrics`` handler for ``registry``, whose ``families`` it renders itself."""
     in_flight: dict[str, asyncio.Future[bytes]] = {}
     separately = frozenset(families)
 
-    async def render(encoder, openmetrics: bool, names: frozenset[str] | None = None) -> bytes:
+    async def render(encoder: Encoder, openmetrics: bool, names: frozenset[str] | None = None) -> bytes:
         token = rendered_separately.set(separately)
         try:
             # Everything but the participant families: small.
@@ -73,7 +84,7 @@ def make_metrics_handler(registry: CollectorRegistry, families: Sequence[object]
             rendered_separately.reset(token)
         parts = [head.removesuffix(EOF_LINE) if openmetrics else head]
         for family in families:
-            for chunk in family.render(openmetrics, names):  # type: ignore[attr-defined]
+            for chunk in family.render(openmetrics, names):
                 parts.append(chunk.encode())
                 await asyncio.sleep(0)  # let webhook deliveries in between chunks
         if openmetrics:

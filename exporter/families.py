@@ -1,20 +1,21 @@
 """The participant metric families: plain numbers per series, rendered from cached label text.
 
-Why not ``prometheus_client.Counter`` and ``Histogram`` for these (see docs/performance.md):
-they hold every label set a contact centre produces, about 200 samples per combination of the
-common labels, so 100k samples is an ordinary registry. Measured on it, the library spends
-~14 µs per sample to scrape (``collect()`` builds a label dict per sample, ``generate_latest``
-then validates and escapes every label name of every sample), 1.4 s in all, and creating a
-labeled histogram child (a lock per bucket) dominated the webhook's profile. The label text of a
-series never changes, so it is escaped once, when the series is created; a histogram keeps its
-buckets as a list of ints. Everything else (the exporter's own metrics, process, GC) stays
-``prometheus_client``.
+Why not ``prometheus_client.Counter`` and ``Histogram`` for these: they hold every label set a
+contact centre produces, about 200 samples per combination of the common labels, so 100k
+samples is an ordinary registry. On it the library's scrape costs seconds, because
+``collect()`` builds a label dict per sample and ``generate_latest`` then validates and escapes
+every label name of every sample, and creating a labeled histogram child (a lock per bucket)
+dominated the webhook's profile (figures in docs/performance.md, "What was done, measured
+before and after"). The label text of a series never changes, so it is escaped once, when the
+series is created; a histogram keeps its buckets as a list of ints. Everything else (the
+exporter's own metrics, process, GC) stays ``prometheus_client``.
 
 Both families are ordinary collectors on the injected registry, so ``collect()``,
 ``registry.get_sample_value`` and ``generate_latest`` see exactly the samples prometheus_client's
-own classes would give (without ``_created``, which the exporter disables). :func:`render` writes
-the same bytes as ``generate_latest`` and the OpenMetrics ``generate_latest`` would, in chunks,
-so the ``/metrics`` handler can let webhook requests run between them.
+own classes would give (without ``_created``, which the exporter disables: ``app.create_apps``
+says why). :func:`render` writes the same bytes as ``generate_latest`` and the OpenMetrics
+``generate_latest`` would, in chunks, so the ``/metrics`` handler can let webhook requests run
+between them.
 
 Series are observed on the event loop only; a reader in another thread may see a histogram's
 sum one observation behind its count, never a count behind its buckets (the count is the sum
@@ -29,7 +30,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from functools import lru_cache
-from typing import Any
+from typing import Any, final
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -113,6 +114,9 @@ class _Family:
         raise NotImplementedError
 
 
+# final: the recorder tells the two kinds of series apart with `type(series) is HistogramSeries` (the
+# fastest test on its hot path), which is exact only because neither is ever subclassed.
+@final
 class CounterSeries:
     __slots__ = ("_line", "value")
 
@@ -154,6 +158,7 @@ class CounterFamily(_Family):
         yield "".join(lines)
 
 
+@final
 class HistogramSeries:
     __slots__ = ("_bucket_close", "_bucket_open", "_plain", "_upper", "counts", "exemplars", "sum")
 
@@ -161,7 +166,8 @@ class HistogramSeries:
         self.counts = [0] * len(upper)
         self.sum = 0.0
         # (labels, value, timestamp) per bucket, made an Exemplar only when collected: the
-        # NamedTuple's constructor is Python code, 0.3 µs on each of a summary's ~12 observations.
+        # NamedTuple's constructor is Python code, run on each of a summary's observations
+        # otherwise (docs/performance.md, the recorder and families row).
         self.exemplars: list[tuple[dict[str, str], float, float] | None] = [None] * len(upper)
         self._upper = upper
         self._bucket_open = bucket_open

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from .app import Runtime
+from .runtime import Runtime
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")

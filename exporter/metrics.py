@@ -5,6 +5,9 @@ dashboards generator, the alert rules and the README all read them from this mod
 
 Everything is built against an injected :class:`~prometheus_client.CollectorRegistry` so that each
 test (and each app) owns its registry; nothing here touches the global ``REGISTRY``.
+
+Why one module: it is the product's public API, every name, bucket edge and threshold written
+once, and the dashboards, the rules and the README read them from this one place.
 """
 
 from __future__ import annotations
@@ -151,14 +154,6 @@ PROCESSING_STATES = ("complete", "in_progress", "timeout", "other")
 
 STREAMS = ("inbound", "outbound")
 STATS = ("avg", "max")
-
-# Event outcomes (the `outcome` label of the events counter).
-RECORDED = "recorded"
-DUPLICATE = "duplicate"
-INVALID = "invalid"
-IGNORED = "ignored"
-TEST = "test"
-OUTCOMES = (RECORDED, DUPLICATE, INVALID, IGNORED, TEST)
 
 
 @dataclass(frozen=True, slots=True)

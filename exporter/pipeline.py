@@ -11,6 +11,9 @@ its SID is remembered only once it is recorded, so a failure anywhere makes the 
 and the retry records it exactly once. With a durable store, :meth:`Pipeline.deliver` returns
 only after what it recorded, the SIDs and the door's checkpoint are committed together
 (exporter/state.py): the door may then acknowledge.
+
+Why one module: the path of a delivery (parse, dedup, record, commit) and the durable state's
+load and snapshots must see the same recorder, window and uncommitted keys.
 """
 
 from __future__ import annotations

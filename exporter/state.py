@@ -31,6 +31,9 @@ reports unhealthy and must be restarted, which reloads the last committed state.
 
 Without a path the store lives in memory: no journal (nothing would survive anyway), only what
 pull mode keeps between polls.
+
+Why one module: the schema, the writer thread and the load are one on-disk format, and a change
+to one read apart from the others would break a state file written by the last version.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ Differences from the toolkit, refused with a clear error rather than ignored: Py
 cannot ask for a client certificate without verifying it, so ``RequestClientCert`` and
 ``RequireAnyClientCert`` are not offered; ``cipher_suites`` and ``curve_preferences`` use Go's
 names and are not offered either. ``http2`` is accepted and has no effect (aiohttp speaks HTTP/1.1).
+
+Why one module: Prometheus' web configuration file is one format (TLS, basic auth, headers),
+loaded, checked and reloaded as one.
 """
 
 from __future__ import annotations

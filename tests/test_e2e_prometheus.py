@@ -31,6 +31,7 @@ import yaml
 
 from dashboards import health, quality, rules, settings
 from exporter import metrics, synthetic
+from exporter.pipeline import Outcome
 from tests import fake_insights
 from tests.e2e_prometheus import (
     JOB,
@@ -112,7 +113,7 @@ def total_summaries(prometheus: Prometheus, instance: str) -> float:
 
 def pulled(prometheus: Prometheus, instance: str) -> float:
     """Summaries the poller handed to the pipeline: recorded, or already pushed by the webhook."""
-    events = f'{metrics.EVENTS}_total{{instance="{instance}", source="pull", outcome=~"{metrics.RECORDED}|{metrics.DUPLICATE}"}}'
+    events = f'{metrics.EVENTS}_total{{instance="{instance}", source="pull", outcome=~"{Outcome.RECORDED}|{Outcome.DUPLICATE}"}}'
     return prometheus.value(f"sum({events})") or 0.0
 
 

@@ -13,9 +13,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, enable_created_metrics, generate_latest
 from prometheus_client.exposition import choose_encoder
 
+from exporter.app import create_apps
+from exporter.config import load_config
 from exporter.exposition import make_metrics_handler
 from exporter.synthetic import cloud_event, sink_test_event, summaries
 from tests.conftest import Harness, fixture
@@ -213,3 +215,18 @@ async def test_a_scraper_hanging_up_does_not_cancel_the_render_another_scraper_w
     assert response.status == 200
     assert response.body.endswith(b"# chunk 0\n# chunk 1\n")
     assert family.renders == 1
+
+
+def test_the_app_factory_switches_the_created_series_off() -> None:
+    # prometheus_client's switch is process-wide and other tests throw it too: start as a fresh process does.
+    enable_created_metrics()
+    try:
+        registry = CollectorRegistry()
+        apps = create_apps(load_config([]), registry)
+        apps.runtime.exporter_metrics.webhook_requests.labels("200").inc()
+        text = generate_latest(registry).decode()
+    finally:
+        disable_created_metrics()
+
+    assert 'twilio_insights_exporter_webhook_requests_total{code="200"} 1.0' in text
+    assert "_created" not in text

@@ -135,7 +135,9 @@ def stop_group(proc: subprocess.Popen[str], ports: dict[str, int]) -> None:
 
 def test_the_readme_shell_blocks_work_as_written_in_a_fresh_copy(tmp_path: Path):
     copy = fresh_copy(tmp_path / "clone")
-    env = {k: v for k, v in clean_environ().items() if not k.startswith(("VIRTUAL_ENV", "PYTEST"))}
+    # As a reader's shell has it: no exporter settings, no venv, and not inside `make test` (a nested
+    # make inherits MAKELEVEL and MAKEFLAGS and then prints "Entering directory" lines).
+    env = {k: v for k, v in clean_environ().items() if not k.startswith(("VIRTUAL_ENV", "PYTEST", "MAKE", "MFLAGS")) and k != "ARGS"}
     # The blocks use the default ports. On a machine where something else holds one (another
     # checkout's exporter), the only change to the blocks: other ports, in the curl URLs and in
     # the exporter's listen-address variables.

@@ -19,7 +19,7 @@ from twilio.request_validator import RequestValidator
 
 from exporter.config import Config, Secrets, load_config
 from exporter.synthetic import sign
-from exporter.webhook import SignatureVerifier
+from exporter.verify import SignatureVerifier
 from tests.conftest import SECONDARY_TOKEN, TOKEN, Harness, HarnessFactory
 from tests.helpers import signed_query
 

@@ -1,0 +1,95 @@
+"""Admission of webhook deliveries: the bound on work in flight, turns on the loop, the shutdown switch.
+
+The first step of a delivery's path, before its body is read (exporter/webhook.py calls it):
+a delivery refused here costs next to nothing, which is what keeps a flood answered rather than
+queued (docs/performance.md, "Overload").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+from .logs import Throttle
+
+# Deliveries whose work one loop iteration runs (Intake.turn). Eight beat one (refusals crowd out
+# the work) and no limit (every queued batch in one iteration) under a flood of batches
+# (bench/overload.py; the figures are in docs/performance.md, "Overload").
+TURNS_PER_ITERATION = 8
+
+
+@dataclass
+class Intake:
+    """Whether the webhook takes a delivery now: the bound on work in flight, the shutdown switch.
+
+    A delivery past ``max_in_flight`` is answered 503 at once instead of waiting in the event
+    loop's queue: queued work is what made a flood answer in seconds and starve the health probes
+    (docs/performance.md). Twilio retries a 503 for 4 hours, so refusing loses nothing.
+    """
+
+    max_in_flight: int
+    in_flight: int = 0
+    closing: bool = False
+    # Refused requests are logged at most once per reason per interval, with the count of the rest.
+    refusals: Throttle = field(default_factory=Throttle)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _turns: deque[asyncio.Future[None]] = field(default_factory=deque)
+    _dispatching: bool = False
+
+    def __post_init__(self) -> None:
+        self._idle.set()
+
+    def enter(self) -> str | None:
+        """Admit one delivery, or the reason it is refused (``shutting_down``, ``overloaded``)."""
+        if self.closing:
+            return "shutting_down"
+        if self.in_flight >= self.max_in_flight:
+            return "overloaded"
+        self.in_flight += 1
+        self._idle.clear()
+        return None
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def turn(self) -> None:
+        """Wait for this delivery's turn to do its work: TURNS_PER_ITERATION deliveries per loop iteration.
+
+        A delivery's work (signature, parsing, every event of the batch) runs in one step of the
+        event loop, and a loop iteration runs every step that is ready: with many batches ready
+        together, one iteration ran all their work, and everything else (reading other requests,
+        answering 503s) waited behind it. Handing out a few turns per iteration keeps iterations
+        short, so refusals and the deliveries' own reads go on between them. Waiting here also lets every request that arrived at the
+        same time reach :meth:`enter` first: a body already buffered is read without yielding.
+        """
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._turns.append(waiter)
+        if not self._dispatching:
+            self._dispatching = True
+            loop.call_soon(self._next_turn)
+        await waiter
+
+    def _next_turn(self) -> None:
+        granted = 0
+        while self._turns and granted < TURNS_PER_ITERATION:
+            waiter = self._turns.popleft()
+            if not waiter.done():  # a waiter cancelled meanwhile gives its turn away
+                waiter.set_result(None)
+                granted += 1
+        if self._turns:
+            # The next turns are handed out in the next iteration, after this one's work.
+            asyncio.get_running_loop().call_soon(self._next_turn)
+        else:
+            self._dispatching = False
+
+    def close(self) -> None:
+        """From now on every delivery is answered 503 (shutdown)."""
+        self.closing = True
+
+    async def idle(self) -> None:
+        """Return once no delivery is in flight."""
+        await self._idle.wait()
