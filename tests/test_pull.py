@@ -591,7 +591,8 @@ async def test_real_process_stays_ready_while_the_api_fails_then_catches_up_and_
     )
     env = {"TWILIO_API_KEY": fi.API_KEY, "TWILIO_API_SECRET": fi.API_SECRET}
 
-    async with aiohttp.ClientSession() as http:
+    # Every request bounded: a stalled exporter fails the test instead of hanging the suite.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
 
         async def scrape(base: str) -> dict[str, float]:
             async with http.get(base + "/metrics") as response:
