@@ -47,7 +47,7 @@ from .config import KinesisSettings
 from .kinesis_api import EXPIRED_ITERATOR, KinesisApi, KinesisError, Shard
 from .metrics import ExporterMetrics, KinesisMetrics
 from .models import loads
-from .pipeline import Kind, Outcome
+from .pipeline import Kind, Outcome, background_context
 
 log = logging.getLogger(__name__)
 
@@ -329,20 +329,9 @@ def kinesis_context(consumer: KinesisConsumer, durable: bool) -> Callable[[web.A
     or unreachable Kinesis never delays readiness.
     """
 
-    async def context(_: web.Application) -> AsyncIterator[None]:
-        await consumer.start()
-        if not durable:
-            log.warning(
-                "Kinesis mode without --state.path: checkpoints are kept in memory, so after a restart every shard is read "
-                "again from --kinesis.start-position and what was recorded before is counted again"
-            )
-        task = asyncio.create_task(consumer.run(), name="kinesis-consumer")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await consumer.stop()
-
-    return context
+    if not durable:
+        log.warning(
+            "Kinesis mode without --state.path: checkpoints are kept in memory, so after a restart every shard is read "
+            "again from --kinesis.start-position and what was recorded before is counted again"
+        )
+    return background_context(consumer, "kinesis-consumer")

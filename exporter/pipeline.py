@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -299,6 +299,38 @@ class Pipeline:
             log, f"{source}:{reason}", "invalid event", source=source, reason=reason, field=".".join(map(str, first["loc"])), error=first["msg"]
         )
         return self._count(source, kind, Outcome.INVALID)
+
+
+class Door(Protocol):
+    """A door that reads by itself (the REST poller, the Kinesis consumer): started, run, stopped."""
+
+    async def start(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def background_context(door: Door, name: str) -> Callable[[Any], AsyncIterator[None]]:
+    """A ``cleanup_ctx`` running ``door`` as a background task while the application runs.
+
+    Added after the state's context, so the state is loaded before the door's first read and the
+    door's last delivery is committed before the state closes. Startup does not wait for a read:
+    a slow or failing source never delays readiness.
+    """
+
+    async def context(_: Any) -> AsyncIterator[None]:
+        await door.start()
+        task = asyncio.create_task(door.run(), name=name)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await door.stop()
+
+    return context
 
 
 def state_context(pipeline: Pipeline) -> Callable[[Any], AsyncIterator[None]]:

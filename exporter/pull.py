@@ -27,7 +27,6 @@ poll starts over from the unchanged watermark. Readiness never looks at the API.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,7 +40,7 @@ from .dedup import Window
 from .insights_api import ApiError, Clock, InsightsApi, Sleep
 from .metrics import PROCESSING_STATES, PullMetrics
 from .models import ParticipantSummary
-from .pipeline import Pipeline
+from .pipeline import Pipeline, background_context
 from .state import CONFERENCE_SID, StateStore
 
 log = logging.getLogger(__name__)
@@ -223,20 +222,5 @@ class Poller:
 
 
 def pull_context(poller: Poller) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` running ``poller`` as a background task while the application runs.
-
-    Startup does not wait for a poll: a slow or failing API never delays readiness.
-    """
-
-    async def context(_: web.Application) -> AsyncIterator[None]:
-        await poller.start()
-        task = asyncio.create_task(poller.run(), name="insights-poller")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await poller.stop()
-
-    return context
+    """A ``cleanup_ctx`` running ``poller`` in the background: a slow or failing API never delays readiness."""
+    return background_context(poller, "insights-poller")
