@@ -93,14 +93,16 @@ class BoundedLabel:
         self.allowlist = allowlist
         self.kept: set[str] = set()
 
-    def value(self, raw: str | None, pending: set[str] | None = None) -> str:
+    def value(self, raw: str | None, pending: dict[str, set[str]] | None = None) -> str:
         """The label value to use for ``raw``, without keeping it.
 
-        ``pending`` holds the values a summary being planned has claimed already (it is added to),
-        so two new values of one summary cannot both take the last free place.
+        ``pending`` (``{label: values}``) holds the values a summary being planned has claimed
+        already (a new one is added), so two new values of one summary cannot both take the last
+        free place. Its set for this label is made only when a new value needs it: most values
+        are kept already, and this runs for every label of every summary.
 
         >>> label = BoundedLabel("call_type", 1, None)
-        >>> label.value("sip"), label.value(None), label.value("carrier", {"sip"})
+        >>> label.value("sip"), label.value(None), label.value("carrier", {"call_type": {"sip"}})
         ('sip', 'unknown', 'other')
         """
         if raw is None:
@@ -114,11 +116,14 @@ class BoundedLabel:
             return value if value in self.allowlist else OTHER
         if pending is None:
             return value if len(self.kept) < self.max_values else OTHER
-        if value in pending:
+        claimed = pending.get(self.name)
+        if claimed is None:
+            claimed = pending[self.name] = set()
+        elif value in claimed:
             return value
-        if len(self.kept) + len(pending) >= self.max_values:
+        if len(self.kept) + len(claimed) >= self.max_values:
             return OTHER
-        pending.add(value)
+        claimed.add(value)
         return value
 
     def admit(self, value: str) -> bool:
@@ -159,7 +164,7 @@ class LabelPolicy:
         """
         result = []
         for label in self._common:
-            value = label.value(values.get(label.name), pending.setdefault(label.name, set()))
+            value = label.value(values.get(label.name), pending)
             if value == OTHER:
                 overflow.append(label.name)
             result.append(value)
@@ -171,7 +176,7 @@ class LabelPolicy:
 
     def detail(self, name: str, raw: str | None, pending: dict[str, set[str]], overflow: list[str]) -> str:
         """The value of a detail label (tag, action, ...), planned like :meth:`common`."""
-        value = self.labels[name].value(raw, pending.setdefault(name, set()))
+        value = self.labels[name].value(raw, pending)
         if value == OTHER:
             overflow.append(name)
         return value
