@@ -23,6 +23,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from exporter import synthetic
 from exporter.models import CloudEvent, ParticipantSummary, loads
+from exporter.subjects import PARTICIPANT
 
 from . import workload
 from .procs import PUBLIC_SINK_URL
@@ -55,7 +56,7 @@ def stage_costs(count: int, repeats: int, regime: str = "warm", cold_warmup: int
         else:
             seeding = workload.events(cold_warmup, seed=98)
         for event in seeding:
-            _record(pipeline.recorder, ParticipantSummary.model_validate(event["data"]))
+            _record(pipeline.subjects[PARTICIPANT].recorder, ParticipantSummary.model_validate(event["data"]))
 
     deliveries = []
     for i, event in enumerate(workload.events(count, seed=99, pool=pool)):
@@ -76,6 +77,7 @@ def stage_costs(count: int, repeats: int, regime: str = "warm", cold_warmup: int
     for _ in range(repeats):
         runtime = build_apps().runtime
         pipeline = runtime.pipeline
+        participants = runtime.subjects[PARTICIPANT].window
         seed(pipeline)
 
         def timed(name: str, fn, items):
@@ -100,8 +102,8 @@ def stage_costs(count: int, repeats: int, regime: str = "warm", cold_warmup: int
 
         def dedup(pair):
             _event, summary = pair
-            seen = summary.participant_sid in pipeline.participants
-            pipeline.participants.add(summary.participant_sid)
+            seen = summary.participant_sid in participants
+            participants.add(summary.participant_sid)
             return seen
 
         # The summary half of parsing, timed with the envelope above.
@@ -110,7 +112,7 @@ def stage_costs(count: int, repeats: int, regime: str = "warm", cold_warmup: int
             ParticipantSummary.model_validate(event.data)
         figures["parse"][-1] += (time.perf_counter() - started) / count * 1e6
         assert not any(timed("dedup", dedup, list(zip(events, summaries, strict=False))))
-        timed("record", lambda summary: _record(runtime.pipeline.recorder, summary), summaries)
+        timed("record", lambda summary: _record(runtime.subjects[PARTICIPANT].recorder, summary), summaries)
         fresh = build_apps().runtime.pipeline
         seed(fresh)
         raw = [loads(body)[0] for _, body in deliveries]
@@ -132,10 +134,10 @@ def fill_registry(runtime: Any, target_samples: int, seed: int = 7) -> int:
     while True:
         for _ in range(100):
             summary = synthetic.generate_summary(rng, label=workload.TEAM_LABELS[rng.randrange(len(workload.TEAM_LABELS))])
-            _record(runtime.pipeline.recorder, ParticipantSummary.model_validate(summary))
+            _record(runtime.subjects[PARTICIPANT].recorder, ParticipantSummary.model_validate(summary))
         # Counted from the families' own render, chunk by chunk: collect() would build every
         # sample as an object and its transient peak would be what the RSS figure measures.
-        families = runtime.pipeline.recorder.families()
+        families = runtime.subjects.families()
         samples = sum(chunk.count("\n") - chunk.count("\n#") - chunk.startswith("#") for f in families for chunk in f.render(False))
         if samples >= target_samples:
             return samples
@@ -198,16 +200,16 @@ def peak_rss(samples: int, deliveries: int) -> dict[str, float]:
     found = fill_registry(apps.runtime, samples)
     gc.collect()
     registry_mib = _peak_rss_mib()
-    pipeline = apps.runtime.pipeline
+    participants = apps.runtime.subjects[PARTICIPANT].window
     now = time.time()
     started = time.perf_counter()
     for i in range(deliveries):
         # The shapes of real keys: CloudEvent ids and participant SIDs, 34 characters each.
-        pipeline.participants.add(f"CP{i:032x}", at=now)
+        participants.add(f"CP{i:032x}", at=now)
     add_us = (time.perf_counter() - started) / deliveries * 1e6
     return {
         "samples": found,
-        "participant_sids": len(pipeline.participants),
+        "participant_sids": len(participants),
         "rss_registry_mib": registry_mib,
         "rss_peak_mib": _peak_rss_mib(),
         "dedup_add_us": add_us,

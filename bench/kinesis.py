@@ -114,7 +114,7 @@ async def read_consumer(url: str) -> int:
     runtime = Runtime.build(load_config([]), registry)
     settings = KinesisSettings(stream_name=STREAM, region="us-east-1", endpoint_url=url, batch_size=LIMIT)
     km = build_kinesis_metrics(CollectorRegistry())
-    consumer = KinesisConsumer(settings, KinesisApi(settings), runtime.pipeline, runtime.exporter_metrics, km)
+    consumer = KinesisConsumer(settings, KinesisApi(settings), runtime.pipeline, km)
     await consumer.start()
     try:
         await consumer.catch_up()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporter import metrics as m
-from exporter.pipeline import Outcome
+from exporter.metrics import Outcome
 
 from . import settings
 from .grafana import Cell, Section, dashboard, datasource_variable, heatmap, query, query_variable, stat, thresholds, timeseries

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter import metrics as m
-from exporter.pipeline import Outcome
+from exporter.metrics import Outcome
 
 from . import quality, settings
 from .promql import ALERT_SHARE, MIN_STREAMS, OBJECTIVE, QUALITY_THRESHOLDS, QualityThreshold, burn_factor, seconds

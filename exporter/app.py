@@ -16,12 +16,12 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from .config import Config
+from .durable import state_context
 from .exposition import make_metrics_handler
 from .keys import RUNTIME
 from .kinesis import KinesisConsumer, kinesis_context
 from .kinesis_api import KinesisApi
 from .metrics import build_kinesis_metrics, build_pull_metrics
-from .pipeline import state_context
 from .pull import Poller, pull_context
 from .runtime import Runtime
 from .verify import can_verify
@@ -59,9 +59,7 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     kinesis = None
     if settings.kinesis.stream_name is not None:
         # The pipeline is the consumer's sink: each page's events and its shard checkpoint in one commit.
-        kinesis = KinesisConsumer(
-            settings.kinesis, KinesisApi(settings.kinesis), runtime.pipeline, runtime.exporter_metrics, build_kinesis_metrics(registry)
-        )
+        kinesis = KinesisConsumer(settings.kinesis, KinesisApi(settings.kinesis), runtime.pipeline, build_kinesis_metrics(registry))
 
     # aiohttp refuses bodies past client_max_size with 413 (read() raises): the size limit.
     webhook = web.Application(client_max_size=settings.webhook.max_body_size)
@@ -88,12 +86,12 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     # loop that owns the pipeline: its cleanup_ctx loads the state before the webhook listener
     # takes a delivery and flushes it after the last one was answered (__main__ runs the metrics
     # listener on a loop of its own).
-    webhook.cleanup_ctx.append(state_context(runtime.pipeline))
+    webhook.cleanup_ctx.append(state_context(runtime.durable))
     if poller is not None:
         webhook.cleanup_ctx.append(pull_context(poller))
     if kinesis is not None:
         webhook.cleanup_ctx.append(kinesis_context(kinesis, durable=runtime.state.persistent))
-    metrics_handler = make_metrics_handler(registry, runtime.pipeline.recorder.families())
+    metrics_handler = make_metrics_handler(registry, runtime.subjects.families())
     metrics.router.add_get(settings.web.telemetry_path, on_runtime_loop(runtime, metrics_handler))
     metrics.router.add_get("/-/healthy", healthy)
     metrics.router.add_get("/-/ready", ready)

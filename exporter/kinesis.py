@@ -11,9 +11,9 @@ same pipeline as the webhook and the poller, counted with ``source="kinesis"``:
 3. starts a shard after its checkpoint (``AFTER_SEQUENCE_NUMBER``), or with no checkpoint at
    ``TRIM_HORIZON`` (the child of a drained parent always, any shard with the default
    ``--kinesis.start-position``) or at ``LATEST``;
-4. per ``GetRecords`` page: decodes each record's JSON (a record that is not JSON is counted
-   invalid and passed over, never retried), delivers the events with the shard's checkpoint, the
-   last record's sequence number, and moves on only once the delivery returned (the pipeline
+4. per ``GetRecords`` page: delivers the records' bytes with the shard's checkpoint, the last
+   record's sequence number (the pipeline parses them: a record that is not JSON is an invalid
+   event, counted and passed over, never retried), and moves on only once the delivery returned (the pipeline
    commits the checkpoint with what the events recorded). At a shard's end the checkpoint is
    ``SHARD_END``, and its children become readable;
 5. on ``ExpiredIteratorException`` asks a new iterator from the checkpoint; on throttling
@@ -44,14 +44,12 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from .config import KinesisSettings
+from .doors import background_context
 from .kinesis_api import EXPIRED_ITERATOR, KinesisApi, KinesisError, Shard
-from .metrics import ExporterMetrics, KinesisMetrics
-from .models import loads
-from .pipeline import Kind, Outcome, background_context
+from .metrics import KinesisMetrics, Source
 
 log = logging.getLogger(__name__)
 
-SOURCE = "kinesis"
 # The checkpoint of a shard read to its end (KCL's word): its children may be read.
 SHARD_END = "SHARD_END"
 # AWS allows 5 GetRecords per second per shard: after a full page the next read waits at least this.
@@ -71,7 +69,7 @@ class Sink(Protocol):
     reads one back (None when never written).
     """
 
-    async def deliver(self, events: list[Any], source: str, checkpoint: tuple[str, str] | None = None) -> object: ...
+    async def deliver(self, events: list[Any], source: Source, checkpoint: tuple[str, str] | None = None) -> object: ...
 
     def checkpoint(self, name: str) -> str | None: ...
 
@@ -104,7 +102,6 @@ class KinesisConsumer:
         settings: KinesisSettings,
         api: KinesisApi,
         sink: Sink,
-        exporter_metrics: ExporterMetrics,
         kinesis_metrics: KinesisMetrics,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -113,7 +110,6 @@ class KinesisConsumer:
         self.settings = settings
         self.api = api
         self.sink = sink
-        self.em = exporter_metrics
         self.metrics = kinesis_metrics
         self._clock = clock
         self._sleep = sleep
@@ -301,17 +297,11 @@ class KinesisConsumer:
     async def _deliver(self, reader: _Reader, records: list[dict[str, Any]], ended: bool) -> None:
         if not records and not ended:
             return
-        events = []
-        for record in records:
-            try:
-                events.append(loads(record["Data"]))
-            except (ValueError, RecursionError):
-                # A poison record: counted like any invalid event, passed over by the checkpoint.
-                self.em.invalid_events.labels(SOURCE, "not_json").inc()
-                self.em.events.labels(SOURCE, Kind.OTHER, Outcome.INVALID).inc()
-                log.warning("record is not JSON, skipped", extra={"shard": reader.shard.id, "sequence_number": record.get("SequenceNumber")})
+        # Each record's bytes as they are: the pipeline parses them (a poison record is an invalid
+        # event like any other, passed over by the checkpoint).
+        events = [record["Data"] for record in records]
         sequence = SHARD_END if ended else str(records[-1]["SequenceNumber"])
-        await self.sink.deliver(events, SOURCE, (self.checkpoint_name(reader.shard.id), sequence))
+        await self.sink.deliver(events, Source.KINESIS, (self.checkpoint_name(reader.shard.id), sequence))
         self.metrics.checkpoints.inc()
 
     def _backoff(self, failures: int) -> float:

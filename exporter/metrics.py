@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
+from enum import StrEnum
 
 from prometheus_client import (
     CollectorRegistry,
@@ -156,6 +157,51 @@ STREAMS = ("inbound", "outbound")
 STATS = ("avg", "max")
 
 
+# ---------------------------------------------------------------------------------------------
+# The vocabulary of events_total{source, type, outcome}: every value each label can take.
+# ---------------------------------------------------------------------------------------------
+class Source(StrEnum):
+    """The door an event came through (the ``source`` label)."""
+
+    WEBHOOK = "webhook"
+    PULL = "pull"
+    KINESIS = "kinesis"
+
+
+class EventType(StrEnum):
+    """The ``type`` label: three values, whatever arrives.
+
+    ``summary`` counts the summaries of every subject (exporter/subjects.py) alike: each
+    subject's own ``*_summaries_total`` says which were recorded, and a new subject adds no
+    value here (so no dashboard or alert has to learn one).
+    """
+
+    SUMMARY = "summary"
+    TEST = "test"
+    OTHER = "other"
+
+
+class Outcome(StrEnum):
+    """What became of one event (the ``outcome`` label)."""
+
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"
+    INVALID = "invalid"
+    IGNORED = "ignored"
+    TEST = "test"
+    # A summary event of a subject that is acknowledged but not recorded (a partial one: the
+    # final one follows). No subject has such events yet, so no child is pre-created for it.
+    NOT_FINAL = "not_final"
+
+
+# The children dashboards and alerts divide by, pre-created at 0 for every source.
+EVENT_CHILDREN: dict[EventType, tuple[Outcome, ...]] = {
+    EventType.SUMMARY: (Outcome.RECORDED, Outcome.DUPLICATE, Outcome.INVALID),
+    EventType.TEST: (Outcome.TEST,),
+    EventType.OTHER: (Outcome.IGNORED, Outcome.INVALID),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ParticipantMetrics:
     """What Twilio measured, one family per row of the README's metrics table.
@@ -269,6 +315,10 @@ def build_exporter_metrics(registry: CollectorRegistry) -> ExporterMetrics:
         webhook_in_flight=Gauge(WEBHOOK_IN_FLIGHT, "Deliveries being handled now (bounded by --webhook.max-in-flight).", registry=registry),
     )
     m.build.info({"version": __version__, "python_version": platform.python_version()})
+    for source in Source:
+        for event_type, outcomes in EVENT_CHILDREN.items():
+            for outcome in outcomes:
+                m.events.labels(source, event_type, outcome)
     return m
 
 

@@ -7,9 +7,9 @@ while the REST API still holds it (30 days). One poll:
    (``GET /v1/Conferences?CreatedAfter=...``, following ``meta.next_page_url``);
 2. lists the participants of each conference not finished with yet, plus the conferences still
    pending from earlier polls (``GET /v1/Conferences/{CF}/Participants``);
-3. hands every summary whose ``processing_state`` is ``complete`` or ``timeout`` to the same
-   :class:`~exporter.pipeline.Pipeline` as the webhook, which records it unless either path
-   already did;
+3. hands every summary whose ``processing_state`` is ``complete`` or ``timeout``, as the API
+   answered it, to the same :class:`~exporter.pipeline.Pipeline` as the webhook (the participant
+   subject's REST items), which parses and records it unless either path already did;
 4. remembers a conference as *pending* while any of its summaries is ``in_progress`` (re-read on
    later polls, given up after ``--pull.pending-max-age``), else as *done* (not re-read);
 5. moves the watermark to the poll's start once the conference list was read to the end.
@@ -33,19 +33,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from .config import Config, PullSettings
 from .dedup import Window
+from .doors import background_context
 from .insights_api import ApiError, Clock, InsightsApi, Sleep
-from .metrics import PROCESSING_STATES, PullMetrics
-from .models import ParticipantSummary
-from .pipeline import Pipeline, background_context
+from .metrics import PROCESSING_STATES, PullMetrics, Source
+from .pipeline import Pipeline
 from .state import CONFERENCE_SID, StateStore
+from .subjects import PARTICIPANT
 
 log = logging.getLogger(__name__)
 
-SOURCE = "pull"
 # Summaries in these states are final: ``timeout`` is recorded with what it has (Twilio gave up
 # after 24 h). Anything else, ``in_progress`` or a state Twilio adds later, waits.
 FINAL_STATES = frozenset({"complete", "timeout"})
@@ -180,7 +179,7 @@ class Poller:
             return False
         offered = self._offered.setdefault(sid, set())
         waiting = 0
-        final: list[ParticipantSummary | ValidationError] = []
+        final: list[dict[str, Any]] = []
         for raw in participants:
             state = raw.get("processing_state") if isinstance(raw, dict) else None
             self.metrics.participants_seen.labels(state if state in PROCESSING_STATES else "other").inc()
@@ -190,12 +189,10 @@ class Poller:
             participant_sid = raw.get("participant_sid")
             if isinstance(participant_sid, str) and participant_sid in offered:
                 continue
-            try:
-                final.append(ParticipantSummary.model_validate(raw))
-            except ValidationError as exc:
-                final.append(exc)
-        # Recorded (and, with --state.path, committed) before the conference is marked offered or done.
-        await self.pipeline.deliver_summaries(final, SOURCE)
+            final.append(raw)
+        # Parsed, recorded (and, with --state.path, committed) by the pipeline before the
+        # conference is marked offered or done.
+        await self.pipeline.deliver(final, Source.PULL, subject=PARTICIPANT)
         for raw in participants:
             participant_sid = raw.get("participant_sid") if isinstance(raw, dict) else None
             if isinstance(participant_sid, str) and raw.get("processing_state") in FINAL_STATES:

@@ -1,7 +1,7 @@
 """The runtime: everything the webhook and metrics applications share, built once from the configuration.
 
 Below the handlers that read it (``request.app[RUNTIME]``, exporter/keys.py) and above the steps
-it wires together (intake, verify, pipeline, recorder, state), so that every import points down.
+it wires together (intake, verify, pipeline, subjects, durable state), so that every import points down.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 
 from .config import Config
-from .dedup import Window
+from .durable import DurableState
 from .intake import Intake
-from .labels import LabelPolicy
 from .metrics import ExporterMetrics, build_exporter_metrics
 from .pipeline import Pipeline
-from .recorder import Recorder
 from .state import StateStore
+from .subjects import Subjects, build_subjects
 from .verify import BasicAuth, SignatureVerifier
 
 
@@ -35,10 +34,14 @@ class Runtime:
     config: Config
     registry: CollectorRegistry
     exporter_metrics: ExporterMetrics
+    # What is recorded (one entry per kind of summary) and the one path every door delivers through.
+    subjects: Subjects
     pipeline: Pipeline
     verifier: SignatureVerifier
     basic_auth: BasicAuth
     state: StateStore
+    # The state's load at start, snapshots while running and flush at the end (exporter/durable.py).
+    durable: DurableState
     # Admission of deliveries: the in-flight bound and the shutdown switch (exporter/intake.py).
     intake: Intake
     # True from the webhook application's startup until shutdown begins (/-/ready).
@@ -52,20 +55,10 @@ class Runtime:
     def build(cls, config: Config, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> Runtime:
         settings = config.settings
         em = build_exporter_metrics(registry)
-        policy = LabelPolicy(settings.labels.common_labels(), settings.labels.caps(), settings.labels.allowlists(), settings.labels.max_label_sets)
-        recorder = Recorder(registry, policy, settings.buckets.resolved())
-        dedup = settings.dedup
-        window = dedup.window.total_seconds()
-        state = StateStore(settings.state.path, window, clock=clock, fsync=settings.state.sync == "full")
-        pipeline = Pipeline(
-            recorder,
-            em,
-            Window(window, dedup.max_entries, clock=clock),
-            state,
-            clock=clock,
-            snapshot_interval=settings.state.snapshot_interval.total_seconds(),
-            snapshot_changes=settings.state.snapshot_changes,
-        )
+        subjects = build_subjects(config, registry, clock=clock)
+        state = StateStore(settings.state.path, settings.dedup.window.total_seconds(), clock=clock, fsync=settings.state.sync == "full")
+        pipeline = Pipeline(subjects, em, state, clock=clock)
+        durable = DurableState(state, subjects, settings.state.snapshot_interval.total_seconds(), settings.state.snapshot_changes)
         intake = Intake(settings.webhook.max_in_flight)
         em.webhook_in_flight.set_function(lambda: intake.in_flight)
-        return cls(config, registry, em, pipeline, SignatureVerifier(config), BasicAuth(config), state, intake)
+        return cls(config, registry, em, subjects, pipeline, SignatureVerifier(config), BasicAuth(config), state, durable, intake)

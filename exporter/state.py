@@ -6,7 +6,7 @@ exists only here. With ``--state.path`` it is written to SQLite (standard librar
 2xx, in a form that survives ``kill -9``:
 
 - **Journal.** Every delivery's changes (exporter/recorder.py :class:`~exporter.recorder.Change`)
-  are one row of ``journal``, written in the same transaction as the participant SIDs they
+  are one row of ``journal`` per summary subject (exporter/subjects.py), written in the same transaction as the participant SIDs they
   recorded (``dedup_keys``) and, for Kinesis, the shard checkpoint they reach. A delivery is
   answered only after that transaction committed, so "counted" and "remembered as counted" are
   one fact on disk: a redelivery after a crash is either a duplicate of a committed change or
@@ -54,13 +54,17 @@ from .dedup import Window
 
 log = logging.getLogger(__name__)
 
-# Kinds of remembered keys (the `kind` column).
-PARTICIPANT_SID = "participant_sid"
+# Kinds of remembered keys (the `kind` column): a summary subject's name (exporter/subjects.py)
+# for the keys of its summaries, or this one of the poller's own.
 CONFERENCE_SID = "conference_sid"  # conferences the poller has finished with
 # Schema 1 (the first version) also kept delivery ids; schema 2 deduplicates by participant only.
 _LEGACY_EVENT_ID = "event_id"
+# Schemas 1 and 2 held participant summaries only, their keys under this kind; schema 3 names the
+# summary subject of every row (journal, series, dedup_keys), and upgrades older files to it.
+_LEGACY_PARTICIPANT_KIND = "participant_sid"
+_LEGACY_SUBJECT = "participant"
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dedup_keys (
     kind TEXT NOT NULL,
@@ -77,21 +81,26 @@ CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value REAL NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS journal (
-    id INTEGER PRIMARY KEY,
-    changes TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS series (
-    family TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    data TEXT NOT NULL,
-    PRIMARY KEY (family, labels)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 """
+# Each row names the summary subject it belongs to (exporter/subjects.py).
+_JOURNAL = """
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY,
+    subject TEXT NOT NULL,
+    changes TEXT NOT NULL
+)"""
+_SERIES = """
+CREATE TABLE IF NOT EXISTS series (
+    subject TEXT NOT NULL,
+    family TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (subject, family, labels)
+) WITHOUT ROWID"""
 
 WATERMARK = "pull_watermark"
 
@@ -101,13 +110,15 @@ _EXPIRE_EVERY = 1000
 
 # A change as journaled: (common label values, [(family name, other label values, value), ...]).
 JournaledChange = tuple[Sequence[str], Sequence[tuple[str, Sequence[str], float]]]
+# A saved series: (subject, family name, label values, [value] or [sum, *bucket counts]).
+SeriesRow = tuple[str, str, tuple[str, ...], list[float]]
 
 
 @dataclass(slots=True)
 class Commit:
     """What one delivery (or one chunk of it) must have on disk before it is answered."""
 
-    changes: list[JournaledChange]
+    changes: list[tuple[str, JournaledChange]]  # (subject, change)
     keys: list[tuple[str, str, float]]  # (kind, key, added_at)
     checkpoint: tuple[str, str] | None = None
     future: asyncio.Future[None] | None = None
@@ -115,7 +126,7 @@ class Commit:
 
 @dataclass(slots=True)
 class _Snapshot:
-    rows: list[tuple[str, tuple[str, ...], list[float]]]
+    rows: list[SeriesRow]
     future: asyncio.Future[None] | None = None
 
 
@@ -128,8 +139,8 @@ class _Stop:
 class Loaded:
     """What a durable store held at start."""
 
-    series: list[tuple[str, tuple[str, ...], list[float]]] = field(default_factory=list)
-    journal: list[JournaledChange] = field(default_factory=list)
+    series: list[SeriesRow] = field(default_factory=list)
+    journal: list[tuple[str, JournaledChange]] = field(default_factory=list)  # (subject, change), in order
 
 
 class StateStore:
@@ -168,11 +179,9 @@ class StateStore:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RuntimeError(f"state file {self.path} has schema {version}, newer than this exporter's {SCHEMA_VERSION}")
-            db.executescript(_SCHEMA)
-            if version == 1:
-                # Upgrade in place: the delivery-id window is gone (participant SIDs say the same), the
-                # participant keys and the poller's state are kept as they are.
-                db.execute("DELETE FROM dedup_keys WHERE kind = ?", (_LEGACY_EVENT_ID,))
+            if version in (1, 2):
+                _upgrade(db, version)
+            db.executescript(f"{_SCHEMA}{_JOURNAL};{_SERIES};")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             db.close()
@@ -197,10 +206,10 @@ class StateStore:
         loaded = Loaded()
         if not self.persistent:
             return loaded
-        for family, labels, data in self.db.execute("SELECT family, labels, data FROM series"):
-            loaded.series.append((family, tuple(json.loads(labels)), json.loads(data)))
-        for (changes,) in self.db.execute("SELECT changes FROM journal ORDER BY id"):
-            loaded.journal.extend(json.loads(changes))
+        for subject, family, labels, data in self.db.execute("SELECT subject, family, labels, data FROM series"):
+            loaded.series.append((subject, family, tuple(json.loads(labels)), json.loads(data)))
+        for subject, changes in self.db.execute("SELECT subject, changes FROM journal ORDER BY id"):
+            loaded.journal.extend((subject, change) for change in json.loads(changes))
         self.journaled = len(loaded.journal)
         return loaded
 
@@ -253,7 +262,7 @@ class StateStore:
         self._queue.put(commit)
         return commit.future
 
-    def snapshot(self, rows: list[tuple[str, tuple[str, ...], list[float]]]) -> asyncio.Future[None] | None:
+    def snapshot(self, rows: list[SeriesRow]) -> asyncio.Future[None] | None:
         """Queue a snapshot of ``rows`` (copied on the loop just now); the journal before it goes."""
         if not self.persistent or self._thread is None or self._loop is None or self.failed is not None:
             return None
@@ -321,7 +330,14 @@ class StateStore:
 
     def _write_commit(self, db: sqlite3.Connection, item: Commit) -> None:
         if item.changes:
-            db.execute("INSERT INTO journal (changes) VALUES (?)", (json.dumps(item.changes, separators=(",", ":")),))
+            # One row per subject: a delivery may carry summaries of several.
+            by_subject: dict[str, list[JournaledChange]] = {}
+            for subject, change in item.changes:
+                by_subject.setdefault(subject, []).append(change)
+            db.executemany(
+                "INSERT INTO journal (subject, changes) VALUES (?, ?)",
+                ((subject, json.dumps(changes, separators=(",", ":"))) for subject, changes in by_subject.items()),
+            )
         if item.keys:
             db.executemany("INSERT OR IGNORE INTO dedup_keys (kind, key, added_at) VALUES (?, ?, ?)", item.keys)
         if item.checkpoint is not None:
@@ -332,8 +348,9 @@ class StateStore:
 
     def _write_snapshot(self, db: sqlite3.Connection, item: _Snapshot) -> None:
         db.executemany(
-            "INSERT INTO series (family, labels, data) VALUES (?, ?, ?) ON CONFLICT (family, labels) DO UPDATE SET data = excluded.data",
-            ((family, json.dumps(labels), json.dumps(data)) for family, labels, data in item.rows),
+            "INSERT INTO series (subject, family, labels, data) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (subject, family, labels) DO UPDATE SET data = excluded.data",
+            ((subject, family, json.dumps(labels), json.dumps(data)) for subject, family, labels, data in item.rows),
         )
         # Every commit queued before this snapshot is in this transaction or an earlier one: the
         # whole journal so far is covered by the series just written.
@@ -387,6 +404,35 @@ class StateStore:
     def journal_rows(self) -> Iterator[int]:
         """Ids of the journal rows on disk (tests and the snapshot's bookkeeping)."""
         return (row[0] for row in self.db.execute("SELECT id FROM journal"))
+
+
+def _upgrade(db: sqlite3.Connection, version: int) -> None:
+    """Upgrade a file of schema 1 or 2 to this one in place, in one transaction.
+
+    Schema 1 kept delivery ids (gone: participant SIDs say the same) and had no journal or series;
+    schemas 1 and 2 held participant summaries only, so every row they have is the participant
+    subject's: the journal and series rows gain that subject, the participant keys its name.
+    The poller's state (watermark, pending and done conferences) and the checkpoints are kept.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("DELETE FROM dedup_keys WHERE kind = ?", (_LEGACY_EVENT_ID,))
+        db.execute("UPDATE dedup_keys SET kind = ? WHERE kind = ?", (_LEGACY_SUBJECT, _LEGACY_PARTICIPANT_KIND))
+        if version == 2:
+            db.execute("ALTER TABLE journal RENAME TO journal_v2")
+            db.execute("ALTER TABLE series RENAME TO series_v2")
+            db.execute(_JOURNAL)
+            db.execute(_SERIES)
+            db.execute("INSERT INTO journal (id, subject, changes) SELECT id, ?, changes FROM journal_v2", (_LEGACY_SUBJECT,))
+            db.execute("INSERT INTO series (subject, family, labels, data) SELECT ?, family, labels, data FROM series_v2", (_LEGACY_SUBJECT,))
+            db.execute("DROP TABLE journal_v2")
+            db.execute("DROP TABLE series_v2")
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    log.info("state file upgraded", extra={"from_schema": version, "to_schema": SCHEMA_VERSION})
 
 
 class StateWriteError(RuntimeError):

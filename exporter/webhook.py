@@ -20,9 +20,10 @@ from typing import Any
 
 from aiohttp import web
 
+from . import parse
 from .intake import Intake
 from .keys import RUNTIME
-from .models import loads
+from .metrics import Source
 from .runtime import Runtime
 from .verify import can_verify
 
@@ -122,7 +123,7 @@ async def _handle(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         if rejection.reason == "read_timeout":
             await _answer_and_close(request, response)
         return response
-    outcomes = await runtime.pipeline.deliver(rejection, "webhook")
+    outcomes = await runtime.pipeline.deliver(rejection, Source.WEBHOOK)
     return _reply(200, **outcomes)
 
 
@@ -169,11 +170,6 @@ async def _read_and_verify(request: web.Request, runtime: Runtime) -> Rejection 
     if reason is not None:
         return Rejection(403, reason, f"signature check failed: {reason}")
     try:
-        document = loads(body)
-    except (ValueError, RecursionError):
-        return Rejection(400, "invalid_json", "body is not valid JSON")
-    if isinstance(document, dict):
-        return [document]
-    if isinstance(document, list) and all(isinstance(item, dict) for item in document):
-        return document
-    return Rejection(400, "not_cloudevents", "body is neither a CloudEvent object nor an array of them")
+        return parse.batch(body)
+    except parse.NotABatch as exc:
+        return Rejection(400, exc.reason, exc.message)

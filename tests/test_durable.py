@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import create_apps
 from exporter.config import load_config
+from exporter.subjects import PARTICIPANT
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests.conftest import TOKEN, Harness, HarnessFactory, snapshot
 from tests.exporter_process import start_exporter
@@ -88,7 +89,7 @@ async def test_after_a_crash_the_journal_gives_back_every_acknowledged_summary(m
     batches = deliveries(12, per_delivery=2)
     crashed = await make_harness(flag)
     await post_all(crashed, batches[:5])
-    snapshot_done = crashed.runtime.pipeline.snapshot()
+    snapshot_done = crashed.runtime.durable.snapshot()
     assert snapshot_done is not None
     await snapshot_done
     await post_all(crashed, batches[5:9])  # journaled after the snapshot
@@ -121,7 +122,7 @@ async def test_a_failure_mid_batch_commits_what_was_recorded_before_answering_50
     flag = f"--state.path={tmp_path / 'state.db'}"
     batches = deliveries(1, per_delivery=3)
     first = await make_harness(flag)
-    recorder = first.runtime.pipeline.recorder
+    recorder = first.runtime.subjects[PARTICIPANT].recorder
     real_apply = recorder.apply
     calls = [0]
 
@@ -228,8 +229,8 @@ def test_state_file_stays_readable_json_rows(tmp_path: Path) -> None:
 
     store = StateStore(tmp_path / "s.db", 86400.0)
     store.open()
-    store.db.execute("INSERT INTO journal (changes) VALUES (?)", (json.dumps([[["a"], [["f", [], 1.0]]]]),))
-    assert store.load().journal == [[["a"], [["f", [], 1.0]]]]
+    store.db.execute("INSERT INTO journal (subject, changes) VALUES ('participant', ?)", (json.dumps([[["a"], [["f", [], 1.0]]]]),))
+    assert store.load().journal == [("participant", [["a"], [["f", [], 1.0]]])]
     store.db.close()
     with sqlite3.connect(tmp_path / "s.db") as db:
         assert db.execute("SELECT count(*) FROM journal").fetchone()[0] == 1

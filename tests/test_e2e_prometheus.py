@@ -31,7 +31,7 @@ import yaml
 
 from dashboards import health, quality, rules, settings
 from exporter import metrics, synthetic
-from exporter.pipeline import Outcome
+from exporter.metrics import Outcome
 from tests import fake_insights
 from tests.e2e_prometheus import (
     JOB,

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from exporter.subjects import PARTICIPANT
 from exporter.synthetic import cloud_event, generate_summary
 from tests.conftest import Harness, HarnessFactory, fixture, snapshot
 
@@ -227,7 +228,7 @@ async def test_past_the_label_set_budget_new_combinations_fold_into_one_overflow
 
 async def test_the_worst_case_series_count_follows_from_the_budget(make_harness: HarnessFactory) -> None:
     harness = await make_harness()
-    policy = harness.runtime.pipeline.recorder.labels
+    policy = harness.runtime.subjects[PARTICIPANT].recorder.labels
 
     assert policy.worst_case_label_sets() == 1000 + 1
 

@@ -124,7 +124,6 @@ class Harness:
             self.settings,
             KinesisApi(self.settings),
             self.sink,
-            self.runtime.exporter_metrics,
             build_kinesis_metrics(self.kinesis_registry),
             sleep=self._sleep,
             jitter=lambda: JITTER,
@@ -134,12 +133,12 @@ class Harness:
         self.sleeps.append(seconds)
 
     async def start(self) -> None:
-        await self.runtime.pipeline.open()
+        await self.runtime.durable.open()
         await self.consumer.start()
 
     async def stop(self) -> None:
         await self.consumer.stop()
-        await self.runtime.pipeline.close()
+        await self.runtime.durable.close()
 
     def value(self, name: str, **labels: str) -> float:
         """A sample of the pipeline's or the consumer's registry; fails on a name neither has."""
@@ -199,7 +198,7 @@ async def test_split_mid_stream_parent_is_drained_before_its_children(proxy: Aws
     deliver = harness.sink.deliver
 
     async def recording(events: list[Any], source: str, checkpoint: tuple[str, str] | None = None) -> Any:
-        order.extend((checkpoint[0].rsplit("/", 1)[1] if checkpoint else "", event["id"]) for event in events)
+        order.extend((checkpoint[0].rsplit("/", 1)[1] if checkpoint else "", json.loads(record)["id"]) for record in events)
         return await deliver(events, source, checkpoint)
 
     harness.sink.deliver = recording  # type: ignore[method-assign]
@@ -440,9 +439,7 @@ async def test_a_failed_delivery_is_read_again_from_the_checkpoint(harness: Harn
 async def test_the_running_service_follows_a_split_to_the_children(proxy: AwsProxy, stream: Stream) -> None:
     """run(): one task per shard, a new listing when a shard ends; real timers, polled with a deadline."""
     harness = Harness(proxy, stream, poll_interval=0.02, shard_sync_interval=3600)
-    consumer = KinesisConsumer(
-        harness.settings, KinesisApi(harness.settings), harness.sink, harness.runtime.exporter_metrics, build_kinesis_metrics(CollectorRegistry())
-    )
+    consumer = KinesisConsumer(harness.settings, KinesisApi(harness.settings), harness.sink, build_kinesis_metrics(CollectorRegistry()))
 
     async def recorded(expected: int) -> None:
         for _ in range(400):  # bounded: 400 x 25 ms

@@ -109,7 +109,7 @@ async def make_rig(fake: fi.FakeInsights, fake_server: TestServer, monkeypatch: 
         t = clock or FakeClock()
         runtime = Runtime.build(config, registry, clock=t)
         store = runtime.state
-        await runtime.pipeline.open()
+        await runtime.durable.open()
         poller = Poller.build(config, runtime.pipeline, store, build_pull_metrics(registry), clock=t, sleep=t.sleep)
         await poller.start()
         rig = Rig(fake, poller, runtime, registry, t, store)
@@ -119,7 +119,7 @@ async def make_rig(fake: fi.FakeInsights, fake_server: TestServer, monkeypatch: 
     yield build
     for rig in opened:
         await rig.poller.stop()
-        await rig.runtime.pipeline.close()
+        await rig.runtime.durable.close()
 
 
 @pytest.fixture
@@ -435,7 +435,7 @@ async def test_restart_on_the_same_state_file_records_nothing_twice_and_misses_n
     assert await first.poll() is True
     assert first.value(P + "summaries_total") == 4
     await first.poller.stop()
-    await first.runtime.pipeline.close()
+    await first.runtime.durable.close()
 
     # While the exporter is down: the long call completes, new conferences happen (one of them
     # holding the participant pushed before the restart), and the webhook retries that delivery.

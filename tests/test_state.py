@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from exporter.dedup import Window
-from exporter.state import CONFERENCE_SID, PARTICIPANT_SID, SCHEMA_VERSION, StateStore
+from exporter.state import CONFERENCE_SID, SCHEMA_VERSION, StateStore
+from exporter.subjects import PARTICIPANT
 from exporter.synthetic import cloud_event, generate_summary
 from tests.conftest import HarnessFactory
 from tests.helpers import FakeClock
@@ -34,15 +35,15 @@ def test_keys_added_are_there_after_a_reopen_and_kinds_stay_apart(tmp_path: Path
     clock = FakeClock()
     store = reopen(tmp_path / "state.db", clock)
     store.add_key(CONFERENCE_SID, "CF1", clock.now)
-    store.add_key(PARTICIPANT_SID, "CP1", clock.now)
-    store.add_key(PARTICIPANT_SID, "CP2", clock.now)
+    store.add_key(PARTICIPANT, "CP1", clock.now)
+    store.add_key(PARTICIPANT, "CP2", clock.now)
     store.db.close()
 
     clock.now += 3600
     store = reopen(tmp_path / "state.db", clock)
     conferences, participants = window(clock), window(clock)
     store.load_window(CONFERENCE_SID, conferences)
-    store.load_window(PARTICIPANT_SID, participants)
+    store.load_window(PARTICIPANT, participants)
 
     assert "CF1" in conferences and "CP1" in participants and "CP2" in participants
     assert "CP1" not in conferences
@@ -52,12 +53,12 @@ def test_keys_added_are_there_after_a_reopen_and_kinds_stay_apart(tmp_path: Path
 def test_a_reloaded_key_expires_when_it_was_first_added_not_when_reloaded(tmp_path: Path) -> None:
     clock = FakeClock()
     store = reopen(tmp_path / "state.db", clock)
-    store.add_key(PARTICIPANT_SID, "CP1", clock.now)
+    store.add_key(PARTICIPANT, "CP1", clock.now)
 
     clock.now += DAY - 1
     store = reopen(tmp_path / "state.db", clock)
     second = window(clock)
-    store.load_window(PARTICIPANT_SID, second)
+    store.load_window(PARTICIPANT, second)
     assert "CP1" in second
     clock.now += 1
     assert "CP1" not in second
@@ -66,17 +67,17 @@ def test_a_reloaded_key_expires_when_it_was_first_added_not_when_reloaded(tmp_pa
 def test_keys_older_than_the_window_are_neither_loaded_nor_kept(tmp_path: Path) -> None:
     clock = FakeClock()
     store = reopen(tmp_path / "state.db", clock)
-    store.add_key(PARTICIPANT_SID, "CPold", clock.now)
+    store.add_key(PARTICIPANT, "CPold", clock.now)
     clock.now += DAY / 2
-    store.add_key(PARTICIPANT_SID, "CPnew", clock.now)
+    store.add_key(PARTICIPANT, "CPnew", clock.now)
 
     clock.now += DAY / 2  # CPold is exactly one window old
     store = reopen(tmp_path / "state.db", clock)
     w = window(clock)
-    store.load_window(PARTICIPANT_SID, w)
+    store.load_window(PARTICIPANT, w)
 
     assert "CPold" not in w and "CPnew" in w
-    assert store.count_keys(PARTICIPANT_SID) == 1  # deleted from the file on open
+    assert store.count_keys(PARTICIPANT) == 1  # deleted from the file on open
 
 
 def test_a_state_file_of_the_first_version_is_upgraded_in_place(tmp_path: Path) -> None:
@@ -101,8 +102,8 @@ def test_a_state_file_of_the_first_version_is_upgraded_in_place(tmp_path: Path) 
 
     store = reopen(path, FakeClock())
 
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
-    assert store.count_keys(PARTICIPANT_SID) == 1 and store.count_keys(CONFERENCE_SID) == 1
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert store.count_keys(PARTICIPANT) == 1 and store.count_keys(CONFERENCE_SID) == 1
     assert store.count_keys() == 2  # the delivery-id window is gone: participant SIDs say the same
     assert store.watermark() == 1_700_000_000.0
     assert store.pending_conferences() == {"CF2": 10.0}
@@ -179,7 +180,7 @@ async def test_webhook_dedup_survives_a_restart_on_the_same_state_file(make_harn
     assert await (await second.post(delivery(1, "EZ-other-id"))).json() == {"duplicate": 1}
     assert await (await second.post(delivery(2, "EZ-new"))).json() == {"recorded": 1}
     assert second.value(P + "summaries_total") == 2  # the first, restored from the state file, and the new one
-    assert second.runtime.state is not None and second.runtime.state.count_keys(PARTICIPANT_SID) == 2
+    assert second.runtime.state is not None and second.runtime.state.count_keys(PARTICIPANT) == 2
 
 
 async def test_without_a_state_file_a_restart_forgets(make_harness: HarnessFactory) -> None:

@@ -23,10 +23,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("keys",),
     ("runtime",),
     # The steps of a delivery, and the transports the doors read through.
-    ("intake", "verify", "insights_api", "kinesis_api", "pipeline", "webconfig"),
-    ("recorder", "state"),
+    ("intake", "verify", "insights_api", "kinesis_api", "pipeline", "durable", "webconfig"),
+    # What is recorded: one entry per kind of summary.
+    ("subjects",),
+    ("recorder", "state", "parse"),
     ("config",),
-    ("metrics", "labels", "dedup", "models", "logs"),
+    ("metrics", "labels", "dedup", "models", "logs", "doors"),
     ("families", "synthetic"),
     ("__init__",),
 )

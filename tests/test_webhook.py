@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from exporter.subjects import PARTICIPANT
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign, sink_test_event
 from tests.conftest import SECONDARY_TOKEN, TOKEN, Harness, HarnessFactory, fixture, snapshot
 from tests.helpers import path_and_query, signed_query
@@ -245,7 +246,7 @@ async def test_non_utf8_body_with_a_signature_is_refused_as_unverifiable(harness
 
 async def test_internal_failure_answers_500_without_a_trace_and_the_retry_records_once(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     batch = events(2)
-    recorder = harness.runtime.pipeline.recorder
+    recorder = harness.runtime.subjects[PARTICIPANT].recorder
     real_apply = recorder.apply
     calls = {"n": 0}
 
