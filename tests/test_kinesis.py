@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -350,6 +351,25 @@ async def test_test_event_poison_record_and_string_data(harness: Harness, stream
     assert harness.recorded() == 2
     assert harness.value(K + "records_read_total") == 5
     assert harness.sink.checkpoint(f"kinesis/{stream.name}/shardId-000000000000") == last
+
+
+async def test_poison_records_meet_the_one_parser_counted_each_and_logged_once_a_minute(
+    harness: Harness, stream: Stream, caplog: pytest.LogCaptureFixture
+) -> None:
+    for poison in (b"\x00not json{", b"{truncated", b"[" * 5000):
+        await stream.put(poison, SHARD0)
+    last = await stream.put(summary_event(1), SHARD0)
+
+    with caplog.at_level(logging.WARNING):
+        await harness.consumer.catch_up()
+
+    assert harness.value(E + "invalid_events_total", source="kinesis", reason="not_json") == 3
+    assert harness.events("other", "invalid") == 3
+    assert harness.recorded() == 1
+    assert harness.sink.checkpoint(f"kinesis/{stream.name}/shardId-000000000000") == last
+    # Through the pipeline's throttle, as every invalid event: one line for the three.
+    invalid = [r for r in caplog.records if r.getMessage() == "invalid event"]
+    assert [(r.name, getattr(r, "source", None), getattr(r, "reason", None)) for r in invalid] == [("exporter.pipeline", "kinesis", "not_json")]
 
 
 async def test_millis_behind_latest_is_a_gauge_of_seconds_per_shard(harness: Harness, stream: Stream, proxy: AwsProxy) -> None:

@@ -13,7 +13,7 @@ from exporter.dedup import Window
 from exporter.state import CONFERENCE_SID, SCHEMA_VERSION, StateStore
 from exporter.subjects import PARTICIPANT
 from exporter.synthetic import cloud_event, generate_summary
-from tests.conftest import HarnessFactory
+from tests.conftest import HarnessFactory, snapshot
 from tests.helpers import FakeClock
 
 DAY = 86400.0
@@ -191,3 +191,60 @@ async def test_without_a_state_file_a_restart_forgets(make_harness: HarnessFacto
 
     second = await make_harness()
     assert await (await second.post(delivery(1, "EZ-retried"))).json() == {"recorded": 1}
+
+
+# Schema 2, exactly as the previous version created it: no subject on any row.
+SCHEMA_2 = """
+CREATE TABLE dedup_keys (kind TEXT NOT NULL, key TEXT NOT NULL, added_at REAL NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID;
+CREATE INDEX dedup_keys_added_at ON dedup_keys (added_at);
+CREATE TABLE pending_conferences (conference_sid TEXT PRIMARY KEY, first_seen REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE meta (name TEXT PRIMARY KEY, value REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE journal (id INTEGER PRIMARY KEY, changes TEXT NOT NULL);
+CREATE TABLE series (family TEXT NOT NULL, labels TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (family, labels)) WITHOUT ROWID;
+CREATE TABLE checkpoints (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+PRAGMA user_version=2;
+"""
+
+
+async def test_a_state_file_of_schema_2_is_upgraded_in_place_and_every_count_goes_on(make_harness: HarnessFactory, tmp_path: Path) -> None:
+    # What an exporter of this version writes for three summaries (one snapshotted, two journaled after it) ...
+    written = tmp_path / "written.db"
+    first = await make_harness(f"--state.path={written}")
+    assert await (await first.post(delivery(1, "EZ1"))).json() == {"recorded": 1}
+    snapshotted = first.runtime.durable.snapshot()
+    assert snapshotted is not None
+    await snapshotted
+    assert await (await first.post(delivery(2, "EZ2") + delivery(3, "EZ3"))).json() == {"recorded": 2}
+    expected = snapshot(first.registry)
+    db = first.runtime.state.db
+    series = db.execute("SELECT subject, family, labels, data FROM series").fetchall()
+    journal = db.execute("SELECT id, subject, changes FROM journal").fetchall()
+    keys = db.execute("SELECT kind, key, added_at FROM dedup_keys").fetchall()
+    assert {row[0] for row in series + [row[1:] for row in journal]} == {"participant"} and len(journal) == 1
+    assert {kind for kind, _, _ in keys} == {"participant"} and len(keys) == 3
+
+    # ... written again as schema 2 wrote it: no subject, participant keys under "participant_sid".
+    old = tmp_path / "schema2.db"
+    with sqlite3.connect(old) as db2:
+        db2.executescript(SCHEMA_2)
+        db2.executemany("INSERT INTO series VALUES (?, ?, ?)", [row[1:] for row in series])
+        db2.executemany("INSERT INTO journal VALUES (?, ?)", [(row[0], row[2]) for row in journal])
+        db2.executemany("INSERT INTO dedup_keys VALUES ('participant_sid', ?, ?)", [(key, at) for _, key, at in keys])
+        db2.execute("INSERT INTO dedup_keys VALUES ('conference_sid', 'CF1', ?)", (keys[0][2],))
+        db2.execute("INSERT INTO meta VALUES ('pull_watermark', 1700000000.0)")
+        db2.execute("INSERT INTO checkpoints VALUES ('kinesis/stream/shardId-000000000000', '4961')")
+    db2.close()
+
+    upgraded = await make_harness(f"--state.path={old}")
+
+    assert snapshot(upgraded.registry) == expected  # the snapshot and the journal after it, both replayed
+    state = upgraded.runtime.state
+    assert state.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert state.db.execute("SELECT DISTINCT subject FROM series").fetchall() == [("participant",)]
+    assert state.db.execute("SELECT id, subject FROM journal").fetchall() == [(journal[0][0], "participant")]
+    assert state.count_keys(PARTICIPANT) == 3 and state.count_keys(CONFERENCE_SID) == 1 and state.count_keys() == 4
+    assert state.watermark() == 1_700_000_000.0
+    assert upgraded.runtime.pipeline.checkpoint("kinesis/stream/shardId-000000000000") == "4961"
+    assert await (await upgraded.post(delivery(3, "EZ3-retried"))).json() == {"duplicate": 1}
+    assert await (await upgraded.post(delivery(4, "EZ4"))).json() == {"recorded": 1}
+    assert upgraded.value(P + "summaries_total") == 4

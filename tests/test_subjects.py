@@ -1,0 +1,114 @@
+"""One entry, one parser, summary subjects: what the pipeline makes of each raw item, whichever door it came through."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.config import load_config
+from exporter.metrics import Source
+from exporter.models import SUMMARY_TYPES
+from exporter.pipeline import Pipeline
+from exporter.runtime import Runtime
+from exporter.subjects import PARTICIPANT, Subjects
+from exporter.synthetic import cloud_event, generate_summary
+from tests.conftest import fixture, sample_sum
+
+P = "twilio_conference_participant_"
+E = "twilio_insights_exporter_"
+PARTIAL = "com.twilio.voice.insights.conference-participant-summary.partial"
+
+
+@pytest.fixture
+async def runtime() -> AsyncIterator[Runtime]:
+    runtime = Runtime.build(load_config([]), CollectorRegistry())
+    await runtime.durable.open()
+    yield runtime
+    await runtime.durable.close()
+
+
+def events(runtime: Runtime, **labels: str) -> float:
+    return sample_sum(runtime.registry, E + "events_total", **labels)
+
+
+def summary(n: int) -> dict[str, Any]:
+    return generate_summary(random.Random(n), participant_sid=f"CP{n:032d}")
+
+
+async def test_an_event_type_no_subject_carries_is_acknowledged_ignored_and_counted(runtime: Runtime) -> None:
+    unknown = cloud_event(summary(1), event_type="com.twilio.voice.insights.call-summary.complete")
+
+    assert await runtime.pipeline.deliver([unknown], Source.WEBHOOK) == {"ignored": 1}
+
+    assert events(runtime, source="webhook", type="other", outcome="ignored") == 1
+    assert events(runtime, type="summary") == 0
+    assert sample_sum(runtime.registry, P + "summaries_total") == 0
+
+
+async def test_every_type_of_the_participant_subject_is_recorded_in_it(runtime: Runtime) -> None:
+    delivered = [cloud_event(summary(n), event_type=type_, event_id=f"EZ{n}") for n, type_ in enumerate(sorted(SUMMARY_TYPES))]
+
+    assert await runtime.pipeline.deliver(delivered, Source.WEBHOOK) == {"recorded": 2}
+    assert sample_sum(runtime.registry, P + "summaries_total") == 2
+    assert f"CP{0:032d}" in runtime.subjects[PARTICIPANT].window
+
+
+async def test_a_not_final_event_of_a_subject_is_acknowledged_and_counted_but_not_recorded(runtime: Runtime) -> None:
+    participant = dataclasses.replace(runtime.subjects[PARTICIPANT], not_final_types=frozenset({PARTIAL}))
+    pipeline = Pipeline(Subjects([participant]), runtime.exporter_metrics, runtime.state)
+    data = summary(1)
+
+    assert await pipeline.deliver([cloud_event(data, event_type=PARTIAL)], Source.KINESIS) == {"not_final": 1}
+    assert events(runtime, source="kinesis", type="summary", outcome="not_final") == 1
+    assert sample_sum(runtime.registry, P + "summaries_total") == 0
+    # The final summary of the same participant, after its partial one, is recorded.
+    assert await pipeline.deliver([cloud_event(data)], Source.KINESIS) == {"recorded": 1}
+
+
+async def test_rest_items_of_a_named_subject_meet_the_same_parser_and_dedup_as_events(runtime: Runtime) -> None:
+    rest = fixture("rest_participant.json")
+    without_sid = {**rest, "participant_sid": None}
+
+    outcomes = await runtime.pipeline.deliver([rest, without_sid, "not an object"], Source.PULL, subject=PARTICIPANT)
+
+    assert outcomes == {"recorded": 1, "invalid": 2}
+    assert sample_sum(runtime.registry, E + "invalid_events_total", source="pull", reason="missing_participant_sid") == 1
+    assert sample_sum(runtime.registry, E + "invalid_events_total", source="pull", reason="data_not_an_object") == 1
+    assert events(runtime, source="pull", type="summary", outcome="invalid") == 2
+    # The same participant pushed afterwards is a duplicate: one key, whichever road.
+    assert await runtime.pipeline.deliver([cloud_event(rest)], Source.WEBHOOK) == {"duplicate": 1}
+
+
+async def test_json_bytes_are_parsed_like_decoded_events_and_a_poison_record_is_logged_once_a_minute(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = json.dumps(cloud_event(summary(1))).encode()
+    with caplog.at_level(logging.WARNING, logger="exporter.pipeline"):
+        outcomes = await runtime.pipeline.deliver([b"\x00not json{", record, b"[" * 5000, b"{}"], Source.KINESIS)
+
+    assert outcomes == {"invalid": 3, "recorded": 1}
+    assert sample_sum(runtime.registry, E + "invalid_events_total", source="kinesis", reason="not_json") == 2
+    assert sample_sum(runtime.registry, E + "invalid_events_total", source="kinesis", reason="missing_id") == 1
+    assert events(runtime, source="kinesis", type="other", outcome="invalid") == 3
+    lines = [(r.getMessage(), getattr(r, "reason", None), getattr(r, "source", None)) for r in caplog.records]
+    assert lines == [("invalid event", "not_json", "kinesis"), ("invalid event", "missing_id", "kinesis")]
+
+
+def test_two_subjects_may_not_share_a_name_or_an_event_type(runtime: Runtime) -> None:
+    participant = runtime.subjects[PARTICIPANT]
+    with pytest.raises(ValueError, match="two subjects are called 'participant'"):
+        Subjects([participant, dataclasses.replace(participant, final_types=frozenset())])
+    with pytest.raises(ValueError, match="carries two subjects"):
+        Subjects([participant, dataclasses.replace(participant, name="call")])
+
+
+def test_the_exposition_serves_the_families_of_every_subject(runtime: Runtime) -> None:
+    assert runtime.subjects.families() == runtime.subjects[PARTICIPANT].recorder.families()
+    assert [family.name for family in runtime.subjects.families()][:2] == [P + "summaries", P + "mos"]
