@@ -74,7 +74,7 @@ constraints:
 	  .venv-constraints/bin/pip freeze --all --exclude-editable | grep -v -i -E '^(pip==|twilio-insights-exporter)'; } > constraints.txt
 	rm -rf .venv-constraints
 
-# Mutation testing of the core (labels, dedup, pipeline, recorder, webhook, families) with mutmut,
+# Mutation testing of the core (labels, dedup, pipeline, parse, subjects, durable, recorder, webhook, families) with mutmut,
 # configured in pyproject.toml's [tool.mutmut]. Not in CI: the whole run takes long (docs/mutants.md
 # has the figures and what each surviving mutant is). ARGS narrows it: ARGS='exporter.dedup.*'.
 mutants: venv

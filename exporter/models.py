@@ -1,6 +1,7 @@
 """Pydantic models of the CloudEvent envelope and the Conference Participant Summary.
 
-Tolerant parsing lives here and nowhere else. Real payloads (twilio-facts.md) carry nulls and
+Tolerant parsing lives here and nowhere else (exporter/parse.py, beside it, applies these models
+to what the doors hand on and turns their errors into the counted reasons). Real payloads (twilio-facts.md) carry nulls and
 absent fields anywhere, ints where floats are documented, ``call_state`` or ``call_status``,
 event timestamps in seconds or milliseconds, and keys nobody documented; all of that is accepted.
 What is refused is what would corrupt a metric, and only in the fields that become one: a
@@ -22,6 +23,7 @@ from typing import Annotated, Any, TypeAlias
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator
 from pydantic_core import from_json
 
+# The event types carrying a participant summary (exporter/subjects.py: the participant subject).
 SUMMARY_TYPES = frozenset(
     {
         "com.twilio.voice.insights.conference-participant-summary.complete",
