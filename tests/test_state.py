@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from exporter.dedup import Window
-from exporter.state import CONFERENCE_SID, SCHEMA_VERSION, StateStore
+from exporter.state import CONFERENCE_SID, SCHEMA_VERSION, Commit, StateStore
 from exporter.subjects import PARTICIPANT
 from exporter.synthetic import cloud_event, generate_summary
 from tests.conftest import HarnessFactory, snapshot
@@ -248,3 +249,20 @@ async def test_a_state_file_of_schema_2_is_upgraded_in_place_and_every_count_goe
     assert await (await upgraded.post(delivery(3, "EZ3-retried"))).json() == {"duplicate": 1}
     assert await (await upgraded.post(delivery(4, "EZ4"))).json() == {"recorded": 1}
     assert upgraded.value(P + "summaries_total") == 4
+
+
+async def test_a_commit_of_two_subjects_is_journaled_as_one_row_each_and_loaded_back_in_order(tmp_path: Path) -> None:
+    store = reopen(tmp_path / "state.db", FakeClock())
+    store.start()
+    call, participant = (["outbound"], [["twilio_call_summaries", [], 1.0]]), (["GB"], [["twilio_conference_participant_summaries", [], 1.0]])
+    done = store.commit(Commit([("participant", participant), ("call", call), ("participant", participant)], [("call", "CA1", 1.0)]))
+    assert done is not None
+    await done
+
+    assert store.db.execute("SELECT subject, changes FROM journal ORDER BY id").fetchall() == [
+        ("participant", json.dumps([participant, participant], separators=(",", ":"))),
+        ("call", json.dumps([call], separators=(",", ":"))),
+    ]
+    assert store.load().journal == [("participant", list(map(list, participant)))] * 2 + [("call", list(map(list, call)))]
+    assert store.count_keys("call") == 1
+    await store.close()
