@@ -6,8 +6,9 @@ exists only here. With ``--state.path`` it is written to SQLite (standard librar
 2xx, in a form that survives ``kill -9``:
 
 - **Journal.** Every delivery's changes (exporter/recorder.py :class:`~exporter.recorder.Change`)
-  are one row of ``journal`` per summary subject (exporter/subjects.py), written in the same transaction as the participant SIDs they
-  recorded (``dedup_keys``) and, for Kinesis, the shard checkpoint they reach. A delivery is
+  are one row of ``journal`` per summary subject (exporter/subjects.py), written in the same
+  transaction as the keys they recorded (``dedup_keys``: participant SIDs) and, for Kinesis, the
+  shard checkpoint they reach. Every row names its subject (schema 3). A delivery is
   answered only after that transaction committed, so "counted" and "remembered as counted" are
   one fact on disk: a redelivery after a crash is either a duplicate of a committed change or
   the first record of one that never was.
