@@ -1,8 +1,9 @@
 """``python -m bench [--quick]``: every figure of docs/performance.md, printed as one table.
 
 Server on core 0, load generators on core 1 (``taskset``), medians of several runs; the
-exporter and the bare aiohttp handler are measured alternately with the same client and the
-same request file, so their ratio holds even on a busy machine.
+exporter, the bare aiohttp handler (bench/bare.py) and the naive peer (bench/peer.py: what a
+user would write in an afternoon) are measured alternately with the same client and the same
+request files, so their ratios hold even on a busy machine.
 
 Every HTTP figure is measured in two regimes (bench/workload.py): **warm**, the label sets
 already in the registry (an exporter in its steady state), and **cold**, a registry still
@@ -22,8 +23,10 @@ from pathlib import Path
 from . import httpbench, inprocess, parse
 from .procs import ROOT
 
-# The exporter before issue 11's changes: measured in the same rounds as "today".
-BASELINE = "f4bbdc8"
+# Another commit's exporter measured in the same rounds as "today" (--baseline REV): off by
+# default since issue 21, whose reference is the naive peer (bench/peer.py), so that the full run
+# stays under ~10 minutes; issue 11 measured against f4bbdc8.
+BASELINE = "none"
 
 
 def main() -> int:
@@ -118,6 +121,13 @@ def table(r: dict) -> str:
                 t = single["today"]
                 value += f"; today {t['rate']:.0f}/s, {t['cpu_us']:.0f} µs = {t['ratio']:.2f} x (CPU {t['cpu_ratio']:.2f} x)"
             rows.append((f"signed single-event POSTs vs bare aiohttp (same reply), {regime}", value, ">= 0.5 x", f["ratio"] >= 0.5))
+        peer, f = single["peer"], single["warm"]
+        rows.append(
+            ("signed single-event POSTs vs the naive peer (bench/peer.py), warm",
+             f"{f['rate']:.0f}/s, {f['cpu_us']:.0f} µs CPU/req vs peer {peer['rate']:.0f}/s, {peer['cpu_us']:.0f} µs = **{f['vs_peer']:.2f} x** "
+             f"(CPU {f['cpu_vs_peer']:.2f} x; rounds {_runs(r['single'], 'warm', 'vs_peer')}; peer = {peer['ratio']:.2f} x bare)",
+             ">= 1.5 x", f["vs_peer"] >= 1.5)
+        )  # fmt: skip
         for regime in httpbench.REGIMES:
             f = batch[regime]
             value = f"**{f['summaries_per_s']:.0f} summaries/s**, {f['cpu_us'] / 50:.0f} µs CPU/summary (rounds {_runs(r['batch'], regime, 'summaries_per_s', '.0f')})"
@@ -125,6 +135,13 @@ def table(r: dict) -> str:
                 t = batch["today"]
                 value += f"; today {t['summaries_per_s']:.0f}/s, {t['cpu_us'] / 50:.0f} µs CPU/summary"
             rows.append((f"signed batches of 50, one core, {regime}", value, ">= 30,000/s", f["summaries_per_s"] >= 30_000))
+        peer, f = batch["peer"], batch["warm"]
+        rows.append(
+            ("signed batches of 50 vs the naive peer, warm",
+             f"{f['summaries_per_s']:.0f} vs {peer['summaries_per_s']:.0f} summaries/s, {f['cpu_us'] / 50:.0f} vs {peer['cpu_us'] / 50:.0f} µs CPU/summary "
+             f"= **{f['vs_peer']:.2f} x** (CPU {f['cpu_vs_peer']:.2f} x; rounds {_runs(r['batch'], 'warm', 'vs_peer')})",
+             ">= 2 x", f["vs_peer"] >= 2)
+        )  # fmt: skip
         for name, data in (("single events", r["single"]), ("batches of 50", r["batch"])):
             f = data["median"]["durable"]
             rows.append(
