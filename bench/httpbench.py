@@ -75,6 +75,9 @@ def sample_count(text: str) -> int:
 
 
 REGIMES = ("warm", "cold")
+# The references measured in every round beside the exporters: the framework's ceiling
+# (bench/bare.py) and the naive peer (bench/peer.py).
+REFERENCES = ("bare", "peer")
 # Summaries per label set posted before a warm measurement: enough that the rarer detail
 # labels (tags, severities, degradations, actions) of each set exist too.
 SEED_PER_LABEL_SET = 20
@@ -85,9 +88,10 @@ FILE_RATE = {1: {"warm": 10_000, "cold": 5_000}, 50: {"warm": 700, "cold": 250}}
 
 
 def variants(baseline: Path | None) -> list[str]:
-    """What a round measures. ``durable``: warm, with ``--state.path`` on a temporary file;
-    ``today``: warm, the exporter of ``--baseline`` (another commit) in the same round."""
-    return ["bare", "warm", "cold", "durable", *(["today"] if baseline else [])]
+    """What a round measures. ``peer``: the naive peer (bench/peer.py), warm; ``durable``: warm,
+    with ``--state.path`` on a temporary file; ``today``: warm, the exporter of ``--baseline``
+    (another commit) in the same round."""
+    return ["bare", "peer", "warm", "cold", "durable", *(["today"] if baseline else [])]
 
 
 def posts(tmp: Path, rounds: int, slices: int, duration: float, batch: int, baseline: Path | None = None, log=print) -> dict:
@@ -108,19 +112,21 @@ def posts(tmp: Path, rounds: int, slices: int, duration: float, batch: int, base
         "warm": workload.write_requests(tmp / f"warmup-warm-{batch}.tsv", sink, 200, batch, seed=10_000 + batch, pool=pool),
     }
     seed_file = workload.write_requests(tmp / "seed-warm.tsv", sink, len(pool) * SEED_PER_LABEL_SET // 50, 50, seed=40_000, pool=pool)
-    regime_of = {"bare": "cold", "warm": "warm", "cold": "cold", "durable": "warm", "today": "warm"}
+    regime_of = {"bare": "cold", "peer": "warm", "warm": "warm", "cold": "cold", "durable": "warm", "today": "warm"}
+    exporters = [name for name in names if name not in REFERENCES]
     out: dict = {"variants": names, "rounds": []}
     for round_no in range(rounds):
         with contextlib.ExitStack() as stack:
-            servers = {"bare": stack.enter_context(procs.bare())}
-            for name in names[1:]:
+            servers = {"bare": stack.enter_context(procs.bare()), "peer": stack.enter_context(procs.peer())}
+            _post_all(servers["peer"], seed_file)  # the same label sets as the warm exporter
+            for name in exporters:
                 extra = [f"--state.path={tmp / f'state-{round_no}.sqlite'}"] if name == "durable" else []
                 servers[name] = stack.enter_context(procs.exporter(*extra, source=baseline if name == "today" else ROOT))
                 if regime_of[name] == "warm":
                     _post_all(servers[name], seed_file)
             for name, server in servers.items():
                 load(server, warmups[regime_of[name]], 1.0, wrap=name == "bare")
-            counts_before = {name: _counts(server) for name, server in servers.items() if name != "bare"}
+            counts_before = {name: _counts(servers[name]) for name in exporters}
             starts = dict.fromkeys(names, 0)
             runs: dict[str, list[dict]] = {name: [] for name in names}
             for slice_no in range(slices):
@@ -129,9 +135,14 @@ def posts(tmp: Path, rounds: int, slices: int, duration: float, batch: int, base
                     result = load(servers[name], files[regime_of[name]], duration, start=starts[name], wrap=name == "bare")
                     starts[name] = result["sent_until"]
                     runs[name].append(result)
-            counts_after = {name: _counts(server) for name, server in servers.items() if name != "bare"}
+            counts_after = {name: _counts(servers[name]) for name in exporters}
         figures = {name: _sum_runs(runs[name]) for name in names}
-        for name in names[1:]:
+        # The peer answers every delivery 200 after recording all of it (no duplicates to skip).
+        peer = figures["peer"]
+        peer["summaries_per_s"] = peer["rate"] * batch
+        peer["ratio"] = peer["rate"] / figures["bare"]["rate"]
+        peer["cpu_ratio"] = figures["bare"]["cpu_us"] / peer["cpu_us"]
+        for name in exporters:
             f, (before, samples_before), (after, samples_after) = figures[name], counts_before[name], counts_after[name]
             recorded = after.get("recorded", 0) - before.get("recorded", 0)
             f["summaries_per_s"] = recorded / f["seconds"]
@@ -146,6 +157,10 @@ def posts(tmp: Path, rounds: int, slices: int, duration: float, batch: int, base
             if name in figures:
                 figures[name]["vs_warm"] = figures[name]["rate"] / figures["warm"]["rate"]
                 figures[name]["cpu_vs_warm"] = figures["warm"]["cpu_us"] / figures[name]["cpu_us"]
+        for name in exporters:
+            # Summaries, not requests: the same for single events, and for batches what counts.
+            figures[name]["vs_peer"] = figures[name]["summaries_per_s"] / peer["summaries_per_s"]
+            figures[name]["cpu_vs_peer"] = peer["cpu_us"] / figures[name]["cpu_us"]
         out["rounds"].append(figures)
         log(f"  round {round_no + 1}/{rounds}: " + "; ".join(_describe(name, figures[name], batch) for name in names))
     out["median"] = {
@@ -180,6 +195,8 @@ def _describe(name: str, f: dict, batch: int) -> str:
     text = f"{name} {f['rate']:.0f} req/s, {f['cpu_us']:.0f} µs CPU/req"
     if name != "bare":
         text += f" = {f['ratio']:.2f} x bare (CPU {f['cpu_ratio']:.2f} x)"
+        if "vs_peer" in f:
+            text += f", {f['vs_peer']:.2f} x peer (CPU {f['cpu_vs_peer']:.2f} x)"
         if batch > 1:
             text += f", {f['summaries_per_s']:.0f} summaries/s"
         if "vs_warm" in f:

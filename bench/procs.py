@@ -131,3 +131,12 @@ def bare() -> contextlib.AbstractContextManager[Server]:
     port = free_port()
     server = Server(None, f"http://127.0.0.1:{port}", None)  # type: ignore[arg-type]
     return _run([sys.executable, "-m", "bench.bare", str(port)], server.base + "/-/ready", server, dict(os.environ))
+
+
+def peer() -> contextlib.AbstractContextManager[Server]:
+    """The naive peer of :mod:`bench.peer`, verifying signatures with :data:`AUTH_TOKEN` for :data:`PUBLIC_SINK_URL`."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")}
+    env["TWILIO_AUTH_TOKEN"] = AUTH_TOKEN
+    server = Server(None, f"http://127.0.0.1:{port}", None)  # type: ignore[arg-type]
+    return _run([sys.executable, "-m", "bench.peer", str(port), PUBLIC_SINK_URL], server.base + "/metrics", server, env)
