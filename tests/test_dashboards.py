@@ -62,7 +62,8 @@ def test_the_schema_is_grafana_10s_and_the_migrations_of_newer_grafanas_change_n
     dashboard = json.loads(text)
     assert dashboard["schemaVersion"] == 38
     assert isinstance(dashboard["refresh"], str)
-    assert '"displayMode"' not in text
+    tables = [panel for panel in panels(dashboard) if panel["type"] == "table"]
+    assert all("displayMode" not in panel["fieldConfig"]["defaults"].get("custom", {}) for panel in tables)
     assert '"timeSeriesTable"' not in text
     assert '"time_options"' not in text
 
