@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 ARGS   ?=
 
-.PHONY: run test test-deps venv bench generate constraints mutants
+.PHONY: run test test-deps venv bench generate constraints mutants demo
 
 # Quiet recipes (@): what `make run` prints is the exporter's own output, as the README shows it.
 $(VENV)/bin/python:
@@ -18,6 +18,13 @@ venv: $(VENV)/bin/python
 run: venv
 	@$(VENV)/bin/pip install --quiet --constraint constraints.txt .
 	@$(VENV)/bin/twilio-insights-exporter $(ARGS)
+
+# Signed synthetic deliveries of every summary type (and a sink test event) to a running exporter,
+# so that its dashboards fill: make demo ARGS="--url http://127.0.0.1:8080/events" with
+# TWILIO_AUTH_TOKEN set to the exporter's token (python -m exporter.demo --help for the rest).
+demo: venv
+	@$(VENV)/bin/pip install --quiet --constraint constraints.txt .
+	@$(VENV)/bin/python -m exporter.demo $(ARGS)
 
 # Debian's prometheus package brings the real server and promtool; podman, runc and debootstrap
 # build and run the image (tests/test_image.py). Root installs them, anyone else must have them

@@ -87,10 +87,10 @@ def scalar(name: str, threshold: QualityThreshold | None = None) -> str:
     return f'scalar({name}{{signal="{threshold.tag}"}})' if threshold else f"scalar({name})"
 
 
-def shown(name: str, threshold: QualityThreshold | None = None, *, percent: bool) -> str:
+def shown(name: str, threshold: QualityThreshold | None = None, *, percent: bool, duration: bool = False) -> str:
     """An alert template that prints a threshold series' current value."""
     series = f'{name}{{signal="{threshold.tag}"}}' if threshold else name
-    humanize = "humanizePercentage" if percent else "humanize"
+    humanize = "humanizeDuration" if duration else "humanizePercentage" if percent else "humanize"
     return f"{{{{ with query `{series}` }}}}{{{{ . | first | value | {humanize} }}}}{{{{ end }}}}"
 
 
@@ -104,14 +104,42 @@ def label(name: str) -> str:
     return f"{{{{ $labels.{name} | urlquery }}}}"
 
 
+def health_threshold(key: str) -> str:
+    """The series of one exporter-health threshold; the Helm chart sets it from
+    ``prometheusRule.health.<key in camelCase>``.
+
+    >>> health_threshold("no_summaries_after_seconds")
+    'twilio_insights_exporter:no_summaries_after_seconds:threshold'
+    """
+    assert key in HEALTH_THRESHOLDS, key
+    return f"{m.EXPORTER}:{key}:threshold"
+
+
+# The numbers the exporter-health alerts compare with, each a series of the thresholds group (as
+# the quality thresholds are), so that the chart's values or one edit of that group change them.
+HEALTH_THRESHOLDS: dict[str, float] = {
+    "no_summaries_after_seconds": settings.NO_SUMMARIES_FOR_SECONDS,
+    "no_summaries_week_ago_min": settings.NO_SUMMARIES_WEEK_AGO_MIN,
+    "signature_failure_share": settings.SIGNATURE_FAILURE_SHARE,
+    "signature_failure_min": settings.SIGNATURE_FAILURE_MIN,
+    "invalid_event_share": settings.INVALID_EVENT_SHARE,
+    "invalid_event_min": settings.INVALID_EVENT_MIN,
+    "pull_failing_after_seconds": settings.PULL_FAILING_FOR_SECONDS,
+    "pull_expired_min": settings.PULL_EXPIRED_MIN,
+    "kinesis_lag_seconds": settings.KINESIS_LAG_SECONDS,
+    "kinesis_failing_after_seconds": settings.KINESIS_FAILING_FOR_SECONDS,
+}
+
+
 def threshold_rules() -> list[dict[str, Any]]:
-    """The thresholds every quality alert compares with, each a constant series."""
+    """The thresholds every quality and exporter-health alert compares with, each a constant series."""
     rules: list[dict[str, Any]] = [
         {"record": ALERT_SHARE, "expr": f"vector({settings.QUALITY_ALERT_SHARE:g})"},
         {"record": MIN_STREAMS, "expr": f"vector({settings.QUALITY_MIN_STREAMS:g})"},
     ]
     for threshold in QUALITY_THRESHOLDS:
         rules.append({"record": OBJECTIVE, "expr": f"vector({settings.SLO_OBJECTIVES[threshold.tag]:g})", "labels": {"signal": threshold.tag}})
+    rules.extend({"record": health_threshold(key), "expr": f"vector({value:g})"} for key, value in HEALTH_THRESHOLDS.items())
     return rules
 
 
@@ -305,7 +333,12 @@ def exporter_alerts() -> list[Alert]:
     started = f"(process_start_time_seconds and on ({target}) {m.BUILD}_info)"
     since_last = f"time() - (({last} > on ({target}) {started}) or on ({target}) {started})"
     overflow = f"sum by ({target}, label) (increase({m.LABEL_OVERFLOW}_total[{settings.LABEL_OVERFLOW_WINDOW}]))"
-    hours = settings.NO_SUMMARIES_FOR_SECONDS / 3600
+    after = health_threshold("no_summaries_after_seconds")
+    # The same time a week ago, per job (a rollout renames every instance; the job stays): fewer
+    # summaries than the minimum then means this is a quiet hour of the week (settings.py).
+    recorded = f'{m.EVENTS}_total{{outcome="{Outcome.RECORDED}"}}'
+    week_ago = f"sum by (job) (increase({recorded}[{settings.NO_SUMMARIES_WEEK_AGO_WINDOW}] offset 1w))"
+    week_ago_min = health_threshold("no_summaries_week_ago_min")
     return [
         Alert(
             name="TwilioInsightsExporterDown",
@@ -321,20 +354,24 @@ def exporter_alerts() -> list[Alert]:
         ),
         Alert(
             name="TwilioInsightsNoSummaries",
-            expr=f"{since_last} > {settings.NO_SUMMARIES_FOR_SECONDS}",
+            expr=f"{since_last} > {scalar(after)} unless on (job) {week_ago} < {scalar(week_ago_min)}",
             duration="0m",
             severity="warning",
             summary="No Twilio participant summary received",
             description=(
                 "{{ $labels.instance }} of job {{ $labels.job }} is up but has recorded no participant summary for "
-                f"{{{{ $value | humanizeDuration }}}} (the alert fires after {hours:g} h). Check the Event Streams sink, "
-                "its subscription and the public webhook URL."
+                f"{{{{ $value | humanizeDuration }}}} (the alert fires after {shown(after, percent=False, duration=True)}, unless the job "
+                f"recorded fewer than {shown(week_ago_min, percent=False)} over the {settings.NO_SUMMARIES_WEEK_AGO_WINDOW} before this "
+                "time a week ago). Check the Event Streams sink, its subscription and the public webhook URL."
             ),
             probes=(since_last,),
         ),
         Alert(
             name="TwilioInsightsSignatureFailures",
-            expr=f"{signature_share} > {settings.SIGNATURE_FAILURE_SHARE:g} and on ({target}) {signature_count} >= {settings.SIGNATURE_FAILURE_MIN}",
+            expr=(
+                f"{signature_share} > {scalar(health_threshold('signature_failure_share'))} "
+                f"and on ({target}) {signature_count} >= {scalar(health_threshold('signature_failure_min'))}"
+            ),
             duration=settings.WEBHOOK_ALERT_FOR,
             severity="critical",
             summary="Webhook requests refused for their Twilio signature",
@@ -347,7 +384,10 @@ def exporter_alerts() -> list[Alert]:
         ),
         Alert(
             name="TwilioInsightsInvalidEvents",
-            expr=f"{invalid_share} > {settings.INVALID_EVENT_SHARE:g} and on ({target}) {invalid_count} >= {settings.INVALID_EVENT_MIN}",
+            expr=(
+                f"{invalid_share} > {scalar(health_threshold('invalid_event_share'))} "
+                f"and on ({target}) {invalid_count} >= {scalar(health_threshold('invalid_event_min'))}"
+            ),
             duration=settings.WEBHOOK_ALERT_FOR,
             severity="warning",
             summary="Twilio events failing validation",
@@ -381,25 +421,26 @@ def pull_alerts() -> list[Alert]:
     # start time is taken only from targets that poll (they expose the polls counter).
     polling = f"(process_start_time_seconds and on ({target}) {m.PULL_POLLS}_total)"
     since_success = f"time() - (({m.PULL_LAST_SUCCESS} > on ({target}) {polling}) or on ({target}) {polling})"
-    failing_for = settings.PULL_FAILING_FOR_SECONDS
+    failing_for = health_threshold("pull_failing_after_seconds")
+    expired_min = health_threshold("pull_expired_min")
     expired = f"sum by ({target}) (increase({m.PULL_EXPIRED}_total[{settings.PULL_EXPIRED_WINDOW}]))"
     return [
         Alert(
             name="TwilioInsightsPullFailing",
-            expr=f"{since_success} > {failing_for}",
+            expr=f"{since_success} > {scalar(failing_for)}",
             duration="0m",
             severity="warning",
             summary="twilio-insights-exporter cannot poll the Voice Insights API",
             description=(
                 "{{ $labels.instance }} of job {{ $labels.job }} polls the Voice Insights REST API but has completed no "
-                f"successful poll for {{{{ $value | humanizeDuration }}}} (the alert fires after {failing_for // 60} min). "
+                f"successful poll for {{{{ $value | humanizeDuration }}}} (the alert fires after {shown(failing_for, percent=False, duration=True)}). "
                 "Nothing is being pulled; the API keeps summaries for 30 days, so a fix within that time loses nothing."
             ),
             probes=(since_success,),
         ),
         Alert(
             name="TwilioInsightsPullSummariesExpired",
-            expr=f"{expired} >= {settings.PULL_EXPIRED_MIN}",
+            expr=f"{expired} >= {scalar(expired_min)}",
             duration="0m",
             severity="warning",
             summary="Pulled participant summaries given up while still in progress",
@@ -424,30 +465,31 @@ def kinesis_alerts() -> list[Alert]:
     # As for pull mode: the later of the last successful read and the process start.
     consuming = f"(process_start_time_seconds and on ({target}) {m.KINESIS_CHECKPOINTS}_total)"
     since_read = f"time() - (({m.KINESIS_LAST_READ} > on ({target}) {consuming}) or on ({target}) {consuming})"
-    failing_for = settings.KINESIS_FAILING_FOR_SECONDS
+    failing_for = health_threshold("kinesis_failing_after_seconds")
+    lag = health_threshold("kinesis_lag_seconds")
     return [
         Alert(
             name="TwilioInsightsKinesisLagging",
-            expr=f"{behind} > {settings.KINESIS_LAG_SECONDS}",
+            expr=f"{behind} > {scalar(lag)}",
             duration=settings.KINESIS_LAGGING_FOR,
             severity="warning",
             summary="twilio-insights-exporter is falling behind its Kinesis stream",
             description=(
                 "{{ $labels.instance }} of job {{ $labels.job }} reads a shard {{ $value | humanizeDuration }} behind the tip of the "
-                f"stream (the alert fires above {settings.KINESIS_LAG_SECONDS // 60} min for {settings.KINESIS_LAGGING_FOR}). "
+                f"stream (the alert fires above {shown(lag, percent=False, duration=True)}). "
                 "Records older than the stream's retention (24 h by default) are deleted unread."
             ),
             probes=(behind,),
         ),
         Alert(
             name="TwilioInsightsKinesisFailing",
-            expr=f"{since_read} > {failing_for}",
+            expr=f"{since_read} > {scalar(failing_for)}",
             duration="0m",
             severity="warning",
             summary="twilio-insights-exporter cannot read its Kinesis stream",
             description=(
                 "{{ $labels.instance }} of job {{ $labels.job }} consumes a Kinesis stream but has read no shard successfully for "
-                f"{{{{ $value | humanizeDuration }}}} (the alert fires after {failing_for // 60} min). Nothing is lost until the "
+                f"{{{{ $value | humanizeDuration }}}} (the alert fires after {shown(failing_for, percent=False, duration=True)}). Nothing is lost until the "
                 "stream's retention (24 h by default) passes: reading resumes from the checkpoints."
             ),
             probes=(since_read,),

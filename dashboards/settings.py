@@ -27,6 +27,15 @@ EXPORTER_DOWN_FOR = "5m"
 # quiet at night: two hours without a single summary while the exporter is up means the sink,
 # the subscription or the public URL broke, not that nobody called.
 NO_SUMMARIES_FOR_SECONDS = 2 * 60 * 60
+# ...and a contact centre that works business hours is quiet every night and weekend, so the alert
+# compares with the same time a week earlier: it stays quiet while the job recorded fewer than
+# NO_SUMMARIES_WEEK_AGO_MIN summaries over the NO_SUMMARIES_WEEK_AGO_WINDOW before this moment a
+# week ago (a night, a Sunday). Not a single one: a day that starts twenty minutes later than the
+# week before is not an outage, so the week-ago hour must have been busy, not just begun. Set it to
+# about a quarter of an ordinary hour's summaries; 0 turns the comparison off. Without a week of
+# history (a new install, a short retention) the silence alone decides, as it should.
+NO_SUMMARIES_WEEK_AGO_WINDOW = "1h"
+NO_SUMMARIES_WEEK_AGO_MIN = 10
 
 # Quality alerts: the share of media streams past Twilio's threshold over QUALITY_WINDOW, for
 # streams aggregated per scrape job and stream direction. QUALITY_MIN_STREAMS keeps one bad call

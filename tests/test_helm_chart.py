@@ -239,6 +239,13 @@ def test_pods_carry_scrape_annotations_by_default_and_not_when_turned_off():
     assert not set(scrape) & set(off)
 
 
+def test_pods_carry_no_scrape_annotations_when_a_service_monitor_scrapes_them():
+    """A Prometheus that discovers pods by annotation and reads ServiceMonitors would scrape each pod twice."""
+    annotations = render({"serviceMonitor": {"enabled": True}}).one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert sorted(annotations) == ["checksum/config", "checksum/secret"]
+    assert "prometheus.io/scrape" not in render_scenario("all").one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+
+
 def test_a_config_change_rolls_the_pods():
     def checksum(values):
         return render(values).one("Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
@@ -504,6 +511,17 @@ def test_service_monitor_scrapes_the_metrics_service_port():
     ]
 
 
+def test_service_monitor_and_rule_carry_the_release_label_kube_prometheus_stack_selects_by_default():
+    rendered = render({"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}})
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert rendered.one(kind)["metadata"]["labels"]["release"] == "kube-prometheus-stack", kind
+    mine = render({"serviceMonitor": {"enabled": True, "labels": {"release": "monitoring"}}}).one("ServiceMonitor")
+    assert mine["metadata"]["labels"]["release"] == "monitoring"
+    # Unset with null, as `--set serviceMonitor.labels.release=null` does, for a Prometheus that selects everything.
+    none = render({"serviceMonitor": {"enabled": True, "labels": {"release": None}}}).one("ServiceMonitor")
+    assert "release" not in none["metadata"]["labels"]
+
+
 def test_rules_and_dashboards_are_symlinks_to_the_repository_not_copies():
     assert (CHART_DIR / "files" / "rules").readlink() == Path("../../../rules")
     assert (CHART_DIR / "files" / "dashboards").readlink() == Path("../../../dashboards")
@@ -535,10 +553,30 @@ def test_each_dashboard_config_map_holds_exactly_the_generated_json():
     assert sorted(config_maps) == sorted(f"{FULLNAME}-dashboard-{p.stem.lower().replace('_', '-').replace('.', '-')}" for p in dashboards)
     for path in dashboards:
         (config_map,) = [cm for cm in config_maps.values() if path.name in cm["data"]]
-        assert config_map["data"] == {path.name: path.read_text()}
+        assert list(config_map["data"]) == [path.name]
+        # The same dashboard, compact: no indentation, no newline.
+        assert json.loads(config_map["data"][path.name]) == json.loads(path.read_text())
+        assert "\n" not in config_map["data"][path.name]
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert config_map["metadata"]["annotations"] == {"grafana_folder": "Twilio"}
-        json.loads(config_map["data"][path.name])
+
+
+# Client-side `kubectl apply` (and Argo CD without server-side apply) stores the whole object as
+# JSON in the last-applied-configuration annotation, and a Kubernetes object's annotations may
+# hold 256 KiB in all; what the annotation holds is the object's compact JSON.
+ANNOTATIONS_LIMIT = 256 * 1024
+
+
+def test_every_dashboard_config_map_fits_the_last_applied_annotation_with_a_quarter_to_spare():
+    sizes = {
+        m.name: len(json.dumps(m.doc, separators=(",", ":"), ensure_ascii=False).encode())
+        for m in render_scenario("all").of_kind("ConfigMap")
+        if m.name != FULLNAME
+    }
+    assert sizes
+    largest = max(sizes.values())
+    print(f"\nlargest dashboard ConfigMap as last-applied JSON: {largest} bytes ({largest / ANNOTATIONS_LIMIT:.0%} of 256 KiB)")
+    assert largest < 0.75 * ANNOTATIONS_LIMIT, sizes
 
 
 def repository_files(directory: str) -> dict[str, bytes]:

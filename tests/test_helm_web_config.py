@@ -19,7 +19,7 @@ import yaml
 
 from exporter.webconfig import load_web_config
 from tests.exporter_process import ROOT
-from tests.helm_chart import FULLNAME, NAMESPACE, container_args, render, render_scenario
+from tests.helm_chart import FULLNAME, NAMESPACE, container_args, render, render_scenario, scenario_values
 from tests.test_web_config import make_pki
 
 TLS_SECRET = "twilio-insights-exporter-metrics-tls"
@@ -79,7 +79,9 @@ def test_tls_only_serves_https_probes_over_https_and_the_service_monitor_trusts_
     assert scrape["scheme"] == "https"
     assert scrape["tlsConfig"] == {"ca": {"secret": {"name": TLS_SECRET, "key": "ca.crt"}}, "serverName": f"{FULLNAME}-metrics.{NAMESPACE}.svc"}
     assert "basicAuth" not in scrape
-    annotations = render_scenario("webconfig-tls").one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    # Pods scraped by annotation (no ServiceMonitor: with one they carry no scrape annotations) announce https.
+    without_monitor = render({**scenario_values("webconfig-tls"), "serviceMonitor": {"enabled": False}})
+    annotations = without_monitor.one("Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scheme"] == "https"
 
 

@@ -42,9 +42,9 @@ def test_rules_file_says_it_is_generated(path):
 def test_promtool_check_rules_passes():
     result = promtool("check", "rules", *map(str, RULES_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
-    # 6 thresholds, 8 account-wide recording rules, 13 alerts (2 of Kinesis mode); per dimension (5) and signal (4),
-    # 14 recording rules (2 base rates, 7 shares, 5 counts) and 3 alerts.
-    assert "SUCCESS: 27 rules found" in result.stdout
+    # 16 thresholds (6 of quality, 10 of exporter health), 8 account-wide recording rules, 13 alerts (2 of Kinesis mode);
+    # per dimension (5) and signal (4), 14 recording rules (2 base rates, 7 shares, 5 counts) and 3 alerts.
+    assert "SUCCESS: 37 rules found" in result.stdout
     assert f"SUCCESS: {5 * 4 * (14 + 3)} rules found" in result.stdout
 
 
@@ -104,6 +104,19 @@ def test_promtool_unit_tests_fail_when_the_pull_alert_watches_webhook_only_expor
     output = result.stdout + result.stderr
     assert "webhook-only exporters never fire the pull alerts" in output
     assert 'instance="w"' in output
+
+
+def test_promtool_unit_tests_fail_when_the_no_summaries_alert_forgets_the_week_before(tmp_path):
+    """Without the comparison with the same hour a week ago, the business-hours contact centre's
+    quiet night pages: the unit test of that night catches it."""
+    text = RULES_FILE.read_text(encoding="utf-8")
+    comparison = re.search(r" unless on \(job\) sum by \(job\) \(increase\([^\n]+offset 1w\)\) < scalar\([^)]+\)", text)
+    assert comparison
+    result = unit_tests_against(text.replace(comparison.group(0), ""), tmp_path, tests=[ROOT / "rules" / "tests" / "exporter.test.yml"])
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "a business-hours contact centre's quiet night does not fire" in output
+    assert 'job="office"' in output
 
 
 def test_every_alert_has_a_unit_test_that_expects_it_to_fire():
@@ -167,7 +180,31 @@ def test_every_threshold_is_a_series_recorded_from_the_settings():
     ]
     objectives = {rule["labels"]["signal"]: rule["expr"] for rule in thresholds[2:] if rule["record"] == rules.OBJECTIVE}
     assert objectives == {tag: f"vector({value:g})" for tag, value in settings.SLO_OBJECTIVES.items()}
-    assert len(thresholds) == 2 + len(settings.SLO_OBJECTIVES)
+    health = {rule["record"]: rule["expr"] for rule in thresholds[2 + len(settings.SLO_OBJECTIVES) :]}
+    assert health == {
+        "twilio_insights_exporter:no_summaries_after_seconds:threshold": "vector(7200)",
+        "twilio_insights_exporter:no_summaries_week_ago_min:threshold": "vector(10)",
+        "twilio_insights_exporter:signature_failure_share:threshold": "vector(0.1)",
+        "twilio_insights_exporter:signature_failure_min:threshold": "vector(5)",
+        "twilio_insights_exporter:invalid_event_share:threshold": "vector(0.05)",
+        "twilio_insights_exporter:invalid_event_min:threshold": "vector(5)",
+        "twilio_insights_exporter:pull_failing_after_seconds:threshold": "vector(600)",
+        "twilio_insights_exporter:pull_expired_min:threshold": "vector(1)",
+        "twilio_insights_exporter:kinesis_lag_seconds:threshold": "vector(600)",
+        "twilio_insights_exporter:kinesis_failing_after_seconds:threshold": "vector(600)",
+    }
+    assert len(thresholds) == 2 + len(settings.SLO_OBJECTIVES) + len(rules.HEALTH_THRESHOLDS)
+
+
+def test_no_health_alert_writes_a_threshold_of_its_own():
+    """Each number a health alert compares with is a threshold series, so the chart's
+    prometheusRule.health values change it; only window lengths (15m, 1h, 1w) and zeros stay in the text."""
+    health = [rule for rule in all_alert_rules() if rule["alert"].startswith("TwilioInsights")]
+    for rule in health:
+        numbers = re.findall(r"(?<![\w.:\[])\d+(?:\.\d+)?(?![\w\]])", rule["expr"])
+        assert set(numbers) <= {"0"}, rule["alert"]  # `up == 0`, `> 0`: no tunable there
+    reads = {rule["alert"]: sorted(set(re.findall(r"twilio_insights_exporter:(\w+):threshold", rule["expr"]))) for rule in health}
+    assert sorted(key for keys in reads.values() for key in keys) == sorted(rules.HEALTH_THRESHOLDS)
 
 
 def test_no_quality_alert_writes_a_threshold_of_its_own():
@@ -277,9 +314,18 @@ def rendered_groups(**values) -> dict[str, dict]:
     return {group["name"]: group for group in rule["spec"]["groups"]}
 
 
+def camel(key: str) -> str:
+    """The chart's name of a health threshold: ``no_summaries_after_seconds`` is ``noSummariesAfterSeconds``."""
+    first, *rest = key.split("_")
+    return first + "".join(word.title() for word in rest)
+
+
 def test_chart_values_default_to_the_generators_settings():
     """values.yaml states the defaults for `helm show values`; they must be the generated ones."""
     values = chart_values()
+    assert values["health"] == {camel(key): value for key, value in rules.HEALTH_THRESHOLDS.items()}
+    assert values["runbookBaseUrl"] == settings.RUNBOOK_BASE_URL
+    assert values["for"] == {alert.name: alert.duration for alert in rules.main_alerts() if alert.name.startswith("TwilioInsights")}
     assert tuple(values["sliceDimensions"]) == settings.SLICE_DIMENSIONS
     assert values["thresholds"] == {
         "alertShare": settings.QUALITY_ALERT_SHARE,
@@ -308,12 +354,16 @@ def test_chart_sets_every_threshold_series_and_the_grafana_url_from_its_values(t
         "minStreams": 50,
         "sloObjectives": {"low_mos": 0.99, "high_jitter": 0.9, "high_latency": 0.98, "high_packet_loss": 0.995},
     }
-    rendered = rendered_groups(thresholds=thresholds, grafanaUrl="https://grafana.voice.example.org/")
+    # Every health threshold a value of its own, none the default (each is its index plus 0.5, times 1000 for seconds).
+    health = {camel(key): (i + 0.5) * (1000 if key.endswith("seconds") else 1) for i, key in enumerate(rules.HEALTH_THRESHOLDS)}
+    health["signatureFailureShare"], health["invalidEventShare"] = 0.3, 0.07
+    rendered = rendered_groups(thresholds=thresholds, health=health, grafanaUrl="https://grafana.voice.example.org/")
     recorded = {(rule["record"], rule.get("labels", {}).get("signal")): rule["expr"] for rule in rendered[rules.THRESHOLDS_GROUP]["rules"]}
     assert recorded == {
         (rules.ALERT_SHARE, None): "vector(0.25)",
         (rules.MIN_STREAMS, None): "vector(50)",
         **{(rules.OBJECTIVE, signal): f"vector({value:g})" for signal, value in thresholds["sloObjectives"].items()},
+        **{(rules.health_threshold(key), None): f"vector({health[camel(key)]:g})" for key in rules.HEALTH_THRESHOLDS},
     }
     urls = [
         rule["annotations"]["dashboard_url"]
@@ -342,10 +392,34 @@ def test_chart_sets_every_threshold_series_and_the_grafana_url_from_its_values(t
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_chart_sets_each_alerts_for_and_the_runbook_base_url_from_its_values(tmp_path):
+    durations = {"TwilioInsightsNoSummaries": "30m", "TwilioInsightsExporterDown": "0m", "TwilioConferenceLowMOSInSlice": "1h"}
+    rendered = rendered_groups(**{"for": durations}, runbookBaseUrl="https://wiki.voice.example.org/runbooks/")
+    alerts = [rule for group in rendered.values() for rule in group["rules"] if "alert" in rule]
+    generated = {(rule["alert"], rule["expr"]): rule for rule in all_alert_rules()}
+    assert len(alerts) == len(generated)
+    for rule in alerts:
+        assert rule["annotations"]["runbook_url"] == f"https://wiki.voice.example.org/runbooks/{rule['alert']}.md"
+        expected = generated[rule["alert"], rule["expr"]].get("for")
+        if rule["alert"] in durations:
+            expected = None if durations[rule["alert"]] == "0m" else durations[rule["alert"]]
+        assert rule.get("for") == expected, rule["alert"]
+    assert sum(rule["alert"] == "TwilioConferenceLowMOSInSlice" and rule.get("for") == "1h" for rule in alerts) == len(settings.SLICE_DIMENSIONS)
+    path = tmp_path / "rendered.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": list(rendered.values())}))
+    checked = promtool("check", "rules", str(path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 @pytest.mark.parametrize(
     "values",
-    [{"sliceDimensions": ["call_direction"]}, {"thresholds": {"alertShare": 1.5, "minStreams": 20, "sloObjectives": settings.SLO_OBJECTIVES}}],
-    ids=["a-dimension-the-rules-have-no-group-for", "a-share-above-one"],
+    [
+        {"sliceDimensions": ["call_direction"]},
+        {"thresholds": {"alertShare": 1.5, "minStreams": 20, "sloObjectives": settings.SLO_OBJECTIVES}},
+        {"for": {"TwilioInsightsNoSummaries": "half an hour"}},
+        {"health": {"noSummariesAfterHours": 2}},
+    ],
+    ids=["a-dimension-the-rules-have-no-group-for", "a-share-above-one", "a-for-promql-cannot-read", "an-unknown-health-threshold"],
 )
 def test_chart_schema_refuses_what_the_rules_cannot_do(values):
     import helm_python as helm

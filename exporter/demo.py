@@ -1,0 +1,119 @@
+"""Send signed synthetic deliveries to a running exporter, so that its dashboards fill.
+
+    python -m exporter.demo --url https://twilio-hooks.example.com/events --token-env TWILIO_AUTH_TOKEN
+    make demo ARGS="--url http://127.0.0.1:8080/events"
+
+For a trial, and for checking an ingress: each delivery is a batch of CloudEvents signed exactly as
+Event Streams signs it (:func:`exporter.synthetic.sign`, the ``twilio`` SDK's validator, with
+``bodySHA256`` in the URL), so a 2xx here means Twilio's deliveries to the same URL will verify
+too. It sends every event type the exporter takes as a summary (:data:`exporter.models.SUMMARY_TYPES`,
+in turn), realistic summaries from :mod:`exporter.synthetic` (most clean, a degraded tail), and
+one sink test event. The auth token is read from an environment variable, never from the command
+line (where ``ps`` and shell history would keep it). Exit status 0 when every delivery was
+answered 2xx, 1 otherwise; each answer that is not is printed with its status and body.
+
+A separate module entry rather than a subcommand, so that ``python -m exporter`` stays the
+exporter and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import synthetic
+from .models import SUMMARY_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One signed delivery: the URL Twilio would call (with ``bodySHA256``), its body and signature."""
+
+    url: str
+    body: bytes
+    signature: str
+    types: Counter[str]
+
+
+def deliveries(url: str, auth_token: str, *, count: int, batch_size: int, seed: int) -> list[Delivery]:
+    """``count`` summaries, the event types of :data:`SUMMARY_TYPES` in turn, in batches of
+    ``batch_size``, then one sink test event; each batch signed for ``url``."""
+    kinds = sorted(SUMMARY_TYPES)
+    events: list[dict[str, Any]] = [
+        synthetic.cloud_event(summary, event_type=kinds[i % len(kinds)]) for i, summary in enumerate(synthetic.summaries(count, seed))
+    ]
+    batches = [events[i : i + batch_size] for i in range(0, len(events), batch_size)]
+    batches.append([synthetic.sink_test_event()])
+    signed = []
+    for batch in batches:
+        body = synthetic.batch_body(batch)
+        signed_url, signature = synthetic.sign(url, body, auth_token)
+        signed.append(Delivery(signed_url, body, signature, Counter(str(event["type"]) for event in batch)))
+    return signed
+
+
+def send(delivery: Delivery, timeout: float) -> tuple[int, str]:
+    """POST one delivery as Event Streams does; the status and (for a refusal) the body of the answer."""
+    request = urllib.request.Request(
+        delivery.url,
+        data=delivery.body,
+        method="POST",
+        headers={"Content-Type": "application/json", "X-Twilio-Signature": delivery.signature, "User-Agent": "twilio-insights-exporter-demo"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, ""
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(500).decode(errors="replace").strip()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m exporter.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True, help="the webhook URL, exactly as Twilio would call it (e.g. http://127.0.0.1:8080/events)")
+    parser.add_argument("--token-env", default="TWILIO_AUTH_TOKEN", help="environment variable holding the auth token (default: %(default)s)")
+    parser.add_argument("--count", type=int, default=200, help="summaries to send (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=20, help="events per delivery (default: %(default)s)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the synthetic summaries; another seed, other participants (default: %(default)s)"
+    )
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.count < 0 or args.batch_size < 1:
+        parser.error("--count must be 0 or more and --batch-size 1 or more")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    token = os.environ.get(args.token_env, "")
+    if not token:
+        print(f"python -m exporter.demo: the environment variable {args.token_env} (--token-env) holds no auth token", file=sys.stderr)
+        return 2
+    sent: Counter[str] = Counter()
+    refused = 0
+    plan = deliveries(args.url, token, count=args.count, batch_size=args.batch_size, seed=args.seed)
+    for delivery in plan:
+        try:
+            status, text = send(delivery, args.timeout)
+        except (urllib.error.URLError, OSError) as error:
+            print(f"python -m exporter.demo: {args.url}: {getattr(error, 'reason', error)}", file=sys.stderr)
+            return 1
+        if 200 <= status < 300:
+            sent.update(delivery.types)
+        else:
+            refused += 1
+            print(f"answered {status}: {text}", file=sys.stderr)
+    kinds = ", ".join(f"{sent[kind]} {kind}" for kind in sorted(sent))
+    print(f"{len(plan) - refused} of {len(plan)} deliveries answered 2xx: {kinds or 'nothing'}")
+    return 1 if refused else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""python -m exporter.demo against a real exporter process: every delivery verifies and is counted exactly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import metrics
+from exporter.models import SUMMARY_TYPES
+from tests.exporter_process import ROOT, start_exporter
+from tests.helpers import clean_environ
+
+TOKEN = "demo-auth-token"
+
+
+def samples(metrics_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(metrics_url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(scraped: dict, name: str, **labels: str) -> float:
+    """A sample's value; fails loudly for a sample the exporter did not expose."""
+    key = (name, tuple(sorted(labels.items())))
+    assert key in scraped, f"{name}{labels} not exposed"
+    return scraped[key]
+
+
+def demo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter.demo", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=clean_environ() | env
+    )
+
+
+def test_the_demo_sends_signed_deliveries_of_every_summary_type_that_are_each_counted_once(tmp_path):
+    with start_exporter(env={"TWILIO_AUTH_TOKEN": TOKEN}, tmp_path=tmp_path) as exporter:
+        sent = demo("--url", exporter.webhook_url, "--token-env", "DEMO_TOKEN", "--count", "25", "--batch-size", "10", env={"DEMO_TOKEN": TOKEN})
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        kinds = sorted(SUMMARY_TYPES)
+        assert kinds == [
+            "com.twilio.voice.insights.conference-participant-summary.complete",
+            "com.twilio.voice.insights.participant-summary.complete",
+        ]
+        # 25 summaries alternate between the two type names (13 and 12), in 3 batches, then the test event.
+        assert sent.stdout == (f"4 of 4 deliveries answered 2xx: 1 com.twilio.eventstreams.test-event, 13 {kinds[0]}, 12 {kinds[1]}\n")
+        scraped = samples(exporter.metrics_url)
+        events = f"{metrics.EVENTS}_total"
+        assert value(scraped, events, source="webhook", type="summary", outcome="recorded") == 25
+        assert value(scraped, events, source="webhook", type="test", outcome="test") == 1
+        assert value(scraped, events, source="webhook", type="summary", outcome="duplicate") == 0
+        assert sum(v for (name, _), v in scraped.items() if name == f"{metrics.SIGNATURE_FAILURES}_total") == 0
+        # Both streams of every participant reach the quality histograms.
+        assert sum(v for (name, _), v in scraped.items() if name == f"{metrics.MOS}_count") == 2 * 25
+
+        # Run again with the same seed: the same participants, acknowledged and not counted twice.
+        again = demo("--url", exporter.webhook_url, "--count", "25", "--batch-size", "10", env={"TWILIO_AUTH_TOKEN": TOKEN})
+        assert again.returncode == 0, again.stdout + again.stderr
+        scraped = samples(exporter.metrics_url)
+        assert value(scraped, events, source="webhook", type="summary", outcome="recorded") == 25
+        assert value(scraped, events, source="webhook", type="summary", outcome="duplicate") == 25
+
+
+def test_a_wrong_token_is_refused_by_the_exporter_and_the_demo_says_so(tmp_path):
+    with start_exporter(env={"TWILIO_AUTH_TOKEN": TOKEN}, tmp_path=tmp_path) as exporter:
+        sent = demo("--url", exporter.webhook_url, "--count", "3", env={"TWILIO_AUTH_TOKEN": "not-the-token"})
+        assert sent.returncode == 1
+        assert sent.stdout == "0 of 2 deliveries answered 2xx: nothing\n"
+        assert sent.stderr.count("answered 403") == 2
+        scraped = samples(exporter.metrics_url)
+        assert value(scraped, f"{metrics.SIGNATURE_FAILURES}_total", reason="invalid_signature") == 2
+
+
+def test_without_a_token_in_the_named_variable_nothing_is_sent():
+    sent = demo("--url", "http://127.0.0.1:9/events", "--token-env", "NO_SUCH_TOKEN", env={})
+    assert sent.returncode == 2
+    assert sent.stderr == "python -m exporter.demo: the environment variable NO_SUCH_TOKEN (--token-env) holds no auth token\n"
