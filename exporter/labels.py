@@ -250,9 +250,9 @@ CALL_MAX_VALUES = {
     "tag": 50,
 }
 
-# A call label set costs up to about 600 samples when every edge reports both directions (a Voice
-# SDK call through a SIP trunk), about 130 for the common PSTN call with a carrier edge only:
-# 300 sets bound the call families at about 180k samples whatever arrives (README, "Cardinality").
+# A call label set is the costliest of the three kinds (every edge and direction, MOS and RTT
+# stats, codecs): fewer sets than the participants' budget keep the call families' worst case in
+# the same range (README, "Call and Conference Summaries", computed from these caps).
 CALL_MAX_LABEL_SETS = 300
 
 
@@ -294,8 +294,7 @@ CONFERENCE_MAX_VALUES = {
     "tag": 30,
 }
 
-# At most (20 + 2) x (4 + 2) x (5 + 2) = 924 combinations exist; a set costs about 70 samples.
-# 300 sets bound the conference families at about 21k samples.
+# At most (20 + 2) x (4 + 2) x (5 + 2) = 924 combinations exist; 300 sets bound them (README).
 CONFERENCE_MAX_LABEL_SETS = 300
 
 

@@ -18,7 +18,7 @@ reader share one set of rules and no road into the exporter meets weaker ones.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeAlias
+from typing import Annotated, Any, ClassVar, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator
 from pydantic_core import from_json
@@ -398,6 +398,9 @@ class CallSummary(_Tolerant):
     Deduplicated by ``call_sid``. Recorded only when :meth:`final`.
     """
 
+    # The kind of key its deduplication window (and the durable state) keeps: :attr:`key` values.
+    KEY: ClassVar[str] = "call_sid"
+
     call_sid: Annotated[str, Field(min_length=1)]
     account_sid: str | None = None
     call_type: LabelText = None
@@ -413,6 +416,11 @@ class CallSummary(_Tolerant):
     sip_edge: Edge | None = None
     sdk_edge: Edge | None = None
     client_edge: Edge | None = None
+
+    @property
+    def key(self) -> str:
+        """What deduplicates this summary: the call SID."""
+        return self.call_sid
 
     def final(self, event_type: str | None = None) -> bool:
         """Whether this is the call's last word: a ``complete`` event, or (REST, no event) a complete summary.
@@ -464,6 +472,9 @@ class ConferenceSummary(_Tolerant):
     "its participants are done"). Recorded only when :meth:`final`.
     """
 
+    # Not "conference_sid": the poller's keys of that name mean "participants done" (see above).
+    KEY: ClassVar[str] = "conference_summary"
+
     conference_sid: Annotated[str, Field(min_length=1)]
     account_sid: str | None = None
     status: LabelText = None
@@ -474,6 +485,11 @@ class ConferenceSummary(_Tolerant):
     max_concurrent_participants: Participants | None = None
     detected_issues: DetectedIssues | None = None
     tags: list[str] | None = None
+
+    @property
+    def key(self) -> str:
+        """What deduplicates this summary: the conference SID, under :attr:`KEY`."""
+        return self.conference_sid
 
     def final(self, event_type: str | None = None) -> bool:
         """A ``complete`` event (or, REST, no event) whose ``processing_state`` Twilio no longer changes."""

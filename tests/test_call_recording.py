@@ -152,6 +152,7 @@ def test_only_the_complete_event_is_final_whatever_its_processing_state_says() -
     # A REST answer has no event type: its processing_state decides.
     assert CallSummary.model_validate(realistic()).final()
     assert not CallSummary.model_validate({**realistic(), "processing_state": "partial"}).final()
+    assert (CallSummary.KEY, summary_of(partial).key) == ("call_sid", "CA04917eab5c194f4c86207384933c0c41")
 
 
 def test_the_far_end_of_an_inbound_call_is_the_caller_and_the_edge_location_comes_from_the_first_edge_naming_it() -> None:

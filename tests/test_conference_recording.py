@@ -70,6 +70,8 @@ def test_only_a_complete_event_whose_processing_state_is_complete_or_timeout_is_
     assert not in_progress.final(CONFERENCE_SUMMARY_COMPLETE)
     assert not summary.final(CONFERENCE_SUMMARY_PARTIAL)
     assert summary.final() and not in_progress.final()  # REST: no event type
+    # Its own kind of dedup key: the poller's conference_sid keys mean "participants done".
+    assert (ConferenceSummary.KEY, summary.key) == ("conference_summary", "CF" + "0" * 31 + "3")
 
 
 @pytest.mark.parametrize(
