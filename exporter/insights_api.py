@@ -6,6 +6,9 @@ summary, each request retried (429 after its ``Retry-After``, 5xx and network
 errors with exponential backoff) and counted in ``twilio_insights_exporter_pull_api_requests_total``;
 a request that still fails raises :class:`ApiError`. The same shape as the Kinesis door's
 ``KinesisApi`` beside its consumer.
+
+Why one module: every lister goes through the one retried and counted transport below, so none
+can bypass the 429 backoff, the credential rebasing or the request counter.
 """
 
 from __future__ import annotations

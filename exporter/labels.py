@@ -12,6 +12,13 @@ exemplars.
 Admitting a value is split in two, so a summary is recorded all or nothing: :meth:`LabelPolicy.plan`
 decides the values of a summary without changing anything, :meth:`LabelPolicy.admit` keeps them
 once the summary is recorded (and again when the durable state is replayed).
+
+Each kind of summary has its own policy (participants: :data:`COMMON_LABELS`; calls:
+:func:`call_label_policy`; conferences: :func:`conference_label_policy`), with its own caps,
+allowlists and budget of label sets.
+
+Why one module: every kind's policy is built from the same :class:`BoundedLabel` and
+:class:`LabelPolicy`, and the README's caps and worst-case counts are read from these constants.
 """
 
 from __future__ import annotations

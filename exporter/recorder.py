@@ -17,6 +17,9 @@ families and its own :class:`~exporter.labels.LabelPolicy`; they share everythin
 planning. :class:`SummaryRecorder` is that shared machinery (apply, undo, the durable state's
 view); :class:`Recorder` (participants), :class:`CallRecorder` and :class:`ConferenceRecorder`
 each add only their :meth:`plan`.
+
+Why one module: every subject's planning produces the :class:`Change` the shared apply, undo and
+journal replay consume, so a change to that shape is made for all subjects at once, in one place.
 """
 
 from __future__ import annotations

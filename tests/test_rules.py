@@ -259,7 +259,9 @@ def test_runbooks_of_the_slice_and_burn_alerts_and_the_index_are_generated():
     for name, text in runbooks.pages().items():
         assert (ROOT / "docs" / "runbooks" / name).read_text(encoding="utf-8") == text, f"{name}: run `python -m dashboards.generate`"
     index = (ROOT / "docs" / "runbooks" / "README.md").read_text(encoding="utf-8")
-    assert [line.split(" | ")[0].removeprefix("| ") for line in index.splitlines() if line.startswith("| Twilio")] == rules.alert_names()
+    assert [
+        line.split(" | ")[0].removeprefix("| ") for line in index.splitlines() if line.startswith("| Twilio")
+    ] == rules.alert_names() + call_rules.alert_names()
 
 
 # --- the Helm chart's PrometheusRule: dimensions and thresholds from its values ----------------
@@ -363,7 +365,7 @@ def test_readme_and_alerts_doc_tables_are_generated():
     for path, text in docs.render(ROOT).items():
         assert path.read_text(encoding="utf-8") == text, f"{path.name}: run `python -m dashboards.generate`"
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for name in rules.alert_names():
+    for name in rules.alert_names() + call_rules.alert_names():
         assert f"| [{name}](docs/runbooks/{name}.md) |" in readme
 
 
