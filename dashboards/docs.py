@@ -12,7 +12,7 @@ from pathlib import Path
 
 from exporter.labels import DEFAULT_MAX_VALUES, OTHER, UNKNOWN
 
-from . import rules, settings
+from . import call_rules, rules, settings
 from .promql import ALERT_SHARE, MIN_STREAMS, OBJECTIVE, QUALITY_THRESHOLDS, burn_factor
 
 # A contact centre on two continents: agents and customers media-anchored in three Twilio regions
@@ -50,13 +50,19 @@ def plain(summary: str) -> str:
 
 def alerts_table() -> str:
     by_name: dict[str, list[rules.Alert]] = {}
-    for alert in rules.alerts():
+    for alert in rules.alerts() + call_rules.alerts():
         by_name.setdefault(alert.name, []).append(alert)
     lines = ["| alert | severity | evaluated per | summary |", "|---|---|---|---|"]
     for name, found in by_name.items():
         dimensions = [alert.labels["dimension"] for alert in found if "dimension" in alert.labels]
         if dimensions:
-            per = "job and each of " + ", ".join(f"`{d}`" for d in dimensions) + " (label `dimension`)"
+            # Call signals are measured per edge: their slices are per edge too (dashboards/call_rules.py).
+            per = (
+                ("job, edge" if name.startswith("TwilioCall") else "job")
+                + " and each of "
+                + ", ".join(f"`{d}`" for d in dimensions)
+                + " (label `dimension`)"
+            )
             summary = plain(found[0].summary).replace(f"`<{dimensions[0]}>`", "`<value>`").replace(dimensions[0], "`<dimension>`")
         else:
             per = "job and stream" if name.startswith("TwilioConference") else "target"

@@ -7,7 +7,7 @@ the same settings and names as the rules, and a changed threshold or window chan
 
 from __future__ import annotations
 
-from . import quality, rules, settings
+from . import call_rules, quality, rules, settings
 from .promql import QUALITY_THRESHOLDS, QualityThreshold
 
 INDEX = "README.md"
@@ -37,7 +37,7 @@ How the per-slice and SLO alerts work, and what they cost: [docs/alerts.md](../a
 
 
 def severities() -> dict[str, str]:
-    return {alert.name: alert.severity for alert in rules.alerts()}
+    return {alert.name: alert.severity for alert in rules.alerts() + call_rules.alerts()}
 
 
 def index() -> str:

@@ -128,3 +128,15 @@ KINESIS_LAGGING_FOR = "15m"
 # backing off up to --kinesis.max-backoff (30 s) on failures: ten minutes without one successful
 # read means it is failing for good (credentials, permissions, network, a deleted stream).
 KINESIS_FAILING_FOR_SECONDS = 10 * 60
+
+# ---------------------------------------------------------------------------------------------
+# Call Summaries (dashboards/call_rules.py). A call's quality is measured per edge (carrier, SIP,
+# Voice SDK, client), so its signals are evaluated per edge and per value of each of these
+# dimensions of the call families: the far end's carrier and country, and the Twilio edge the
+# call's media used. The share and the volume guard of the participant alerts
+# (QUALITY_ALERT_SHARE, QUALITY_MIN_STREAMS over QUALITY_WINDOW) apply, counted in calls' edge
+# streams.
+# ---------------------------------------------------------------------------------------------
+CALL_SLICE_DIMENSIONS = ("carrier", "edge_location", "country_code")
+# Objectives per call signal (Voice Insights' tag of the signal), as SLO_OBJECTIVES for participants.
+CALL_SLO_OBJECTIVES = {"low_mos": 0.97, "high_jitter": 0.95, "high_packet_loss": 0.97, "high_rtt": 0.97}

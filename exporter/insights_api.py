@@ -1,10 +1,14 @@
-"""The Voice Insights REST API, as the poller reads it: two list endpoints, retried, through the twilio SDK.
+"""The Voice Insights REST API, as the poller reads it: its lists and resources, retried, through the twilio SDK.
 
-The transport of pull mode (exporter/pull.py is the poller): pages of conferences and of
-participant summaries, each request retried (429 after its ``Retry-After``, 5xx and network
+The transport of pull mode (exporter/pull.py is the poller): pages of conferences (each item a
+Conference Summary), of participant summaries and of Call Summaries, and one conference's
+summary, each request retried (429 after its ``Retry-After``, 5xx and network
 errors with exponential backoff) and counted in ``twilio_insights_exporter_pull_api_requests_total``;
 a request that still fails raises :class:`ApiError`. The same shape as the Kinesis door's
 ``KinesisApi`` beside its consumer.
+
+Why one module: every lister goes through the one retried and counted transport below, so none
+can bypass the 429 backoff, the credential rebasing or the request counter.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from twilio.auth_strategy.auth_strategy import AuthStrategy
@@ -40,6 +44,13 @@ _SDK_LOG.setLevel(logging.WARNING)
 
 CONFERENCES = "conferences"
 PARTICIPANTS = "participants"
+CALL_SUMMARIES = "call_summaries"
+CONFERENCE_SUMMARY = "conference_summary"
+
+# The Call Summaries list's ProcessingState filter: the request says "completed" where each
+# answered summary says "complete" (call-and-conference-summary-facts.md). The poller still skips
+# any item that is not complete (CallSummary.final).
+COMPLETED = "completed"
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -55,7 +66,7 @@ class ApiError(Exception):
 
 
 class InsightsApi:
-    """The two list endpoints of the Voice Insights API, with retries, through the twilio SDK.
+    """The Voice Insights API's lists and the conference resource, with retries, through the twilio SDK.
 
     Transport and authentication are the SDK's: a :class:`twilio.rest.Client` over its aiohttp
     based :class:`~twilio.http.async_http_client.AsyncTwilioHttpClient`, called with
@@ -118,6 +129,50 @@ class InsightsApi:
     def participants(self, conference_sid: str) -> AsyncIterator[list[Any]]:
         """Pages of the participant summaries of one conference."""
         return self._pages(PARTICIPANTS, f"/v1/Conferences/{conference_sid}/Participants", {"PageSize": self._page_size})
+
+    def call_summaries(
+        self,
+        start_after: float,
+        start_before: float | None = None,
+        *,
+        subaccount: str | None = None,
+        call_types: Sequence[str] = (),
+        call_states: Sequence[str] = (),
+        directions: Sequence[str] = (),
+        filters: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[list[Any]]:
+        """Pages of the completed Call Summaries of calls that started between two Unix times.
+
+        ``GET /v1/Voice/Summaries`` with ``ProcessingState=completed``, ``StartTime``/``EndTime``
+        (the API's window is on the call's start; without ``start_before`` it ends now), sorted by
+        start time. ``subaccount`` asks for a subaccount's calls; the lists are Twilio's
+        comma-separated ``CallType``, ``CallState`` and ``Direction`` filters; ``filters`` passes
+        any other documented one as named (``HasTag``, ``FromCountryCode``, ``ToCarrier``,
+        ``AbnormalSession``, ``AnsweredBy``, ...).
+        """
+        params: dict[str, Any] = {
+            **(filters or {}),
+            "ProcessingState": COMPLETED,
+            "StartTime": _iso8601(start_after),
+            "SortBy": "start_time",
+            "PageSize": self._page_size,
+        }
+        if start_before is not None:
+            params["EndTime"] = _iso8601(start_before)
+        if subaccount:
+            params["Subaccount"] = subaccount
+        for name, values in (("CallType", call_types), ("CallState", call_states), ("Direction", directions)):
+            if values:
+                params[name] = ",".join(values)
+        return self._pages(CALL_SUMMARIES, "/v1/Voice/Summaries", params)
+
+    async def conference_summary(self, conference_sid: str) -> dict[str, Any]:
+        """The Conference Summary of one conference (``GET /v1/Conferences/{CF}``).
+
+        The items of :meth:`conferences` are the same resource; this reads one again, e.g. a
+        conference listed while still ``in_progress``.
+        """
+        return await self._get(CONFERENCE_SUMMARY, f"{self.base_url}/v1/Conferences/{quote(conference_sid, safe='')}", None)
 
     async def _pages(self, endpoint: str, path: str, params: dict[str, Any] | None) -> AsyncIterator[list[Any]]:
         url: str | None = self.base_url + path

@@ -12,6 +12,13 @@ exemplars.
 Admitting a value is split in two, so a summary is recorded all or nothing: :meth:`LabelPolicy.plan`
 decides the values of a summary without changing anything, :meth:`LabelPolicy.admit` keeps them
 once the summary is recorded (and again when the durable state is replayed).
+
+Each kind of summary has its own policy (participants: :data:`COMMON_LABELS`; calls:
+:func:`call_label_policy`; conferences: :func:`conference_label_policy`), with its own caps,
+allowlists and budget of label sets.
+
+Why one module: every kind's policy is built from the same :class:`BoundedLabel` and
+:class:`LabelPolicy`, and the README's caps and worst-case counts are read from these constants.
 """
 
 from __future__ import annotations
@@ -143,11 +150,15 @@ class LabelPolicy:
         max_values: Mapping[str, int] | None = None,
         allowlists: Mapping[str, frozenset[str]] | None = None,
         max_label_sets: int = DEFAULT_MAX_LABEL_SETS,
+        defaults: Mapping[str, int] = DEFAULT_MAX_VALUES,
+        default_allowlists: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
-        caps = {**DEFAULT_MAX_VALUES, **(max_values or {})}
-        allowlists = allowlists or {}
+        # defaults: the labels of one kind of summary and their caps (a kind's own policy: the
+        # participants' by default, CALL_MAX_VALUES or CONFERENCE_MAX_VALUES for the others).
+        caps = {**defaults, **(max_values or {})}
+        allowed = {**(default_allowlists or {}), **(allowlists or {})}
         self.common_names = common_names
-        self.labels = {name: BoundedLabel(name, caps[name], allowlists.get(name)) for name in DEFAULT_MAX_VALUES}
+        self.labels = {name: BoundedLabel(name, caps[name], allowed.get(name)) for name in defaults}
         self._common = [self.labels[name] for name in common_names]
         self.max_label_sets = max_label_sets
         self.label_sets: set[tuple[str, ...]] = set()
@@ -209,3 +220,97 @@ class LabelPolicy:
         for label in self._common:
             product *= (len(label.allowlist) if label.allowlist is not None else label.max_values) + 2  # + unknown, other
         return min(product, self.max_label_sets + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Call Summaries (twilio_call_*). Each kind of summary has its own policy: its own caps, its own
+# budget of label sets, its own kept values. A label name may mean something else in another
+# kind's families (README, "Labels"): ``country_code`` is the participant's own country in the
+# participant families and the far end's in the call families.
+# ---------------------------------------------------------------------------------------------
+CALL_COMMON_LABELS = ("call_type", "call_status", "direction", "media_region", "edge_location", "country_code", "carrier", "connection")
+
+# Twilio documents these vocabularies (call-and-conference-summary-facts.md): anything else is
+# 'other' at once, so a typo or a hostile value never takes a place. call_type's whatsapp
+# appears only in newer specs.
+CALL_ALLOWLISTS = {
+    "call_type": frozenset({"carrier", "sip", "trunking", "client", "whatsapp"}),
+    "call_status": frozenset({"ringing", "completed", "busy", "fail", "noanswer", "canceled", "answered", "undialed"}),
+    "direction": frozenset({"inbound", "outbound_api", "outbound_dial", "trunking_originating", "trunking_terminating"}),
+    "connection": frozenset({"mobile", "landline", "voip", "pstn", "twilio_sdk", "sip_interface"}),
+    "answered_by": frozenset({"unknown", "machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "human", "fax"}),
+    "sip_response_class": frozenset({"1xx", "2xx", "3xx", "4xx", "5xx", "6xx"}),
+}
+
+# Caps: an allowlisted label's cap is its list's length (the cap never binds). media_region:
+# Twilio has nine; edge_location: about a dozen edges (ashburn, dublin, ...); country_code and
+# carrier are the open ones, bounded by what a dashboard can still show; disconnected_by names a
+# handful of parties; codec a handful of RTP codecs; tag Voice Insights' open list of call tags.
+CALL_MAX_VALUES = {
+    **{name: len(values) for name, values in CALL_ALLOWLISTS.items()},
+    "media_region": 20,
+    "edge_location": 30,
+    "country_code": 100,
+    "carrier": 50,
+    "disconnected_by": 10,
+    "codec": 10,
+    "tag": 50,
+}
+
+# A call label set is the costliest of the three kinds (every edge and direction, MOS and RTT
+# stats, codecs): fewer sets than the participants' budget keep the call families' worst case in
+# the same range (README, "Call and Conference Summaries", computed from these caps).
+CALL_MAX_LABEL_SETS = 300
+
+
+def call_label_policy(
+    max_values: Mapping[str, int] | None = None,
+    allowlists: Mapping[str, frozenset[str]] | None = None,
+    max_label_sets: int = CALL_MAX_LABEL_SETS,
+) -> LabelPolicy:
+    """The bounded labels of the ``twilio_call_*`` families (defaults in code; overrides optional)."""
+    return LabelPolicy(CALL_COMMON_LABELS, max_values, allowlists, max_label_sets, defaults=CALL_MAX_VALUES, default_allowlists=CALL_ALLOWLISTS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conference Summaries (twilio_conference_* without participant_). The common labels say where
+# the conference mixed, how it ended and why: all three are documented vocabularies.
+# ---------------------------------------------------------------------------------------------
+CONFERENCE_COMMON_LABELS = ("mixer_region", "status", "end_reason")
+
+CONFERENCE_ALLOWLISTS = {
+    "status": frozenset({"in_progress", "not_started", "completed", "summary_timeout"}),
+    "end_reason": frozenset(
+        {
+            "last_participant_left",
+            "conference_ended_via_api",
+            "participant_with_end_conference_on_exit_left",
+            "last_participant_kicked",
+            "participant_with_end_conference_on_exit_kicked",
+        }
+    ),
+    "processing_state": frozenset({"complete", "in_progress", "timeout"}),
+    "category": frozenset({"call_quality", "region_configuration", "participant_behavior"}),
+}
+
+# mixer_region: nine documented regions, a cap rather than a list so a new region shows by name;
+# tag: the documented twelve plus headroom (the list is open).
+CONFERENCE_MAX_VALUES = {
+    **{name: len(values) for name, values in CONFERENCE_ALLOWLISTS.items()},
+    "mixer_region": 20,
+    "tag": 30,
+}
+
+# At most (20 + 2) x (4 + 2) x (5 + 2) = 924 combinations exist; 300 sets bound them (README).
+CONFERENCE_MAX_LABEL_SETS = 300
+
+
+def conference_label_policy(
+    max_values: Mapping[str, int] | None = None,
+    allowlists: Mapping[str, frozenset[str]] | None = None,
+    max_label_sets: int = CONFERENCE_MAX_LABEL_SETS,
+) -> LabelPolicy:
+    """The bounded labels of the ``twilio_conference_*`` conference-summary families."""
+    return LabelPolicy(
+        CONFERENCE_COMMON_LABELS, max_values, allowlists, max_label_sets, defaults=CONFERENCE_MAX_VALUES, default_allowlists=CONFERENCE_ALLOWLISTS
+    )

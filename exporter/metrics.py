@@ -150,6 +150,9 @@ PULL_EXPIRED = f"{EXPORTER}_pull_expired"
 
 # Values of the pull metrics' bounded labels.
 PULL_ENDPOINTS = ("conferences", "participants")
+# The listers of insights_api.py the poller does not call yet (their children appear on first use;
+# they join PULL_ENDPOINTS, pre-created at 0, once the poller reads them).
+PULL_SUMMARY_ENDPOINTS = ("call_summaries", "conference_summary")
 PULL_NETWORK_ERROR = "network_error"  # the `code` of a request that got no HTTP answer
 PROCESSING_STATES = ("complete", "in_progress", "timeout", "other")
 
@@ -284,6 +287,156 @@ def build_participant_metrics(
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# Call Summaries (twilio_call_*) and Conference Summaries (twilio_conference_*, without
+# participant_): what Twilio measured per call leg and per conference.
+# ---------------------------------------------------------------------------------------------
+CALL = "twilio_call"
+CONFERENCE = "twilio_conference"
+
+CALL_SUMMARIES = f"{CALL}_summaries"
+CALL_JITTER = f"{CALL}_jitter_seconds"
+CALL_PACKET_LOSS = f"{CALL}_packet_loss_ratio"
+CALL_PACKETS = f"{CALL}_packets"
+CALL_PACKETS_LOST = f"{CALL}_packets_lost"
+CALL_MOS = f"{CALL}_mos"
+CALL_RTT = f"{CALL}_rtt_seconds"
+CALL_POST_DIAL_DELAY = f"{CALL}_post_dial_delay_seconds"
+CALL_DURATION = f"{CALL}_duration_seconds"
+CALL_QUEUE_TIME = f"{CALL}_queue_time_seconds"
+CALL_TAGS = f"{CALL}_tags"
+CALL_SIP_RESPONSES = f"{CALL}_sip_responses"
+CALL_DISCONNECTS = f"{CALL}_disconnects"
+CALL_ANSWERED_BY = f"{CALL}_answered_by"
+CALL_CODECS = f"{CALL}_codecs"
+
+CONFERENCE_SUMMARIES = f"{CONFERENCE}_summaries"
+CONFERENCE_DURATION = f"{CONFERENCE}_duration_seconds"
+CONFERENCE_CONCURRENT = f"{CONFERENCE}_concurrent_participants"
+CONFERENCE_TAGS = f"{CONFERENCE}_tags"
+CONFERENCE_ISSUES = f"{CONFERENCE}_detected_issues"
+
+# The `edge` label of the call families: where on the call's path Twilio measured.
+EDGES = ("carrier_edge", "sip_edge", "sdk_edge", "client_edge")
+# The `stat` label of the SDK's MOS (the minimum is what a caller heard at worst).
+MOS_STATS = ("avg", "min")
+
+# The Voice SDK's own warning thresholds (twilio.js, "Voice SDK call quality warnings"): high-rtt
+# past 400 ms, high-packet-loss past 1 %; each is a bucket edge so the share past it is exact.
+RTT_THRESHOLD_SECONDS = 0.400
+SDK_PACKET_LOSS_THRESHOLD_RATIO = 0.01
+# Round-trip time from the caller's app to Twilio: a same-continent path is 20-100 ms.
+RTT_BUCKETS = (0.025, 0.050, 0.100, 0.150, 0.200, 0.300, RTT_THRESHOLD_SECONDS, 0.600, 1.0)
+# Post-dial delay (dial to ringback): PSTN calls see 1-4 s; past 10 s callers hang up.
+POST_DIAL_DELAY_BUCKETS = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0)
+# Connect duration of a call and length of a conference: 0 (never answered, never started) is its
+# own bucket; contact-centre calls cluster between 1 and 20 minutes.
+CALL_DURATION_BUCKETS = (0.0, *DURATION_BUCKETS)
+# Participants at once: two is a call; Twilio caps a conference at 250.
+CONCURRENT_PARTICIPANTS_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0)
+
+CALL_DEFAULT_BUCKETS = {
+    "mos": MOS_BUCKETS,
+    "jitter": JITTER_BUCKETS,
+    "packet_loss": PACKET_LOSS_BUCKETS,
+    "rtt": RTT_BUCKETS,
+    "post_dial_delay": POST_DIAL_DELAY_BUCKETS,
+    "duration": CALL_DURATION_BUCKETS,
+    "queue_time": QUEUE_TIME_BUCKETS,
+}
+CONFERENCE_DEFAULT_BUCKETS = {
+    "duration": CALL_DURATION_BUCKETS,
+    "concurrent_participants": CONCURRENT_PARTICIPANTS_BUCKETS,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CallMetrics:
+    """What Twilio measured on one call, per edge and direction where it measured there."""
+
+    summaries: CounterFamily
+    jitter: HistogramFamily
+    packet_loss: HistogramFamily
+    packets: CounterFamily
+    packets_lost: CounterFamily
+    mos: HistogramFamily
+    rtt: HistogramFamily
+    post_dial_delay: HistogramFamily
+    duration: HistogramFamily
+    queue_time: HistogramFamily
+    tags: CounterFamily
+    sip_responses: CounterFamily
+    disconnects: CounterFamily
+    answered_by: CounterFamily
+    codecs: CounterFamily
+
+
+def build_call_metrics(
+    registry: CollectorRegistry, common_labels: tuple[str, ...], buckets: dict[str, tuple[float, ...]] | None = None
+) -> CallMetrics:
+    """Create the twilio_call_* families with ``common_labels`` first."""
+    b = {**CALL_DEFAULT_BUCKETS, **(buckets or {})}
+    common = list(common_labels)
+    edge = [*common, "edge", "stream"]
+    edge_stat = [*edge, "stat"]
+
+    def counter(name: str, doc: str, labels: list[str]) -> CounterFamily:
+        return CounterFamily(name, doc, labels, registry)
+
+    def histogram(name: str, doc: str, labels: list[str], key: str) -> HistogramFamily:
+        return HistogramFamily(name, doc, labels, registry, buckets=b[key])
+
+    return CallMetrics(
+        summaries=counter(CALL_SUMMARIES, "Call summaries recorded, each call exactly once (from its complete summary).", common),
+        jitter=histogram(CALL_JITTER, "Jitter of a call's media at one edge and direction, average or maximum.", edge_stat, "jitter"),
+        packet_loss=histogram(CALL_PACKET_LOSS, "Packet loss of a call's media at one edge and direction, as a ratio.", edge, "packet_loss"),
+        packets=counter(CALL_PACKETS, "RTP packets of calls at one edge: received (inbound) or sent (outbound).", edge),
+        packets_lost=counter(CALL_PACKETS_LOST, "RTP packets lost at one edge and direction, summed over calls.", edge),
+        mos=histogram(CALL_MOS, "Mean opinion score the Voice SDK computed for a call (SDK edge), average or minimum.", edge_stat, "mos"),
+        rtt=histogram(CALL_RTT, "Round-trip time the Voice SDK measured to Twilio (SDK edge), average or maximum.", edge_stat, "rtt"),
+        post_dial_delay=histogram(CALL_POST_DIAL_DELAY, "Post-dial delay: from dialling to the far end ringing.", common, "post_dial_delay"),
+        duration=histogram(CALL_DURATION, "Connect duration of a call: from answer to hang-up (0 when never answered).", common, "duration"),
+        queue_time=histogram(CALL_QUEUE_TIME, "Time a call spent queued at Twilio before it was placed.", common, "queue_time"),
+        tags=counter(CALL_TAGS, "Voice Insights tags (detected issues) of calls.", [*common, "tag"]),
+        sip_responses=counter(CALL_SIP_RESPONSES, "Calls by the class of their last SIP response (2xx, 4xx, ...).", [*common, "sip_response_class"]),
+        disconnects=counter(CALL_DISCONNECTS, "Calls by who hung up.", [*common, "disconnected_by"]),
+        answered_by=counter(CALL_ANSWERED_BY, "Calls by who answered, as answering machine detection decided.", [*common, "answered_by"]),
+        codecs=counter(CALL_CODECS, "Codec of a call's media at one edge and direction.", [*edge, "codec"]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ConferenceMetrics:
+    """What Twilio summarised about a whole conference."""
+
+    summaries: CounterFamily
+    duration: HistogramFamily
+    concurrent_participants: HistogramFamily
+    tags: CounterFamily
+    detected_issues: CounterFamily
+
+
+def build_conference_metrics(
+    registry: CollectorRegistry, common_labels: tuple[str, ...], buckets: dict[str, tuple[float, ...]] | None = None
+) -> ConferenceMetrics:
+    """Create the twilio_conference_* conference-summary families with ``common_labels`` first."""
+    b = {**CONFERENCE_DEFAULT_BUCKETS, **(buckets or {})}
+    common = list(common_labels)
+    return ConferenceMetrics(
+        summaries=CounterFamily(
+            CONFERENCE_SUMMARIES, "Conference summaries recorded, each conference exactly once.", [*common, "processing_state"], registry
+        ),
+        duration=HistogramFamily(CONFERENCE_DURATION, "How long a conference lasted.", common, registry, buckets=b["duration"]),
+        concurrent_participants=HistogramFamily(
+            CONFERENCE_CONCURRENT, "Most participants a conference had at once.", common, registry, buckets=b["concurrent_participants"]
+        ),
+        tags=CounterFamily(CONFERENCE_TAGS, "Voice Insights tags of conferences.", [*common, "tag"], registry),
+        detected_issues=CounterFamily(
+            CONFERENCE_ISSUES, "Issues Voice Insights detected in conferences, by category.", [*common, "category"], registry
+        ),
+    )
+
+
 def build_exporter_metrics(registry: CollectorRegistry) -> ExporterMetrics:
     """Create the twilio_insights_exporter_* families and the process collectors."""
     ProcessCollector(registry=registry)
@@ -340,7 +493,7 @@ class PullMetrics:
 def build_pull_metrics(registry: CollectorRegistry) -> PullMetrics:
     """Create the twilio_insights_exporter_pull_* families, with the children alerts divide by at 0."""
     m = PullMetrics(
-        # endpoint: two values; code: an HTTP status (a few dozen exist) or network_error.
+        # endpoint: PULL_ENDPOINTS (and PULL_SUMMARY_ENDPOINTS); code: an HTTP status (a few dozen exist) or network_error.
         api_requests=Counter(
             PULL_API_REQUESTS, "Requests to the Voice Insights REST API, by endpoint and HTTP status.", ["endpoint", "code"], registry=registry
         ),

@@ -1,4 +1,4 @@
-"""Pydantic models of the CloudEvent envelope and the Conference Participant Summary.
+"""Pydantic models of the CloudEvent envelope and the Voice Insights summaries (participant, call, conference).
 
 Tolerant parsing lives here and nowhere else (exporter/parse.py, beside it, applies these models
 to what the doors hand on and turns their errors into the counted reasons). Real payloads (twilio-facts.md) carry nulls and
@@ -9,8 +9,9 @@ value that is not a number (booleans and numeric strings included), NaN or infin
 outside its physical range (written once, below), a summary without a participant SID. Fields
 nothing is recorded from are never a reason to refuse a summary.
 
-One summary model serves both paths: the ``data`` of a pushed CloudEvent and the body of the
-REST resource ``GET /v1/Conferences/{CF}/Participants/{CP}``.
+One model per kind of summary serves both paths: the ``data`` of a pushed CloudEvent and the
+body of the REST resource (``GET /v1/Conferences/{CF}/Participants/{CP}``, ``GET
+/v1/Voice/Summaries``, ``GET /v1/Conferences/{CF}``).
 
 Why one module: tolerant parsing lives in one place, so the envelope, the summary and the JSON
 reader share one set of rules and no road into the exporter meets weaker ones.
@@ -18,7 +19,7 @@ reader share one set of rules and no road into the exporter meets weaker ones.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeAlias
+from typing import Annotated, Any, ClassVar, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator
 from pydantic_core import from_json
@@ -260,6 +261,250 @@ class ParticipantSummary(_Tolerant):
         if self.metrics is None:
             return []
         return [(name, m) for name, m in (("inbound", self.metrics.inbound), ("outbound", self.metrics.outbound)) if m is not None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Call Summaries and Conference Summaries (call-and-conference-summary-facts.md). The same rules:
+# the fields below become a metric, a label or an exemplar; every other documented field
+# (phone numbers, IPs, places, trust, annotation, SDK events, the SIP edge's latency, ...) is
+# accepted in any form and dropped.
+# ---------------------------------------------------------------------------------------------
+CALL_SUMMARY_COMPLETE = "com.twilio.voice.insights.call-summary.complete"
+CALL_SUMMARY_PARTIAL = "com.twilio.voice.insights.call-summary.partial"
+CALL_SUMMARY_PREDICTED = "com.twilio.voice.insights.call-summary.predicted-complete"
+# Every call summary event type; only the complete one is recorded (CallSummary.final).
+CALL_SUMMARY_TYPES = frozenset({CALL_SUMMARY_COMPLETE, CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED})
+CONFERENCE_SUMMARY_COMPLETE = "com.twilio.voice.insights.conference-summary.complete"
+CONFERENCE_SUMMARY_PARTIAL = "com.twilio.voice.insights.conference-summary.partial"
+CONFERENCE_SUMMARY_TYPES = frozenset({CONFERENCE_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_PARTIAL})
+# A conference summary's processing_state once Twilio stops updating it.
+CONFERENCE_FINAL_STATES = frozenset({"complete", "timeout"})
+
+# Post-dial delay and queue time (ms): a call rings or queues for minutes at most; past a day the
+# value is certainly not a delay of this call.
+DELAY_MS_RANGE = (0.0, 86_400_000.0)
+# Participants a conference reached at once: Twilio caps a conference at 250; 10,000 is any
+# plausible future cap.
+PARTICIPANTS_RANGE = (0, 10_000)
+
+DelayMs: TypeAlias = Annotated[float, Strict(), Field(ge=DELAY_MS_RANGE[0], le=DELAY_MS_RANGE[1]), AfterValidator(_positive_zero)]
+Participants: TypeAlias = Annotated[int, BeforeValidator(_integral), Strict(), Field(ge=PARTICIPANTS_RANGE[0], le=PARTICIPANTS_RANGE[1])]
+
+
+def _label_text(value: Any) -> Any:
+    """A part of the summary that only becomes a label: anything but text or a number counts as absent."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    return value
+
+
+# A label from a field nothing is measured from: an odd value there (an object, a list, a
+# boolean) becomes ``unknown`` rather than costing the summary.
+LabelText = Annotated[str | None, BeforeValidator(_label_text)]
+
+
+class MosStat(_Tolerant):
+    """Average, minimum and maximum MOS the Voice SDK computed for a stream."""
+
+    avg: Mos | None = None
+    min: Mos | None = None
+    max: Mos | None = None
+
+
+class RttStat(_Tolerant):
+    """Round-trip time the Voice SDK measured (ms), bounded by the latency range (a minute is no longer a call)."""
+
+    avg: LatencyMs | None = None
+    min: LatencyMs | None = None
+    max: LatencyMs | None = None
+
+
+class EdgeStream(_Tolerant):
+    """One direction of one edge of a call. The SIP edge's ``latency`` has no documented unit and is not read."""
+
+    codec_name: LabelText = None
+    packets_received: Packets | None = None
+    packets_sent: Packets | None = None
+    packets_lost: Packets | None = None
+    packets_loss_percentage: PacketLossPercent | None = None
+    jitter: JitterStat | None = None
+    mos: MosStat | None = None
+    rtt: RttStat | None = None
+
+
+class EdgeMetrics(_Tolerant):
+    inbound: EdgeStream | None = None
+    outbound: EdgeStream | None = None
+
+
+class EdgeProperties(_Tolerant):
+    """Where an edge's media went: only the region and Twilio edge names, never its IPs or SIP IDs."""
+
+    media_region: LabelText = None
+    edge_location: LabelText = None
+
+
+class Edge(_Tolerant):
+    """``carrier_edge``, ``sip_edge``, ``sdk_edge`` or ``client_edge``; any part may be missing."""
+
+    properties: Annotated[EdgeProperties | None, BeforeValidator(_tolerant)] = None
+    metrics: EdgeMetrics | None = None
+
+
+class CallEnd(_Tolerant):
+    """The ``from`` or ``to`` of a call: only what can be a bounded label (never the number or the place)."""
+
+    carrier: LabelText = None
+    connection: LabelText = None
+    country_code: LabelText = None
+
+
+def _sip_response(value: Any) -> Any:
+    """The last SIP response code, or None: it only becomes a label (its class), so an odd value is absent.
+
+    >>> _sip_response(200), _sip_response("486"), _sip_response(0), _sip_response(True), _sip_response("abc")
+    (200, 486, None, None, None)
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and 100 <= value <= 699 else None
+
+
+class CallProperties(_Tolerant):
+    direction: LabelText = None
+    disconnected_by: LabelText = None
+    # 0 when unknown; only its class (2xx, 4xx, ...) is recorded.
+    last_sip_response_num: Annotated[int | None, BeforeValidator(_sip_response)] = None
+    pdd_ms: DelayMs | None = None
+    queue_time: DelayMs | None = None
+    media_region: LabelText = None
+    edge_location: LabelText = None
+
+
+# Which end of a call is the far one (the network Twilio reached), by properties.direction.
+_FAR_END_IS_FROM = frozenset({"inbound", "trunking_originating"})
+_FAR_END_IS_TO = frozenset({"outbound_api", "outbound_dial", "trunking_terminating"})
+# The edges in label order, and those whose properties name the call's edge location and media
+# region when the top-level properties do not (the issue's order: carrier, SIP, client).
+CALL_EDGES = ("carrier_edge", "sip_edge", "sdk_edge", "client_edge")
+_GATEWAY_EDGES = ("carrier_edge", "sip_edge", "client_edge")
+
+
+class CallSummary(_Tolerant):
+    """A Voice Insights Call Summary (schema versions 1 to 7): the pushed event's ``data`` and the REST resource alike.
+
+    Deduplicated by ``call_sid``. Recorded only when :meth:`final`.
+    """
+
+    # The kind of key its deduplication window (and the durable state) keeps: :attr:`key` values.
+    KEY: ClassVar[str] = "call_sid"
+
+    call_sid: Annotated[str, Field(min_length=1)]
+    account_sid: str | None = None
+    call_type: LabelText = None
+    call_state: LabelText = None
+    answered_by: LabelText = None
+    processing_state: LabelText = None
+    connect_duration: Seconds | None = None
+    tags: list[str] | None = None
+    from_: Annotated[CallEnd | None, BeforeValidator(_tolerant), Field(alias="from")] = None
+    to: Annotated[CallEnd | None, BeforeValidator(_tolerant)] = None
+    properties: Annotated[CallProperties | None, BeforeValidator(_tolerant)] = None
+    carrier_edge: Edge | None = None
+    sip_edge: Edge | None = None
+    sdk_edge: Edge | None = None
+    client_edge: Edge | None = None
+
+    @property
+    def key(self) -> str:
+        """What deduplicates this summary: the call SID."""
+        return self.call_sid
+
+    def final(self, event_type: str | None = None) -> bool:
+        """Whether this is the call's last word: a ``complete`` event, or (REST, no event) a complete summary.
+
+        An event is told by its type, not by ``processing_state``: a predicted-complete event can
+        still say ``partial``, and a complete one is final whatever it says.
+        """
+        if event_type is not None:
+            return event_type == CALL_SUMMARY_COMPLETE
+        return self.processing_state == "complete"
+
+    def edges(self) -> list[tuple[str, Edge]]:
+        """The edges present, as ``(edge label, edge)``, in label order."""
+        return [(name, edge) for name in CALL_EDGES if (edge := getattr(self, name)) is not None]
+
+    def far_end(self) -> CallEnd | None:
+        """The end of the call that is not Twilio's customer: the caller of an inbound call, the callee of an outbound one."""
+        direction = self.properties.direction if self.properties is not None else None
+        if direction in _FAR_END_IS_FROM:
+            return self.from_
+        if direction in _FAR_END_IS_TO:
+            return self.to
+        return None
+
+    def edge_property(self, name: str) -> str | None:
+        """``media_region`` or ``edge_location``: the top-level property where present, else the first gateway edge's."""
+        top = getattr(self.properties, name) if self.properties is not None else None
+        if top:
+            return top  # type: ignore[no-any-return]
+        for edge_name in _GATEWAY_EDGES:
+            edge: Edge | None = getattr(self, edge_name)
+            if edge is not None and edge.properties is not None and (value := getattr(edge.properties, name)):
+                return value  # type: ignore[no-any-return]
+        return None
+
+
+class DetectedIssues(_Tolerant):
+    """How many issues of each documented category Voice Insights detected in a conference."""
+
+    call_quality: QualityIssues | None = None
+    region_configuration: QualityIssues | None = None
+    participant_behavior: QualityIssues | None = None
+
+
+class ConferenceSummary(_Tolerant):
+    """A Voice Insights Conference Summary: the pushed event's ``data`` and ``GET /v1/Conferences/{CF}`` alike.
+
+    Deduplicated by ``conference_sid`` (a key of its own: the poller's conference keys mean
+    "its participants are done"). Recorded only when :meth:`final`.
+    """
+
+    # Not "conference_sid": the poller's keys of that name mean "participants done" (see above).
+    KEY: ClassVar[str] = "conference_summary"
+
+    conference_sid: Annotated[str, Field(min_length=1)]
+    account_sid: str | None = None
+    status: LabelText = None
+    end_reason: LabelText = None
+    mixer_region: LabelText = None
+    processing_state: LabelText = None
+    duration_seconds: Seconds | None = None
+    max_concurrent_participants: Participants | None = None
+    detected_issues: DetectedIssues | None = None
+    tags: list[str] | None = None
+
+    @property
+    def key(self) -> str:
+        """What deduplicates this summary: the conference SID, under :attr:`KEY`."""
+        return self.conference_sid
+
+    def final(self, event_type: str | None = None) -> bool:
+        """A ``complete`` event (or, REST, no event) whose ``processing_state`` Twilio no longer changes."""
+        if event_type is not None and event_type != CONFERENCE_SUMMARY_COMPLETE:
+            return False
+        return self.processing_state in CONFERENCE_FINAL_STATES
+
+    def issue_counts(self) -> list[tuple[str, int]]:
+        """``(category, count)`` of the documented categories present (zero counts included: they are measured)."""
+        issues = self.detected_issues
+        if issues is None:
+            return []
+        return [(name, count) for name, count in issues if count is not None]
 
 
 class CloudEvent(_Tolerant):

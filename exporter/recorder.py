@@ -11,6 +11,15 @@ Recording is split in two so that a summary is counted all or nothing:
 
 A change is also what the durable state journals (``exporter/state.py``): applying the journaled
 changes again after a restart gives back the same counters, bucket by bucket.
+
+Each kind of summary (a "subject": participant, call, conference) has its own recorder, its own
+families and its own :class:`~exporter.labels.LabelPolicy`; they share everything but the
+planning. :class:`SummaryRecorder` is that shared machinery (apply, undo, the durable state's
+view); :class:`Recorder` (participants), :class:`CallRecorder` and :class:`ConferenceRecorder`
+each add only their :meth:`plan`.
+
+Why one module: every subject's planning produces the :class:`Change` the shared apply, undo and
+journal replay consume, so a change to that shape is made for all subjects at once, in one place.
 """
 
 from __future__ import annotations
@@ -18,14 +27,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 
 from .families import CounterFamily, CounterSeries, HistogramFamily, HistogramSeries
 from .labels import LabelPolicy
-from .metrics import ParticipantMetrics, build_participant_metrics
-from .models import ParticipantSummary, StreamMetrics
+from .metrics import (
+    CallMetrics,
+    ConferenceMetrics,
+    ParticipantMetrics,
+    build_call_metrics,
+    build_conference_metrics,
+    build_participant_metrics,
+)
+from .models import CallSummary, ConferenceSummary, EdgeStream, ParticipantSummary, StreamMetrics
 
 # OpenMetrics allows 128 characters of exemplar labels; two SIDs of 34 fit. A SID is letters and
 # digits (CA + 32 hex): anything else is left out, so no exemplar ever needs escaping.
@@ -48,17 +64,19 @@ class Change:
     exemplar: dict[str, str] | None
 
 
-class Recorder:
-    """Records validated summaries into the ``twilio_conference_participant_*`` families."""
+M = TypeVar("M")
 
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        labels: LabelPolicy,
-        buckets: Mapping[str, tuple[float, ...]] | None = None,
-    ) -> None:
+
+class SummaryRecorder(Generic[M]):
+    """What every subject's recorder shares: apply all or nothing, undo, and the durable state's view.
+
+    ``metrics`` is the subject's dataclass of families (exporter/metrics.py); a subclass adds
+    only ``plan(summary) -> Change``.
+    """
+
+    def __init__(self, labels: LabelPolicy, metrics: M) -> None:
         self.labels = labels
-        self.metrics: ParticipantMetrics = build_participant_metrics(registry, labels.common_names, dict(buckets or {}))
+        self.metrics: M = metrics
         self.by_name: dict[str, Family] = {f.name: f for f in self.families()}
         # One entry per common label set (bounded by the label budget): the series of that set,
         # keyed (family, *other labels), so most observations are one short-key lookup.
@@ -68,8 +86,141 @@ class Recorder:
         self._key_of: dict[Series, tuple[Family, tuple[str, ...]]] = {}
 
     def families(self) -> list[Family]:
-        """The participant families, in exposition order (for the /metrics handler)."""
-        return [getattr(self.metrics, f.name) for f in fields(self.metrics)]
+        """The subject's families, in exposition order (for the /metrics handler)."""
+        metrics: Any = self.metrics  # a dataclass of families, whichever subject's
+        return [getattr(metrics, f.name) for f in fields(metrics)]
+
+    def plan(self, summary: Any) -> Change:
+        """What recording ``summary`` would add. Changes nothing."""
+        raise NotImplementedError
+
+    # -- apply: all or nothing ---------------------------------------------------------------
+
+    def apply(self, change: Change) -> None:
+        """Make the observations of ``change``; on any error, undo all of them and re-raise."""
+        admitted = self.labels.admit(change.common, change.details)
+        common = change.common
+        series_of = self._series_of.get(common)
+        new_set = series_of is None
+        if series_of is None:
+            series_of = self._series_of[common] = {}
+        exemplar = change.exemplar
+        saved: list[tuple[Series, Any]] = []
+        created: list[tuple[dict[tuple[Any, ...], Series], tuple[Any, ...]]] = []
+        dirty = self.dirty
+        try:
+            for family, others, value in change.observations:
+                key = (family, *others)
+                series = series_of.get(key)
+                if series is None:
+                    series = self._new_series(family, common + others)
+                    series_of[key] = series
+                    created.append((series_of, key))
+                if type(series) is HistogramSeries:
+                    saved.append((series, (series.counts.copy(), series.sum, series.exemplars.copy())))
+                    series.observe(value, exemplar)
+                else:
+                    saved.append((series, series.value))
+                    series.inc(value)
+                if dirty is not None:
+                    dirty.add(series)
+        except BaseException:
+            for series, old in reversed(saved):
+                if type(series) is HistogramSeries:
+                    series.counts[:], series.sum, series.exemplars[:] = old
+                else:
+                    series.value = old
+            for owner, key in reversed(created):
+                series = owner.pop(key)
+                family, values = self._key_of.pop(series)
+                family._series.pop(values, None)
+                if dirty is not None:
+                    dirty.discard(series)
+            if new_set:
+                self._series_of.pop(common, None)
+            self.labels.forget(admitted)
+            raise
+
+    def _new_series(self, family: Family, values: tuple[str, ...]) -> Series:
+        series: Series = family.labels(*values)
+        self._key_of[series] = (family, values)
+        return series
+
+    # -- the durable state's view ------------------------------------------------------------
+
+    def key_of(self, series: Series) -> tuple[str, tuple[str, ...]]:
+        """``(family name, label values)`` of one of the subject's series."""
+        family, values = self._key_of[series]
+        return family.name, values
+
+    def restore(self, rows: Iterable[tuple[str, tuple[str, ...], list[float]]]) -> int:
+        """Set series to saved values, ``(family name, label values, [value] or [sum, *bucket counts])``.
+
+        Label values and label sets are kept again as they were admitted. Returns how many series
+        were restored; rows of a family or bucket layout this version does not have are skipped.
+        """
+        n_common = len(self.labels.common_names)
+        restored = 0
+        for name, values, data in rows:
+            family = self.by_name.get(name)
+            if family is None or len(values) != len(family.labelnames):
+                continue
+            if isinstance(family, HistogramFamily) and len(data) != len(family.upper) + 1:
+                continue  # buckets changed since: the old counts no longer fit
+            common, others = values[:n_common], values[n_common:]
+            series_of = self._series_of.setdefault(common, {})
+            key = (family, *others)
+            series = series_of.get(key)
+            if series is None:
+                series = series_of[key] = self._new_series(family, values)
+            if isinstance(series, HistogramSeries):
+                series.sum = data[0]
+                series.counts[:] = [int(c) for c in data[1:]]
+            else:
+                series.value = data[0]
+            bounded = self.labels.labels
+            self.labels.admit(common, [(n, v) for n, v in zip(family.labelnames[n_common:], others, strict=True) if n in bounded])
+            restored += 1
+        return restored
+
+    def unjournal(self, entry: Any) -> Change | None:
+        """A journaled change (exporter/state.py) back as a :class:`Change`, or None if it no longer fits.
+
+        Observations of a family this version does not have, or with other labels, are left out;
+        histogram values are bucketed by today's buckets.
+        """
+        common, observations = entry
+        n_common = len(self.labels.common_names)
+        if len(common) != n_common:
+            return None  # the common labels were reconfigured: the old label sets no longer exist
+        bounded = self.labels.labels
+        obs: list[Observation] = []
+        details: list[tuple[str, str]] = []
+        for name, others, value in observations:
+            family = self.by_name.get(name)
+            if family is None or len(others) + n_common != len(family.labelnames):
+                continue
+            obs.append((family, tuple(others), value))
+            details.extend((n, v) for n, v in zip(family.labelnames[n_common:], others, strict=True) if n in bounded)
+        return Change(tuple(common), tuple(obs), tuple(details), (), None)
+
+    def saved_values(self, series: Series) -> list[float]:
+        """What :meth:`restore` takes back for ``series``."""
+        if isinstance(series, HistogramSeries):
+            return [series.sum, *series.counts]
+        return [series.value]
+
+
+class Recorder(SummaryRecorder[ParticipantMetrics]):
+    """Records validated participant summaries into the ``twilio_conference_participant_*`` families."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        labels: LabelPolicy,
+        buckets: Mapping[str, tuple[float, ...]] | None = None,
+    ) -> None:
+        super().__init__(labels, build_participant_metrics(registry, labels.common_names, dict(buckets or {})))
 
     # -- plan: read only ---------------------------------------------------------------------
 
@@ -143,121 +294,143 @@ class Recorder:
             for metric, count in sm.occurrences.counts().items():
                 obs.append((m.degradations, (stream, detail("metric", metric)), count))
 
-    # -- apply: all or nothing ---------------------------------------------------------------
 
-    def apply(self, change: Change) -> None:
-        """Make the observations of ``change``; on any error, undo all of them and re-raise."""
-        admitted = self.labels.admit(change.common, change.details)
-        common = change.common
-        series_of = self._series_of.get(common)
-        new_set = series_of is None
-        if series_of is None:
-            series_of = self._series_of[common] = {}
-        exemplar = change.exemplar
-        saved: list[tuple[Series, Any]] = []
-        created: list[tuple[dict[tuple[Any, ...], Series], tuple[Any, ...]]] = []
-        dirty = self.dirty
-        try:
-            for family, others, value in change.observations:
-                key = (family, *others)
-                series = series_of.get(key)
-                if series is None:
-                    series = self._new_series(family, common + others)
-                    series_of[key] = series
-                    created.append((series_of, key))
-                if type(series) is HistogramSeries:
-                    saved.append((series, (series.counts.copy(), series.sum, series.exemplars.copy())))
-                    series.observe(value, exemplar)
-                else:
-                    saved.append((series, series.value))
-                    series.inc(value)
-                if dirty is not None:
-                    dirty.add(series)
-        except BaseException:
-            for series, old in reversed(saved):
-                if type(series) is HistogramSeries:
-                    series.counts[:], series.sum, series.exemplars[:] = old
-                else:
-                    series.value = old
-            for owner, key in reversed(created):
-                series = owner.pop(key)
-                family, values = self._key_of.pop(series)
-                family._series.pop(values, None)
-                if dirty is not None:
-                    dirty.discard(series)
-            if new_set:
-                self._series_of.pop(common, None)
-            self.labels.forget(admitted)
-            raise
+ParticipantRecorder = Recorder
 
-    def _new_series(self, family: Family, values: tuple[str, ...]) -> Series:
-        series: Series = family.labels(*values)
-        self._key_of[series] = (family, values)
-        return series
 
-    # -- the durable state's view ------------------------------------------------------------
+class _Draft:
+    """The label bookkeeping of one summary being planned (what :meth:`Recorder.plan` keeps in locals)."""
 
-    def key_of(self, series: Series) -> tuple[str, tuple[str, ...]]:
-        """``(family name, label values)`` of a participant series."""
-        family, values = self._key_of[series]
-        return family.name, values
+    __slots__ = ("details", "labels", "overflow", "pending")
 
-    def restore(self, rows: Iterable[tuple[str, tuple[str, ...], list[float]]]) -> int:
-        """Set series to saved values, ``(family name, label values, [value] or [sum, *bucket counts])``.
+    def __init__(self, labels: LabelPolicy) -> None:
+        self.labels = labels
+        self.pending: dict[str, set[str]] = {}
+        self.overflow: list[str] = []
+        self.details: list[tuple[str, str]] = []
 
-        Label values and label sets are kept again as they were admitted. Returns how many series
-        were restored; rows of a family or bucket layout this version does not have are skipped.
-        """
-        n_common = len(self.labels.common_names)
-        restored = 0
-        for name, values, data in rows:
-            family = self.by_name.get(name)
-            if family is None or len(values) != len(family.labelnames):
+    def common(self, values: Mapping[str, str | None]) -> tuple[str, ...]:
+        return self.labels.common(values, self.pending, self.overflow)
+
+    def detail(self, name: str, raw: str | None) -> str:
+        value = self.labels.detail(name, raw, self.pending, self.overflow)
+        self.details.append((name, value))
+        return value
+
+    def change(self, common: tuple[str, ...], obs: list[Observation], exemplar: dict[str, str] | None) -> Change:
+        return Change(common, tuple(obs), tuple(self.details), tuple(self.overflow), exemplar)
+
+
+def _sid_exemplar(name: str, sid: str) -> dict[str, str] | None:
+    return {name: sid} if _SID.fullmatch(sid) else None
+
+
+class CallRecorder(SummaryRecorder[CallMetrics]):
+    """Records final Call Summaries into the ``twilio_call_*`` families (labels: :func:`exporter.labels.call_label_policy`).
+
+    Twilio's milliseconds become seconds and its percentages ratios. What an edge did not
+    measure is not recorded: an absent edge, an edge without metrics, one direction only leave
+    no sample rather than a zero. The SIP edge's ``latency`` is left out: its unit is not
+    documented (call-and-conference-summary-facts.md).
+    """
+
+    def __init__(self, registry: CollectorRegistry, labels: LabelPolicy, buckets: Mapping[str, tuple[float, ...]] | None = None) -> None:
+        super().__init__(labels, build_call_metrics(registry, labels.common_names, dict(buckets or {})))
+
+    def plan(self, summary: CallSummary) -> Change:
+        """What recording ``summary`` would add. Changes nothing."""
+        m = self.metrics
+        draft = _Draft(self.labels)
+        far = summary.far_end()
+        props = summary.properties
+        common = draft.common(
+            {
+                "call_type": summary.call_type,
+                "call_status": summary.call_state,
+                "direction": props.direction if props is not None else None,
+                "media_region": summary.edge_property("media_region"),
+                "edge_location": summary.edge_property("edge_location"),
+                "country_code": far.country_code if far is not None else None,
+                "carrier": far.carrier if far is not None else None,
+                "connection": far.connection if far is not None else None,
+            }
+        )
+        obs: list[Observation] = [(m.summaries, (), 1)]
+        for edge_name, edge in summary.edges():
+            if edge.metrics is None:
                 continue
-            if isinstance(family, HistogramFamily) and len(data) != len(family.upper) + 1:
-                continue  # buckets changed since: the old counts no longer fit
-            common, others = values[:n_common], values[n_common:]
-            series_of = self._series_of.setdefault(common, {})
-            key = (family, *others)
-            series = series_of.get(key)
-            if series is None:
-                series = series_of[key] = self._new_series(family, values)
-            if isinstance(series, HistogramSeries):
-                series.sum = data[0]
-                series.counts[:] = [int(c) for c in data[1:]]
-            else:
-                series.value = data[0]
-            bounded = self.labels.labels
-            self.labels.admit(common, [(n, v) for n, v in zip(family.labelnames[n_common:], others, strict=True) if n in bounded])
-            restored += 1
-        return restored
+            for stream, es in (("inbound", edge.metrics.inbound), ("outbound", edge.metrics.outbound)):
+                if es is not None:
+                    self._plan_edge_stream(obs, draft, (edge_name, stream), es)
+        if summary.connect_duration is not None:
+            obs.append((m.duration, (), summary.connect_duration))
+        if props is not None:
+            if props.pdd_ms is not None:
+                obs.append((m.post_dial_delay, (), props.pdd_ms / 1000))
+            if props.queue_time is not None:
+                obs.append((m.queue_time, (), props.queue_time / 1000))
+            if props.last_sip_response_num is not None:
+                obs.append((m.sip_responses, (draft.detail("sip_response_class", f"{props.last_sip_response_num // 100}xx"),), 1))
+            if props.disconnected_by is not None:
+                obs.append((m.disconnects, (draft.detail("disconnected_by", props.disconnected_by),), 1))
+        if summary.answered_by is not None:
+            obs.append((m.answered_by, (draft.detail("answered_by", summary.answered_by),), 1))
+        # A tag says "this call had that condition": once, however often listed.
+        for tag in dict.fromkeys(summary.tags or ()):
+            obs.append((m.tags, (draft.detail("tag", tag),), 1))
+        return draft.change(common, obs, _sid_exemplar("call_sid", summary.call_sid))
 
-    def unjournal(self, entry: Any) -> Change | None:
-        """A journaled change (exporter/state.py) back as a :class:`Change`, or None if it no longer fits.
+    def _plan_edge_stream(self, obs: list[Observation], draft: _Draft, where: tuple[str, str], es: EdgeStream) -> None:
+        m = self.metrics
+        if es.jitter is not None:
+            if es.jitter.avg is not None:
+                obs.append((m.jitter, (*where, "avg"), es.jitter.avg / 1000))
+            if es.jitter.max is not None:
+                obs.append((m.jitter, (*where, "max"), es.jitter.max / 1000))
+        if es.packets_loss_percentage is not None:
+            obs.append((m.packet_loss, where, es.packets_loss_percentage / 100))
+        # Packets received on the way in, sent on the way out: the count the loss is out of.
+        packets = es.packets_received if where[1] == "inbound" else es.packets_sent
+        if packets is not None:
+            obs.append((m.packets, where, packets))
+        if es.packets_lost is not None:
+            obs.append((m.packets_lost, where, es.packets_lost))
+        if es.mos is not None:
+            if es.mos.avg is not None:
+                obs.append((m.mos, (*where, "avg"), es.mos.avg))
+            if es.mos.min is not None:
+                obs.append((m.mos, (*where, "min"), es.mos.min))
+        if es.rtt is not None:
+            if es.rtt.avg is not None:
+                obs.append((m.rtt, (*where, "avg"), es.rtt.avg / 1000))
+            if es.rtt.max is not None:
+                obs.append((m.rtt, (*where, "max"), es.rtt.max / 1000))
+        if es.codec_name is not None:
+            obs.append((m.codecs, (*where, draft.detail("codec", es.codec_name.lower())), 1))
 
-        Observations of a family this version does not have, or with other labels, are left out;
-        histogram values are bucketed by today's buckets.
-        """
-        common, observations = entry
-        n_common = len(self.labels.common_names)
-        if len(common) != n_common:
-            return None  # the common labels were reconfigured: the old label sets no longer exist
-        bounded = self.labels.labels
-        obs: list[Observation] = []
-        details: list[tuple[str, str]] = []
-        for name, others, value in observations:
-            family = self.by_name.get(name)
-            if family is None or len(others) + n_common != len(family.labelnames):
-                continue
-            obs.append((family, tuple(others), value))
-            details.extend((n, v) for n, v in zip(family.labelnames[n_common:], others, strict=True) if n in bounded)
-        return Change(tuple(common), tuple(obs), tuple(details), (), None)
 
-    def saved_values(self, series: Series) -> list[float]:
-        """What :meth:`restore` takes back for ``series``."""
-        if isinstance(series, HistogramSeries):
-            return [series.sum, *series.counts]
-        return [series.value]
+class ConferenceRecorder(SummaryRecorder[ConferenceMetrics]):
+    """Records final Conference Summaries into the ``twilio_conference_*`` families (labels: :func:`exporter.labels.conference_label_policy`)."""
+
+    def __init__(self, registry: CollectorRegistry, labels: LabelPolicy, buckets: Mapping[str, tuple[float, ...]] | None = None) -> None:
+        super().__init__(labels, build_conference_metrics(registry, labels.common_names, dict(buckets or {})))
+
+    def plan(self, summary: ConferenceSummary) -> Change:
+        """What recording ``summary`` would add. Changes nothing."""
+        m = self.metrics
+        draft = _Draft(self.labels)
+        common = draft.common({"mixer_region": summary.mixer_region, "status": summary.status, "end_reason": summary.end_reason})
+        obs: list[Observation] = [(m.summaries, (draft.detail("processing_state", summary.processing_state),), 1)]
+        if summary.duration_seconds is not None:
+            obs.append((m.duration, (), summary.duration_seconds))
+        if summary.max_concurrent_participants is not None:
+            obs.append((m.concurrent_participants, (), summary.max_concurrent_participants))
+        for tag in dict.fromkeys(summary.tags or ()):
+            obs.append((m.tags, (draft.detail("tag", tag),), 1))
+        # A zero is measured ("no issue of this category"), so it is recorded: the series exists at 0.
+        for category, count in summary.issue_counts():
+            obs.append((m.detected_issues, (draft.detail("category", category),), count))
+        return draft.change(common, obs, _sid_exemplar("conference_sid", summary.conference_sid))
 
 
 def _exemplar(summary: ParticipantSummary) -> dict[str, str] | None:

@@ -9,10 +9,16 @@ It follows the documented shapes (twilio-facts.md, participant-summary-rest-reso
 - lists answer ``{"meta": {page, page_size, first_page_url, previous_page_url, next_page_url, url,
   key}, "<key>": [...]}``, and ``next_page_url`` is absolute on ``https://insights.twilio.com``
   as the real API writes it (so a client that followed the host blindly would leave loopback);
+- ``GET /v1/Voice/Summaries`` (call-and-conference-summary-facts.md) filters on ``StartTime``/
+  ``EndTime`` (ISO 8601 or relative ``30m``/``4h``/``3d``; defaults ``4h`` and ``0m``) against the
+  call's start, on ``ProcessingState`` (``completed``, ``partial``, ``started``, ``all``; default
+  ``completed``), on the comma-separated ``CallType``, ``CallState`` and ``Direction`` and on
+  ``Subaccount``, sorts by ``SortBy``, and pages under the key ``call_summaries``;
+  ``GET /v1/Conferences/{CF}`` answers one conference (its Conference Summary) or 404;
 - a 429 carries error 20429 and, when asked, ``Retry-After``.
 
-Tests add conferences and participants, change a participant between polls (``in_progress`` then
-``complete``), schedule faults (429, 5xx, a dropped connection) and can hold every request at a
+Tests add conferences, participants and call summaries, change one between polls (``in_progress``
+or ``partial`` then ``complete``), schedule faults (429, 5xx, a dropped connection) and can hold every request at a
 gate to play a slow API.
 """
 
@@ -21,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +44,8 @@ PUBLIC_BASE = "https://insights.twilio.com"
 
 CONFERENCES = "conferences"
 PARTICIPANTS = "participants"
+CALL_SUMMARIES = "call_summaries"
+CONFERENCE = "conference_summary"
 BROKEN = 0  # a fault "status": bytes that are not HTTP, then the connection closes
 
 
@@ -65,10 +75,13 @@ class Seen:
 class FakeInsights:
     conferences: dict[str, dict[str, Any]] = field(default_factory=dict)
     participants: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     credentials: frozenset[tuple[str, str]] = frozenset({(ACCOUNT_SID, AUTH_TOKEN), (API_KEY, API_SECRET)})
+    # "Now" for the relative StartTime/EndTime filters and their defaults.
+    clock: Any = time.time
 
     def __post_init__(self) -> None:
         self.gate.set()
@@ -120,6 +133,24 @@ class FakeInsights:
     def update_participant(self, conference_sid: str, participant_sid: str, /, **fields: Any) -> None:
         self.participants[conference_sid][participant_sid].update(fields)
 
+    def add_call(self, summary: dict[str, Any], started: float, processing_state: str = "complete", **fields: Any) -> str:
+        """A Call Summary (the facts file's shape) of a call that started at Unix time ``started``."""
+        summary = copy.deepcopy(summary)
+        sid = summary["call_sid"]
+        summary.update(
+            start_time=iso(started),
+            end_time=iso(started + 140),
+            processing_state=processing_state,
+            url=f"{PUBLIC_BASE}/v1/Voice/{sid}/Summary",
+            **fields,
+        )
+        summary.setdefault("account_sid", ACCOUNT_SID)
+        self.calls[sid] = summary
+        return sid
+
+    def update_call(self, call_sid: str, /, **fields: Any) -> None:
+        self.calls[call_sid].update(fields)
+
     def fail(self, status: int, times: int = 1, endpoint: str | None = None, path: str | None = None, retry_after: str | None = None) -> None:
         """The next ``times`` requests (to ``endpoint`` or ``path``, else any) answer ``status`` (``BROKEN``: not HTTP)."""
         self.faults += [Fault(status, endpoint, path, retry_after)] * times
@@ -133,7 +164,50 @@ class FakeInsights:
         app = web.Application()
         app.router.add_get("/v1/Conferences", self._list_conferences)
         app.router.add_get("/v1/Conferences/{sid}/Participants", self._list_participants)
+        app.router.add_get("/v1/Conferences/{sid}", self._get_conference)
+        app.router.add_get("/v1/Voice/Summaries", self._list_calls)
         return app
+
+    async def _get_conference(self, request: web.Request) -> web.StreamResponse:
+        if (refusal := await self._refuse(request, CONFERENCE)) is not None:
+            return refusal
+        conference = self.conferences.get(request.match_info["sid"])
+        if conference is None:
+            return self._error(request, CONFERENCE, 404, 20404, "The requested resource was not found")
+        self._record(request, CONFERENCE, 200)
+        return web.json_response(copy.deepcopy(conference))
+
+    async def _list_calls(self, request: web.Request) -> web.StreamResponse:
+        if (refusal := await self._refuse(request, CALL_SUMMARIES)) is not None:
+            return refusal
+        q = request.query
+        now = self.clock()
+        try:
+            start, end = self._when(q.get("StartTime", "4h"), now), self._when(q.get("EndTime", "0m"), now)
+        except ValueError:
+            return self._error(request, CALL_SUMMARIES, 400, 20001, "Invalid StartTime or EndTime")
+        state = q.get("ProcessingState", "completed")
+        wanted = {"completed": {"complete"}, "partial": {"partial"}, "started": {"partial", "complete"}, "all": None}.get(state, set())
+        items = [c for c in self.calls.values() if start <= c["start_time"] <= end and (wanted is None or c["processing_state"] in wanted)]
+        for name, key in (("CallType", "call_type"), ("CallState", "call_state")):
+            if name in q:
+                items = [c for c in items if c.get(key) in q[name].split(",")]
+        if "Direction" in q:
+            items = [c for c in items if (c.get("properties") or {}).get("direction") in q["Direction"].split(",")]
+        if "Subaccount" in q:
+            items = [c for c in items if c.get("account_sid") == q["Subaccount"]]
+        sort_by = q.get("SortBy", "start_time")
+        items.sort(key=lambda c: c.get(sort_by) or "", reverse=True)  # newest first
+        filters = {k: v for k, v in q.items() if k not in ("PageSize", "Page", "PageToken")}
+        return self._page(request, CALL_SUMMARIES, "/v1/Voice/Summaries", items, filters)
+
+    @staticmethod
+    def _when(value: str, now: float) -> str:
+        """A StartTime/EndTime filter as an ISO 8601 string, comparable with the summaries' own."""
+        relative = re.fullmatch(r"(\d+)([mhd])", value)
+        if relative:
+            return iso(now - int(relative[1]) * {"m": 60, "h": 3600, "d": 86400}[relative[2]])
+        return iso(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
 
     async def _list_conferences(self, request: web.Request) -> web.StreamResponse:
         if (refusal := await self._refuse(request, CONFERENCES)) is not None:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from dashboards import generate, health, quality, settings
+from dashboards import calls, generate, health, quality, settings
 from dashboards.promql import LABEL_VARIABLES, OBJECTIVE, QUALITY_THRESHOLDS
 from exporter import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = {quality.UID: ROOT / "dashboards" / quality.FILE, health.UID: ROOT / "dashboards" / health.FILE}
+FILES = {module.UID: ROOT / "dashboards" / module.FILE for module in (quality, health, calls)}
 # Panel types Grafana renders without Angular (graph, singlestat, table-old, ... are Angular-only).
 REACT_PANEL_TYPES = {"row", "timeseries", "stat", "heatmap", "table"}
 BUILT_IN = {"__rate_interval", "__range", "__interval"}
@@ -69,7 +69,7 @@ def test_the_schema_is_grafana_10s_and_the_migrations_of_newer_grafanas_change_n
 
 
 def test_uids_are_the_stable_ones_links_and_the_helm_chart_rely_on():
-    assert sorted(FILES) == ["twilio-conference-quality", "twilio-insights-exporter"]
+    assert sorted(FILES) == ["twilio-call-quality", "twilio-conference-quality", "twilio-insights-exporter"]
 
 
 @pytest.mark.parametrize("uid", sorted(FILES))
@@ -239,3 +239,19 @@ def test_error_budget_row_reads_the_objectives_the_rules_record_with_the_setting
         fallback = f'scalar(max({OBJECTIVE}{{signal="{threshold.tag}"}}) or vector({settings.SLO_OBJECTIVES[threshold.tag]:g}))'
         assert fallback in left["targets"][0]["expr"] and f"[{settings.SLO_PERIOD}]" in left["targets"][0]["expr"]
         assert fallback in burn["targets"][0]["expr"] and "by ($breakdown)" in burn["targets"][0]["expr"]
+
+
+def test_calls_dashboard_covers_every_call_and_conference_family_and_each_edge_signal_by_edge():
+    from prometheus_client import CollectorRegistry
+
+    from exporter.labels import call_label_policy, conference_label_policy
+    from exporter.recorder import CallRecorder, ConferenceRecorder
+
+    registry = CollectorRegistry()
+    names = [
+        f.name for f in CallRecorder(registry, call_label_policy()).families() + ConferenceRecorder(registry, conference_label_policy()).families()
+    ]
+    exprs = " ".join(t["expr"] for _, t in targets(load(calls.UID)))
+    assert [name for name in names if name not in exprs] == []
+    by_edge = {panel["title"] for panel in panels(load(calls.UID)) if panel["title"].endswith(" by edge")}
+    assert by_edge >= {f"{signal.title} by edge" for signal in calls.call_rules.SIGNALS}

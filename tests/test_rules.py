@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dashboards import docs, generate, rules, runbooks, settings
+from dashboards import call_rules, docs, generate, rules, runbooks, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_FILE = ROOT / "rules" / "twilio-insights-exporter.rules.yml"
 SLICES_FILE = ROOT / "rules" / "twilio-insights-exporter-slices.rules.yml"
-RULES_FILES = (RULES_FILE, SLICES_FILE)
+CALLS_FILE = ROOT / "rules" / call_rules.FILE
+RULES_FILES = (RULES_FILE, SLICES_FILE, CALLS_FILE)
 UNIT_TESTS = sorted((ROOT / "rules" / "tests").glob("*.test.yml"))
 SLICE_TESTS = ROOT / "rules" / "tests" / "slices.test.yml"
 PROMTOOL = shutil.which("promtool") or "promtool"
@@ -127,7 +128,7 @@ def test_every_alert_has_a_unit_test_that_expects_it_to_fire():
         for case in group.get("alert_rule_test", [])
         if case.get("exp_alerts")
     }
-    assert fired == set(rules.alert_names())
+    assert fired == set(rules.alert_names() + call_rules.alert_names())
 
 
 def test_every_alert_has_a_unit_test_that_expects_it_silent():
@@ -138,7 +139,7 @@ def test_every_alert_has_a_unit_test_that_expects_it_silent():
         for case in group.get("alert_rule_test", [])
         if not case.get("exp_alerts")
     }
-    assert silent == set(rules.alert_names())
+    assert silent == set(rules.alert_names() + call_rules.alert_names())
 
 
 def all_alert_rules() -> list[dict]:
@@ -147,10 +148,10 @@ def all_alert_rules() -> list[dict]:
 
 def test_every_alert_has_summary_description_and_an_existing_runbook():
     alerts = all_alert_rules()
-    assert [rule["alert"] for rule in alerts] == [alert.name for alert in rules.alerts()]
+    assert [rule["alert"] for rule in alerts] == [alert.name for alert in rules.alerts() + call_rules.alerts()]
     for rule in alerts:
         annotations = rule["annotations"]
-        quality = rule["alert"].startswith("TwilioConference")
+        quality = rule["alert"].startswith(("TwilioConference", "TwilioCall"))
         assert set(annotations) == {"summary", "description", "runbook_url"} | ({"dashboard_url"} if quality else set())
         runbook = annotations["runbook_url"].removeprefix(rules.settings.RUNBOOK_BASE_URL + "/")
         assert (ROOT / "docs" / "runbooks" / runbook).is_file(), rule["alert"]
@@ -295,7 +296,9 @@ def test_runbooks_of_the_slice_and_burn_alerts_and_the_index_are_generated():
     for name, text in runbooks.pages().items():
         assert (ROOT / "docs" / "runbooks" / name).read_text(encoding="utf-8") == text, f"{name}: run `python -m dashboards.generate`"
     index = (ROOT / "docs" / "runbooks" / "README.md").read_text(encoding="utf-8")
-    assert [line.split(" | ")[0].removeprefix("| ") for line in index.splitlines() if line.startswith("| Twilio")] == rules.alert_names()
+    assert [
+        line.split(" | ")[0].removeprefix("| ") for line in index.splitlines() if line.startswith("| Twilio")
+    ] == rules.alert_names() + call_rules.alert_names()
 
 
 # --- the Helm chart's PrometheusRule: dimensions and thresholds from its values ----------------
@@ -371,8 +374,12 @@ def test_chart_sets_every_threshold_series_and_the_grafana_url_from_its_values(t
         for rule in group["rules"]
         if "dashboard_url" in rule.get("annotations", {})
     ]
-    assert len(urls) == 4 + len(settings.SLICE_DIMENSIONS) * 12
-    assert all(url.startswith("https://grafana.voice.example.org/d/twilio-conference-quality?var-job={{ $labels.job | urlquery }}") for url in urls)
+    assert len(urls) == 4 + len(settings.SLICE_DIMENSIONS) * 12 + len(call_rules.alerts())
+    assert all(
+        url.startswith(f"https://grafana.voice.example.org/d/{uid}?var-job={{{{ $labels.job | urlquery }}}}")
+        for url in urls
+        for uid in ["twilio-call-quality" if "var-edge=" in url else "twilio-conference-quality"]
+    )
 
     # Everything else is the generated rules, as they are; and promtool accepts the result.
     def without_urls(group: dict) -> dict:
@@ -432,7 +439,7 @@ def test_readme_and_alerts_doc_tables_are_generated():
     for path, text in docs.render(ROOT).items():
         assert path.read_text(encoding="utf-8") == text, f"{path.name}: run `python -m dashboards.generate`"
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for name in rules.alert_names():
+    for name in rules.alert_names() + call_rules.alert_names():
         assert f"| [{name}](docs/runbooks/{name}.md) |" in readme
 
 

@@ -1,0 +1,244 @@
+"""Prometheus rules of the Call Summaries: per-slice alerts and SLO burn rates of the call signals.
+
+The participant rules (:mod:`dashboards.rules`) group by job and stream and name their groups by
+dimension only. A call is measured at up to four edges (``carrier_edge``, ``sip_edge``,
+``sdk_edge``, ``client_edge``), and a share that mixes the carrier's jitter with the Voice SDK's
+means nothing, so every call rule groups by job, **edge** and the slice's dimension, and every
+name carries the kind: record names start with ``job_edge_<dimension>:twilio_call_``, groups are
+``twilio-insights-exporter.call.slice.<dimension>``, thresholds ``twilio_call:*:threshold``.
+
+The same machinery otherwise (:mod:`dashboards.rules`): the raw histograms are read once per
+signal over the shortest window, every longer window is an integral of those recorded rates,
+an alert fires only above the alert share with at least the volume guard of observations, and
+the burn-rate pairs are the SRE workbook's. The rules file is
+``rules/twilio-insights-exporter-calls.rules.yml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from exporter import metrics as m
+
+from . import settings
+from .promql import QualityThreshold, burn_factor, seconds
+from .rules import BASE_WINDOW, BURNS, COUNT_WINDOWS, PREFIX, RATIO_WINDOWS, Alert, label, scalar, shown
+
+UID = "twilio-call-quality"
+FILE = "twilio-insights-exporter-calls.rules.yml"
+THRESHOLDS_GROUP = f"{PREFIX}.call.thresholds"
+SLICE_GROUP_PREFIX = f"{PREFIX}.call.slice."
+ALERT_SHARE = f"{m.CALL}:alert_share:threshold"
+MIN_OBSERVATIONS = f"{m.CALL}:alert_min_streams:threshold"
+OBJECTIVE = f"{m.CALL}:slo_objective:ratio"
+
+# The call signals: Twilio's thresholds where Voice Insights documents one (MOS, jitter, loss, as
+# for participants), the Voice SDK's high-rtt warning for the round trip. Each is a bucket edge.
+MOS = QualityThreshold("mos", "low_mos", m.CALL_MOS, m.MOS_THRESHOLD, True, f"MOS ≤ {m.MOS_THRESHOLD:g}", ('stat="avg"',))
+JITTER = QualityThreshold(
+    "jitter",
+    "high_jitter",
+    m.CALL_JITTER,
+    m.JITTER_AVG_THRESHOLD_SECONDS,
+    False,
+    f"Average jitter ≥ {m.JITTER_AVG_THRESHOLD_SECONDS * 1000:g} ms",
+    ('stat="avg"',),
+)
+PACKET_LOSS = QualityThreshold(
+    "packet_loss",
+    "high_packet_loss",
+    m.CALL_PACKET_LOSS,
+    m.PACKET_LOSS_THRESHOLD_RATIO,
+    False,
+    f"Packet loss ≥ {m.PACKET_LOSS_THRESHOLD_RATIO * 100:g} %",
+)
+RTT = QualityThreshold(
+    "rtt", "high_rtt", m.CALL_RTT, m.RTT_THRESHOLD_SECONDS, False, f"Average round trip ≥ {m.RTT_THRESHOLD_SECONDS * 1000:g} ms", ('stat="avg"',)
+)
+SIGNALS = (MOS, JITTER, PACKET_LOSS, RTT)
+
+NAMES = {"mos": "LowMOS", "jitter": "HighJitter", "packet_loss": "HighPacketLoss", "rtt": "HighRTT"}
+WHAT = {
+    "mos": f"MOS at or below {m.MOS_THRESHOLD:g}",
+    "jitter": f"average jitter above {m.JITTER_AVG_THRESHOLD_SECONDS * 1000:g} ms",
+    "packet_loss": f"packet loss above {m.PACKET_LOSS_THRESHOLD_RATIO * 100:g} %",
+    "rtt": f"average round-trip time above {m.RTT_THRESHOLD_SECONDS * 1000:g} ms",
+}
+BUDGET_NAME = {"mos": "low-MOS", "jitter": "high-jitter", "packet_loss": "packet-loss", "rtt": "high-RTT"}
+GROUP_BY_EDGE = ("job", "edge")
+
+
+@dataclass(frozen=True, slots=True)
+class CallSlice:
+    """The recording rules' names of one call signal per edge and value of one dimension."""
+
+    dimension: str
+    threshold: QualityThreshold
+
+    @property
+    def level(self) -> str:
+        return f"job_edge_{self.dimension}"
+
+    @property
+    def group(self) -> tuple[str, ...]:
+        return (*GROUP_BY_EDGE, self.dimension)
+
+    def bad_rate(self) -> str:
+        return f"{self.level}:{m.CALL}_{self.threshold.tag}:rate{BASE_WINDOW}"
+
+    def total_rate(self) -> str:
+        return f"{self.level}:{self.threshold.count_name}:rate{BASE_WINDOW}"
+
+    def ratio(self, window: str) -> str:
+        return f"{self.level}:{m.CALL}_{self.threshold.tag}:ratio_rate{window}"
+
+    def count(self, window: str) -> str:
+        return f"{self.level}:{self.threshold.count_name}:increase{window}"
+
+    def burn(self, window: str) -> str:
+        return f"{self.ratio(window)} / (1 - {scalar(OBJECTIVE, self.threshold)})"
+
+
+def threshold_rules() -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = [
+        {"record": ALERT_SHARE, "expr": f"vector({settings.QUALITY_ALERT_SHARE:g})"},
+        {"record": MIN_OBSERVATIONS, "expr": f"vector({settings.QUALITY_MIN_STREAMS:g})"},
+    ]
+    for threshold in SIGNALS:
+        rules.append({"record": OBJECTIVE, "expr": f"vector({settings.CALL_SLO_OBJECTIVES[threshold.tag]:g})", "labels": {"signal": threshold.tag}})
+    return rules
+
+
+def slice_recording_rules(dimension: str) -> list[dict[str, str]]:
+    rules = []
+    for threshold in SIGNALS:
+        one = CallSlice(dimension, threshold)
+        rules.append({"record": one.bad_rate(), "expr": threshold.bad_rate(BASE_WINDOW, group=one.group)})
+        rules.append({"record": one.total_rate(), "expr": threshold.total_rate(BASE_WINDOW, group=one.group)})
+        for window in RATIO_WINDOWS:
+            if window == BASE_WINDOW:
+                expr = f"{one.bad_rate()} / {one.total_rate()}"
+            else:
+                expr = f"sum_over_time({one.bad_rate()}[{window}]) / sum_over_time({one.total_rate()}[{window}])"
+            rules.append({"record": one.ratio(window), "expr": expr})
+        for window in COUNT_WINDOWS:
+            rules.append(
+                {"record": one.count(window), "expr": f"sum_over_time({one.total_rate()}[{window}]) * {seconds(settings.SLICE_EVALUATION_INTERVAL)}"}
+            )
+    return rules
+
+
+def dashboard_url(**variables: str) -> str:
+    query = "&".join(f"var-{name}={value}" for name, value in variables.items())
+    return f"{settings.GRAFANA_URL}/d/{UID}?{query}"
+
+
+GUARD_TEXT = f"the alert fires above {shown(ALERT_SHARE, percent=True)} with at least {shown(MIN_OBSERVATIONS, percent=False)} streams"
+
+
+def slice_alerts(dimension: str) -> list[Alert]:
+    alerts = []
+    where = f"{dimension} {{{{ $labels.{dimension} }}}} at the {{{{ $labels.edge }}}}"
+    link = dashboard_url(job=label("job"), edge=label("edge"), **{dimension: label(dimension)})
+    for threshold in SIGNALS:
+        one = CallSlice(dimension, threshold)
+        what = WHAT[threshold.key]
+        share, count = one.ratio(settings.QUALITY_WINDOW), one.count(settings.QUALITY_WINDOW)
+        alerts.append(
+            Alert(
+                name=f"TwilioCall{NAMES[threshold.key]}InSlice",
+                expr=f"{share} > {scalar(ALERT_SHARE)} and {count} >= {scalar(MIN_OBSERVATIONS)}",
+                duration=settings.QUALITY_ALERT_FOR,
+                severity="warning",
+                summary=f"Many calls with {what} in {where}",
+                description=(
+                    f"{{{{ $value | humanizePercentage }}}} of the call media streams of {where} reported by {{{{ $labels.job }}}} had "
+                    f"{what} over the last {settings.QUALITY_WINDOW}; {GUARD_TEXT}."
+                ),
+                probes=(share, count),
+                labels={"dimension": dimension},
+                dashboard_url=link,
+            )
+        )
+        objective = shown(OBJECTIVE, threshold, percent=True)
+        for speed, (windows, duration, severity) in BURNS.items():
+            conditions = [
+                f"({one.burn(w.long)} > {burn_factor(w):g} and {one.burn(w.short)} > {burn_factor(w):g} and {one.count(w.long)} >= {scalar(MIN_OBSERVATIONS)})"
+                for w in windows
+            ]
+            spelled = ", or ".join(f"above {burn_factor(w):g} over both {w.long} and {w.short}" for w in windows)
+            alerts.append(
+                Alert(
+                    name=f"TwilioCall{NAMES[threshold.key]}{speed}Burn",
+                    expr=" or ".join(conditions),
+                    duration=duration,
+                    severity=severity,
+                    summary=f"{speed} burn of the calls' {BUDGET_NAME[threshold.key]} error budget in {where}",
+                    description=(
+                        f"The call media streams of {where} reported by {{{{ $labels.job }}}} burn the error budget of the objective "
+                        f'"{objective} of streams without {what} over {settings.SLO_PERIOD}" {{{{ $value | humanize }}}} times '
+                        f"as fast as the objective allows: the alert fires at a burn rate {spelled}, with at least "
+                        f"{shown(MIN_OBSERVATIONS, percent=False)} streams in the long window."
+                    ),
+                    probes=tuple(one.burn(w.long) for w in windows) + tuple(one.count(w.long) for w in windows),
+                    labels={"dimension": dimension},
+                    dashboard_url=link,
+                )
+            )
+    return alerts
+
+
+def alerts() -> list[Alert]:
+    """Every call alerting rule, in rule order."""
+    return [alert for dimension in settings.CALL_SLICE_DIMENSIONS for alert in slice_alerts(dimension)]
+
+
+def alert_names() -> list[str]:
+    """Each call alert name once (a slice alert has one rule per dimension)."""
+    return list(dict.fromkeys(alert.name for alert in alerts()))
+
+
+def build() -> dict[str, Any]:
+    """The call rules file as a YAML-ready dict: its thresholds, then one group per dimension."""
+    groups: list[dict[str, Any]] = [{"name": THRESHOLDS_GROUP, "rules": threshold_rules()}]
+    for dimension in settings.CALL_SLICE_DIMENSIONS:
+        rules = slice_recording_rules(dimension) + [alert.rule() for alert in slice_alerts(dimension)]
+        groups.append({"name": f"{SLICE_GROUP_PREFIX}{dimension}", "interval": settings.SLICE_EVALUATION_INTERVAL, "rules": rules})
+    return {"groups": groups}
+
+
+def runbook_pages() -> dict[str, str]:
+    """``{file name: Markdown}``: one runbook page per call alert (docs/runbooks/)."""
+    pages = {}
+    for threshold in SIGNALS:
+        name, what = NAMES[threshold.key], WHAT[threshold.key]
+        dims = ", ".join(f"`{d}`" for d in settings.CALL_SLICE_DIMENSIONS)
+        diagnose = (
+            f"**Diagnose.** Open the alert's `dashboard_url` (the calls dashboard filtered to the job, edge and slice). "
+            f"The `edge` label says where Twilio measured: `carrier_edge` (between Twilio and the carrier), `sip_edge` "
+            f"(between Twilio and a SIP endpoint or trunk), `sdk_edge` (the caller's Voice SDK app: browser or mobile "
+            f"network), `client_edge` (between Twilio and the SDK app). A carrier or country alone points at the far "
+            f"end's network; an `edge_location` alone at the Twilio edge the media used. Check whether the other "
+            f"dimensions ({dims}) of the same edge fire too, and Twilio's status page for the edge or carrier."
+        )
+        pages[f"TwilioCall{name}InSlice.md"] = (
+            f"<!-- Generated by `python -m dashboards.generate` from dashboards/call_rules.py. Do not edit. -->\n"
+            f"# TwilioCall{name}InSlice\n\n"
+            f"**Meaning.** More than the alert share of the call media streams of one slice (a value of one of {dims}) "
+            f"at one edge had {what} over the last {settings.QUALITY_WINDOW}, with at least the volume guard of streams. "
+            f"The account-wide share may be fine: the slice is where it is worse.\n\n{diagnose}\n\n"
+            f"**Tune.** The share and the guard are the series `{ALERT_SHARE}` and `{MIN_OBSERVATIONS}` of the group "
+            f"`{THRESHOLDS_GROUP}`.\n"
+        )
+        for speed, (windows, duration, severity) in BURNS.items():
+            pairs = ", or ".join(f"over both {w.long} and {w.short} at more than {burn_factor(w):g} times the sustainable rate" for w in windows)
+            pages[f"TwilioCall{name}{speed}Burn.md"] = (
+                f"<!-- Generated by `python -m dashboards.generate` from dashboards/call_rules.py. Do not edit. -->\n"
+                f"# TwilioCall{name}{speed}Burn ({severity})\n\n"
+                f"**Meaning.** The call media streams of one slice at one edge spend the error budget of the objective "
+                f'"{settings.CALL_SLO_OBJECTIVES[threshold.tag]:.0%} of streams without {what} over {settings.SLO_PERIOD}" '
+                f"{pairs} (for {duration}).\n\n{diagnose}\n\n"
+                f'**Tune.** The objective is the series `{OBJECTIVE}{{signal="{threshold.tag}"}}` of the group `{THRESHOLDS_GROUP}`.\n'
+            )
+    return pages

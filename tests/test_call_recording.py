@@ -1,0 +1,396 @@
+"""What a Call Summary becomes: exact values for the facts file's realistic call, and the bounds around it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from exporter import families
+from exporter.labels import CALL_COMMON_LABELS, OTHER, call_label_policy
+from exporter.models import CALL_SUMMARY_COMPLETE, CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED, CallSummary, CloudEvent
+from exporter.recorder import CallRecorder, Change
+from tests.conftest import fixture, sample_sum, snapshot
+
+C = "twilio_call_"
+
+# The common labels of the realistic call (tests/fixtures/call_summary_complete.json): an outbound
+# API call, so the far end is the callee; the media region comes from the carrier edge (the
+# top-level properties name none) and no edge names its location.
+REALISTIC = {
+    "call_type": "carrier",
+    "call_status": "completed",
+    "direction": "outbound_api",
+    "media_region": "us1",
+    "edge_location": "unknown",
+    "country_code": "US",
+    "carrier": "T-Mobile USA, Inc.",
+    "connection": "mobile",
+}
+
+
+def summary_of(event: dict[str, Any]) -> CallSummary:
+    return CallSummary.model_validate(CloudEvent.model_validate(event).data)
+
+
+def realistic() -> dict[str, Any]:
+    data: dict[str, Any] = fixture("call_summary_complete.json")["data"]
+    return data
+
+
+class Calls:
+    """A call recorder on a fresh registry, with an exact-value reader that fails on unknown names."""
+
+    def __init__(self, **policy: Any) -> None:
+        self.registry = CollectorRegistry()
+        self.recorder = CallRecorder(self.registry, call_label_policy(**policy))
+
+    def record(self, data: dict[str, Any]) -> Change:
+        change = self.recorder.plan(CallSummary.model_validate(data))
+        self.recorder.apply(change)
+        return change
+
+    def value(self, name: str, **labels: str) -> float:
+        return sample_sum(self.registry, name, **labels)
+
+    def exact(self, name: str, **labels: str) -> float:
+        """The one sample of ``name`` with exactly the realistic common labels and ``labels``."""
+        value = self.registry.get_sample_value(name, {**REALISTIC, **labels})
+        assert value is not None, (name, labels)
+        return value
+
+
+def test_the_realistic_complete_call_gives_the_values_the_issue_names() -> None:
+    calls = Calls()
+    calls.record(realistic())
+
+    assert calls.exact(C + "summaries_total") == 1
+    assert calls.exact(C + "mos_sum", edge="sdk_edge", stream="inbound", stat="avg") == pytest.approx(4.43, rel=1e-9)
+    assert calls.exact(C + "mos_sum", edge="sdk_edge", stream="inbound", stat="min") == pytest.approx(4.33, rel=1e-9)
+    assert calls.exact(C + "jitter_seconds_sum", edge="carrier_edge", stream="outbound", stat="max") == pytest.approx(0.00440106, rel=1e-9)
+    assert calls.exact(C + "packet_loss_ratio_sum", edge="sdk_edge", stream="inbound") == pytest.approx(0.00010012015, rel=1e-9)
+    assert calls.exact(C + "rtt_seconds_sum", edge="sdk_edge", stream="inbound", stat="avg") == pytest.approx(0.0858, rel=1e-9)
+    assert calls.exact(C + "rtt_seconds_sum", edge="sdk_edge", stream="inbound", stat="max") == pytest.approx(0.098, rel=1e-9)
+    assert calls.exact(C + "post_dial_delay_seconds_sum") == pytest.approx(2.917, rel=1e-9)
+    assert calls.exact(C + "duration_seconds_sum") == 131
+    assert calls.exact(C + "packets_total", edge="sdk_edge", stream="inbound") == 9987
+    assert calls.exact(C + "packets_total", edge="sdk_edge", stream="outbound") == 9997
+    assert calls.exact(C + "packets_total", edge="carrier_edge", stream="outbound") == 6513
+    assert calls.exact(C + "packets_lost_total", edge="sdk_edge", stream="inbound") == 1
+    assert calls.exact(C + "packets_lost_total", edge="carrier_edge", stream="inbound") == 0
+    assert calls.exact(C + "sip_responses_total", sip_response_class="2xx") == 1
+    assert calls.exact(C + "disconnects_total", disconnected_by="caller") == 1
+    assert calls.exact(C + "codecs_total", edge="sdk_edge", stream="outbound", codec="opus") == 1
+    assert calls.exact(C + "codecs_total", edge="carrier_edge", stream="inbound", codec="pcmu") == 1
+    # 0.0 % loss on the carrier edge is a measured zero: in the le="0.0" bucket.
+    assert calls.exact(C + "packet_loss_ratio_bucket", edge="carrier_edge", stream="inbound", le="0.0") == 1
+    # 4.43 is past 4.4 and within 4.5; 85.8 ms within 100 ms.
+    assert calls.exact(C + "mos_bucket", edge="sdk_edge", stream="inbound", stat="avg", le="4.4") == 0
+    assert calls.exact(C + "mos_bucket", edge="sdk_edge", stream="inbound", stat="avg", le="4.5") == 1
+    assert calls.exact(C + "rtt_seconds_bucket", edge="sdk_edge", stream="inbound", stat="avg", le="0.1") == 1
+    assert calls.exact(C + "rtt_seconds_bucket", edge="sdk_edge", stream="inbound", stat="avg", le="0.05") == 0
+
+
+def test_what_an_edge_did_not_measure_leaves_no_sample_rather_than_a_zero() -> None:
+    calls = Calls()
+    calls.record(realistic())
+
+    # No SIP or client edge; the SDK's outbound direction has packets and a codec only.
+    for edge in ("sip_edge", "client_edge"):
+        assert calls.value(C + "packets_total", edge=edge) == 0
+        assert calls.value(C + "jitter_seconds_count", edge=edge) == 0
+    assert calls.value(C + "jitter_seconds_count", edge="sdk_edge", stream="outbound") == 0
+    assert calls.value(C + "packet_loss_ratio_count", edge="sdk_edge", stream="outbound") == 0
+    assert calls.value(C + "packets_lost_total", edge="sdk_edge", stream="outbound") == 0
+    # MOS and RTT only where the SDK measured them, and MOS's max is not a stat of its own.
+    assert calls.value(C + "mos_count") == 2
+    assert calls.value(C + "mos_count", stat="max") == 0
+    assert calls.value(C + "rtt_seconds_count") == 2
+    assert calls.value(C + "queue_time_seconds_count") == 0
+    assert calls.value(C + "answered_by_total") == 0
+    assert calls.value(C + "tags_total") == 0
+    # Exactly the series the summary measured, and no more.
+    series = {
+        (s.name, s.labels.get("edge"), s.labels.get("stream")) for f in calls.registry.collect() for s in f.samples if s.name.endswith("_count")
+    }
+    assert {(name, edge, stream) for name, edge, stream in series if name == C + "jitter_seconds_count"} == {
+        (C + "jitter_seconds_count", "sdk_edge", "inbound"),
+        (C + "jitter_seconds_count", "carrier_edge", "inbound"),
+        (C + "jitter_seconds_count", "carrier_edge", "outbound"),
+    }
+
+
+def test_a_v1_event_with_data_as_a_json_string_is_recorded_like_the_object() -> None:
+    event = fixture("call_summary_v1.json")
+    assert isinstance(event["data"], str)
+    calls = Calls()
+
+    change = calls.recorder.plan(summary_of(event))
+    calls.recorder.apply(change)
+
+    assert summary_of(event).final(event["type"])
+    assert calls.exact(C + "mos_sum", edge="sdk_edge", stream="inbound", stat="avg") == pytest.approx(4.43, rel=1e-9)
+    assert change.exemplar == {"call_sid": "CA" + "0" * 31 + "2"}
+
+
+def test_only_the_complete_event_is_final_whatever_its_processing_state_says() -> None:
+    partial = fixture("call_summary_partial.json")
+    predicted = fixture("call_summary_predicted_complete.json")
+    complete = fixture("call_summary_complete.json")
+
+    assert (partial["type"], predicted["type"], complete["type"]) == (CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED, CALL_SUMMARY_COMPLETE)
+    assert not summary_of(partial).final(partial["type"])
+    assert not summary_of(predicted).final(predicted["type"])
+    assert summary_of(complete).final(complete["type"])
+    complete["data"]["processing_state"] = "partial"
+    assert summary_of(complete).final(complete["type"])
+    # A REST answer has no event type: its processing_state decides.
+    assert CallSummary.model_validate(realistic()).final()
+    assert not CallSummary.model_validate({**realistic(), "processing_state": "partial"}).final()
+    assert (CallSummary.KEY, summary_of(partial).key) == ("call_sid", "CA04917eab5c194f4c86207384933c0c41")
+
+
+def test_the_far_end_of_an_inbound_call_is_the_caller_and_the_edge_location_comes_from_the_first_edge_naming_it() -> None:
+    data = realistic()
+    data["properties"]["direction"] = "inbound"
+    data["from"] = {"caller": "+441234567890", "carrier": "Vodafone", "connection": "mobile", "country_code": "GB"}
+    data["sip_edge"] = {"properties": {"edge_location": "dublin", "media_region": "ie1"}}  # properties only: no metrics
+    data["carrier_edge"]["properties"]["edge_location"] = "frankfurt"
+    calls = Calls()
+
+    change = calls.record(data)
+
+    assert dict(zip(CALL_COMMON_LABELS, change.common, strict=True)) == {
+        **REALISTIC,
+        "direction": "inbound",
+        "country_code": "GB",
+        "carrier": "Vodafone",
+        "media_region": "us1",  # the carrier edge comes first
+        "edge_location": "frankfurt",
+    }
+    assert calls.value(C + "packets_total", edge="sip_edge") == 0
+
+    data["properties"].update(edge_location="ashburn", media_region="us2")  # the top level wins
+    data["call_sid"] = "CA2"
+    assert dict(zip(CALL_COMMON_LABELS, calls.record(data).common, strict=True))["edge_location"] == "ashburn"
+
+
+def test_a_call_of_no_known_direction_has_no_far_end_and_an_empty_summary_counts_with_unknown_labels() -> None:
+    calls = Calls()
+
+    change = calls.record({"call_sid": "CA1"})
+
+    assert change.common == ("unknown",) * len(CALL_COMMON_LABELS)
+    assert [family.name for family, _, _ in change.observations] == [C + "summaries"]
+    assert change.exemplar == {"call_sid": "CA1"}
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        (("sdk_edge", "metrics", "inbound", "mos", "avg"), "4.43"),
+        (("sdk_edge", "metrics", "inbound", "mos", "min"), True),
+        (("sdk_edge", "metrics", "inbound", "mos", "avg"), 5.5),
+        (("sdk_edge", "metrics", "inbound", "packets_loss_percentage"), 100.5),
+        (("carrier_edge", "metrics", "outbound", "jitter", "max"), -1.0),
+        (("sdk_edge", "metrics", "inbound", "rtt", "avg"), "fast"),
+        (("sdk_edge", "metrics", "inbound", "packets_lost"), -1),
+        (("sdk_edge", "metrics", "inbound", "packets_received"), 1.5),
+        (("properties", "pdd_ms"), -1),
+        (("properties", "queue_time"), "30"),
+        (("connect_duration",), -5),
+        (("carrier_edge", "metrics"), "broken"),
+        (("call_sid",), ""),
+    ],
+)
+def test_a_measured_value_that_is_not_a_plausible_number_makes_the_summary_invalid(where: tuple[str, ...], value: Any) -> None:
+    data = realistic()
+    target = data
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = value
+
+    with pytest.raises(ValidationError):
+        CallSummary.model_validate(data)
+
+
+def test_odd_values_in_fields_no_metric_is_made_of_never_drop_the_summary() -> None:
+    data = realistic()
+    data.update(
+        trust=["not", "an", "object"],
+        annotation="spam",
+        attributes=7,
+        start_time=12,
+        duration="long",  # duration is not recorded (connect_duration is)
+        created_time={"x": 1},
+        answered_by=["human"],
+    )
+    data["from"] = "+12569231992"
+    data["to"]["location"] = "somewhere"
+    data["to"]["carrier"] = {"name": "T-Mobile"}  # a label of no readable text: unknown
+    data["properties"].update(last_sip_response_num="abc", q850_cause={"a": 1}, disconnected_by=None)
+    data["sdk_edge"]["events"] = "many"
+    data["sdk_edge"]["properties"] = ["x"]
+    data["sdk_edge"]["metrics"]["inbound"].update(audio_in="loud", codec="opus?")
+    data["carrier_edge"]["metrics"]["outbound"]["packet_delay_variation"] = "wide"
+    data["sip_edge"] = {"metrics": {"outbound": {"latency": {"avg": "no unit", "max": -3}, "packets_sent": 10}}}
+    calls = Calls()
+
+    change = calls.record(data)
+
+    labels = dict(zip(CALL_COMMON_LABELS, change.common, strict=True))
+    assert labels["carrier"] == "unknown" and labels["country_code"] == "US"
+    assert calls.value(C + "mos_sum", stat="avg") == pytest.approx(4.43, rel=1e-9)
+    assert calls.value(C + "packets_total", edge="sip_edge", stream="outbound") == 10
+    assert calls.value(C + "sip_responses_total") == 0  # "abc" is no response code
+    assert calls.value(C + "disconnects_total") == 0
+    assert calls.value(C + "answered_by_total") == 0
+
+
+def test_the_sip_edge_latency_is_left_out_until_its_unit_is_known() -> None:
+    data = realistic()
+    data["sip_edge"] = {"metrics": {"outbound": {"latency": {"avg": 0.3765, "max": 0.386}}}}
+    calls = Calls()
+
+    change = calls.record(data)
+
+    assert not any("latency" in family.name for family, _, _ in change.observations)
+    assert not any("latency" in family.name for family in calls.recorder.families())
+
+
+def test_call_labels_are_bounded_by_the_call_policy_caps_allowlists_and_budget() -> None:
+    calls = Calls(max_values={"carrier": 1}, max_label_sets=2)
+    first = realistic()
+    second = {**realistic(), "call_sid": "CA2", "call_type": "pigeon"}
+    second["to"] = {**second["to"], "carrier": "AT&T"}
+    third = {**realistic(), "call_sid": "CA3", "call_state": "busy"}
+    fourth = {**realistic(), "call_sid": "CA4", "call_state": "noanswer"}
+
+    calls.record(first)
+    second_change = calls.record(second)
+    calls.record(third)
+    fourth_change = calls.record(fourth)
+
+    # pigeon is no documented call type, AT&T found the one carrier place taken.
+    assert dict(zip(CALL_COMMON_LABELS, second_change.common, strict=True)) == {**REALISTIC, "call_type": OTHER, "carrier": OTHER}
+    assert sorted(second_change.overflow) == ["call_type", "carrier"]
+    # Three sets fill the budget of two: the fourth folds into the overflow set.
+    assert fourth_change.common == (OTHER,) * len(CALL_COMMON_LABELS)
+    assert fourth_change.overflow == ("label_set",)
+    assert calls.value(C + "summaries_total") == 4
+
+
+def test_a_tag_listed_twice_counts_once_and_tags_are_an_open_but_capped_vocabulary() -> None:
+    calls = Calls(max_values={"tag": 2})
+    data = {**realistic(), "tags": ["high_pdd", "high_pdd", "silence", "high_jitter"]}
+
+    change = calls.record(data)
+
+    assert calls.exact(C + "tags_total", tag="high_pdd") == 1
+    assert calls.exact(C + "tags_total", tag="silence") == 1
+    assert calls.exact(C + "tags_total", tag=OTHER) == 1
+    assert change.overflow == ("tag",)
+
+
+# -- all or nothing, and the durable state's round trip ------------------------------------
+
+
+class Boom(Exception):
+    pass
+
+
+@contextmanager
+def failing_at(step: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Make the ``step``-th series step (create, observe, inc) raise; yields the count of steps taken."""
+    taken = [0]
+
+    def wrap(original: Any) -> Any:
+        def step_or_fail(*args: Any, **kwargs: Any) -> Any:
+            taken[0] += 1
+            if taken[0] == step:
+                raise Boom(step)
+            return original(*args, **kwargs)
+
+        return step_or_fail
+
+    with monkeypatch.context() as m:
+        m.setattr(families.HistogramSeries, "observe", wrap(families.HistogramSeries.observe))
+        m.setattr(families.CounterSeries, "inc", wrap(families.CounterSeries.inc))
+        m.setattr(families._Family, "labels", wrap(families._Family.labels))
+        yield taken
+
+
+def policy_state(calls: Calls) -> tuple[Any, ...]:
+    policy = calls.recorder.labels
+    return (frozenset(policy.label_sets), {name: frozenset(label.kept) for name, label in policy.labels.items()})
+
+
+def tagged_inbound() -> dict[str, Any]:
+    """Another call, on new label values and a new edge, so a failure has series and values to undo."""
+    data = {**realistic(), "call_sid": "CA9", "tags": ["high_jitter"], "answered_by": "human"}
+    data["properties"] = {**data["properties"], "direction": "inbound", "queue_time": 1500}
+    data["from"] = {"carrier": "Vodafone", "connection": "mobile", "country_code": "GB"}
+    data["client_edge"] = {"metrics": {"inbound": {"codec_name": "PCMU", "packets_received": 50, "jitter": {"avg": 1.0}}}}
+    return data
+
+
+def test_a_failure_at_any_step_of_recording_a_call_restores_every_sample_and_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    def warm() -> Calls:
+        calls = Calls()
+        calls.record(realistic())
+        return calls
+
+    counting = warm()
+    with failing_at(0, monkeypatch) as taken:
+        counting.record(tagged_inbound())
+    steps = taken[0]
+    assert steps > 30
+
+    for step in range(1, steps + 1):
+        calls = warm()
+        before, labels_before = snapshot(calls.registry, C), policy_state(calls)
+        change = calls.recorder.plan(CallSummary.model_validate(tagged_inbound()))
+        with failing_at(step, monkeypatch), pytest.raises(Boom):
+            calls.recorder.apply(change)
+
+        assert snapshot(calls.registry, C) == before, step
+        assert policy_state(calls) == labels_before, step
+        calls.recorder.apply(change)  # the retry
+        assert calls.value(C + "summaries_total") == 2, step
+        assert snapshot(calls.registry, C) == snapshot(clean_pair().registry, C), step
+
+
+def clean_pair() -> Calls:
+    calls = Calls()
+    calls.record(realistic())
+    calls.record(tagged_inbound())
+    return calls
+
+
+def test_journaled_changes_and_saved_series_give_back_the_same_samples_after_a_restart() -> None:
+    original = Calls()
+    original.recorder.dirty = set()
+    journal = []
+    for data in (realistic(), tagged_inbound()):
+        change = original.record(data)
+        # As the durable state journals a change: names and values, through JSON.
+        journal.append(json.loads(json.dumps((change.common, [(f.name, others, v) for f, others, v in change.observations]))))
+    rows = [(*original.recorder.key_of(s), original.recorder.saved_values(s)) for s in original.recorder.dirty]
+
+    replayed = Calls()
+    for entry in journal:
+        change = replayed.recorder.unjournal(entry)
+        assert change is not None
+        replayed.recorder.apply(change)
+    restored = Calls()
+    assert restored.recorder.restore(rows) == len(rows)
+
+    expected = snapshot(original.registry, C)
+    assert snapshot(replayed.registry, C) == expected
+    assert snapshot(restored.registry, C) == expected
+    assert policy_state(replayed) == policy_state(original) == policy_state(restored)
