@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_core import core_schema
 from pydantic_settings import (
     BaseSettings,
@@ -34,6 +34,7 @@ from pydantic_settings import (
 )
 
 from . import metrics
+from .intake import PARSED_BYTES_PER_BYTE
 from .labels import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, OPTIONAL_LABELS
 
 ENV_PREFIX = "TWILIO_INSIGHTS_EXPORTER_"
@@ -177,6 +178,22 @@ class WebhookSettings(_Section):
         Duration(seconds=10),
         description="On SIGTERM, longest wait for deliveries in flight to finish (new ones get 503). Keep it under the pod's grace period.",
     )
+    memory_budget: ByteSize = Field(
+        96 * 1024**2,
+        description="Memory for deliveries being read or recorded, counted from Content-Length (no length: --webhook.max-body-size) "
+        f"at {1 + PARSED_BYTES_PER_BYTE}x, the body plus what it becomes once parsed; past it a delivery gets 503 with Retry-After "
+        "before its body is read. At least that cost of the largest delivery.",
+    )
+    allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Networks (CIDRs) deliveries may come from, e.g. Twilio's 35.90.102.128/25; others get 403 before anything is "
+        "read. Empty: any. Behind a proxy, set --webhook.trusted-proxies too.",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Networks (CIDRs) of the proxies in front of the webhook: from a peer inside them, the client address is read "
+        "from X-Forwarded-For, right to left, past every trusted proxy.",
+    )
 
     @field_validator("read_timeout", "shutdown_timeout")
     @classmethod
@@ -193,6 +210,16 @@ class WebhookSettings(_Section):
         return value
 
     _check_listen_address = field_validator("listen_address")(_listen_address)
+
+    @model_validator(mode="after")
+    def _largest_delivery_fits(self) -> WebhookSettings:
+        # A delivery that can never fit would be answered 503 until Twilio gives up, 4 hours later.
+        cost = self.max_body_size * (1 + PARSED_BYTES_PER_BYTE)
+        if self.memory_budget < cost:
+            raise ValueError(
+                f"webhook.memory_budget must be at least {1 + PARSED_BYTES_PER_BYTE} x webhook.max_body_size ({cost} bytes): the largest delivery must fit"
+            )
+        return self
 
     @field_validator("public_url")
     @classmethod
