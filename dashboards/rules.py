@@ -346,6 +346,18 @@ def exporter_alerts() -> list[Alert]:
             probes=(signature_share, signature_count),
         ),
         Alert(
+            name="TwilioInsightsSignatureVerificationDisabled",
+            expr=f"{m.SIGNATURE_VERIFICATION_ENABLED} == 0",
+            duration="0m",
+            severity="critical",
+            summary="twilio-insights-exporter accepts unsigned webhook deliveries",
+            description=(
+                "{{ $labels.instance }} of job {{ $labels.job }} runs with --webhook.insecure-skip-signature-verification: "
+                "anyone who can reach its webhook can post summaries that are counted. For local trials only."
+            ),
+            probes=(f"{m.SIGNATURE_VERIFICATION_ENABLED}",),
+        ),
+        Alert(
             name="TwilioInsightsInvalidEvents",
             expr=f"{invalid_share} > {settings.INVALID_EVENT_SHARE:g} and on ({target}) {invalid_count} >= {settings.INVALID_EVENT_MIN}",
             duration=settings.WEBHOOK_ALERT_FOR,
