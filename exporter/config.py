@@ -34,10 +34,16 @@ from pydantic_settings import (
 )
 
 from . import metrics
-from .intake import PARSED_BYTES_PER_BYTE
 from .labels import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, OPTIONAL_LABELS
 
 ENV_PREFIX = "TWILIO_INSIGHTS_EXPORTER_"
+
+# Bytes of memory one byte of a delivery holds besides itself until it is answered (the memory
+# budget, exporter/intake.py): its parsed form (3.1 bytes of Python objects per byte of Twilio's
+# JSON, tracemalloc), the events' models, aiohttp's read buffer and the allocator's share. Measured
+# at the process: concurrent 4.2 MiB deliveries raised the peak RSS by 45 MiB each, 10.7 times their
+# size (bench/edge.py; docs/performance.md, "The public door").
+PARSED_BYTES_PER_BYTE = 10
 
 # Prometheus' duration syntax: one or more <number><unit> groups, e.g. 30s, 5m, 4h, 1h30m, 30d.
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
@@ -179,10 +185,10 @@ class WebhookSettings(_Section):
         description="On SIGTERM, longest wait for deliveries in flight to finish (new ones get 503). Keep it under the pod's grace period.",
     )
     memory_budget: ByteSize = Field(
-        96 * 1024**2,
+        176 * 1024**2,
         description="Memory for deliveries being read or recorded, counted from Content-Length (no length: --webhook.max-body-size) "
         f"at {1 + PARSED_BYTES_PER_BYTE}x, the body plus what it becomes once parsed; past it a delivery gets 503 with Retry-After "
-        "before its body is read. At least that cost of the largest delivery.",
+        "before its body is read. At least that cost of the largest delivery; sized with the chart's memory limit.",
     )
     allowed_networks: list[IPvAnyNetwork] = Field(
         default_factory=list,

@@ -12,17 +12,13 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
+from .config import PARSED_BYTES_PER_BYTE
 from .logs import Throttle
 
 # Deliveries whose work one loop iteration runs (Intake.turn). Eight beat one (refusals crowd out
 # the work) and no limit (every queued batch in one iteration) under a flood of batches
 # (bench/overload.py; the figures are in docs/performance.md, "Overload").
 TURNS_PER_ITERATION = 8
-
-# Bytes of Python objects one byte of a delivery's JSON becomes once parsed (models.loads): 3.1 for
-# Twilio's participant summaries with distinct SIDs, 2.4 for the REST form (tracemalloc over 4 MiB
-# batches, docs/performance.md, "Memory budget"); 4 leaves room for the events' models.
-PARSED_BYTES_PER_BYTE = 4
 
 
 @dataclass
@@ -32,9 +28,9 @@ class MemoryBudget:
     Reserved from ``Content-Length`` before the body is read, so memory is bounded whatever
     arrives; a delivery that does not fit gets 503 (Twilio retries it) and costs nothing.
 
-    >>> budget = MemoryBudget(100)
-    >>> budget.cost(10), budget.reserve(50), budget.reserve(60), budget.reserved
-    (50, True, False, 50)
+    >>> budget = MemoryBudget(200)
+    >>> budget.cost(10), budget.reserve(110), budget.reserve(110), budget.reserved
+    (110, True, False, 110)
     """
 
     capacity: int

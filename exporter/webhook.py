@@ -65,8 +65,12 @@ class Refusal(Exception):
         self.log_key = log_key
         self.log_message = log_message
         self.fields = fields or {}
-        # Set by the steps before the body is read: the answer then closes the connection.
+        # Set by the steps before the body is read: the answer then closes the connection, at once
+        # (what no retry on this connection can fix), or once aiohttp has read and dropped the rest
+        # of the body (``drain``: a real delivery that cannot be taken now; closing with its body
+        # unread would reset the connection and lose the 503 on the way).
         self.unread = False
+        self.drain = False
 
     @classmethod
     def signature(cls, reason: str, url: str) -> Refusal:
@@ -92,8 +96,8 @@ class Refusal(Exception):
     def delivery(cls, status: int, reason: str, message: str) -> Refusal:
         return cls(status, reason, message, lambda em: em.webhook_rejections.labels(reason).inc(), reason, "delivery refused", {"reason": reason})
 
-    def before_reading(self) -> Refusal:
-        self.unread = True
+    def before_reading(self, drain: bool = False) -> Refusal:
+        self.unread, self.drain = True, drain
         return self
 
     def response(self) -> web.Response:
@@ -139,7 +143,10 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
         refusal.count(em)
         intake.refusals.warning(log, refusal.log_key, refusal.log_message, remote=request.remote, **refusal.fields)
         response = refusal.response()
-        if refusal.unread:
+        if refusal.drain:
+            # aiohttp reads and drops what remains (at most 10 s of it, nothing kept), then closes.
+            response.force_close()
+        elif refusal.unread:
             await _answer_and_close(request, response)
     except _ClientGone:
         # Nothing to answer and nothing of ours failed: its own outcome, not a 500.
@@ -212,14 +219,14 @@ async def _admitted(request: web.Request, runtime: Runtime) -> _Admitted:
     refused = intake.start_reading()
     if refused is not None:
         # The sender's retry opens a new connection, to another replica or the restarted pod.
-        raise Refusal.delivery(503, refused, "shutting down, retry later").before_reading()
+        raise Refusal.delivery(503, refused, "shutting down, retry later").before_reading(drain=True)
     try:
         if intake.in_flight >= intake.max_in_flight:
-            raise Refusal.delivery(503, "overloaded", "overloaded, retry later").before_reading()
+            raise Refusal.delivery(503, "overloaded", "overloaded, retry later").before_reading(drain=True)
         # A body without a length may be as large as the limit allows (client_max_size bounds it).
         cost = intake.budget.cost(request.content_length if request.content_length is not None else limit)
         if not intake.budget.reserve(cost):
-            raise Refusal.delivery(503, "memory_budget", "too much being received now, retry later").before_reading()
+            raise Refusal.delivery(503, "memory_budget", "too much being received now, retry later").before_reading(drain=True)
         try:
             body = await _read_body(request, webhook.read_timeout, limit)
             reason = runtime.verifier.check_body(url, body)

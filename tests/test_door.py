@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from twilio.request_validator import RequestValidator
 
+from exporter.intake import MemoryBudget
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests.conftest import TOKEN, HarnessFactory
 from tests.helpers import path_and_query, scrub_environment
@@ -121,18 +122,22 @@ async def test_a_valid_url_signature_with_a_body_that_does_not_match_its_hash_is
 async def test_past_the_memory_budget_a_delivery_gets_503_with_retry_after_before_its_body_is_read(
     serve_webhook: Callable[..., Awaitable[Served]], raw: Raw
 ) -> None:
-    # 5 MiB of budget: a 600 KB delivery being read holds 3 MB of it (its body and its parsed form).
-    served = await serve_webhook("--webhook.max-body-size=1MiB", "--webhook.memory-budget=5MiB", "--webhook.read-timeout=30s")
+    # 11 MiB of budget: a 600 KB delivery being read holds 6.6 MB of it (its body and what it becomes).
+    served = await serve_webhook("--webhook.max-body-size=1MiB", "--webhook.memory-budget=11MiB", "--webhook.read-timeout=30s")
     first = await raw(served, body_of(4, padding=600_000))
     second = await raw(served, body_of(5, padding=600_000))
 
     await first.send(first.head + first.body[:1000])
     await until(lambda: served.runtime.intake.reading == 1)
-    assert served.value(E + "webhook_memory_reserved_bytes") == 5 * len(first.body)
+    assert served.value(E + "webhook_memory_reserved_bytes") == MemoryBudget.cost(len(first.body)) == 11 * len(first.body)
     await second.send(second.head)  # its body never comes
     status, headers, answer = await second.answer()
 
     assert (status, headers["retry-after"], answer) == (503, "5", b'{"error": "too much being received now, retry later"}')
+    # A real delivery that cannot be taken now: its body, if it comes, is read and dropped, then the
+    # connection closes (closing at once would reset it and could lose the 503 on the way).
+    assert headers["connection"] == "close"
+    await second.send(second.body)
     assert await second.closed_by_server()
     assert served.value(E + "webhook_rejections_total", reason="memory_budget") == 1
 
@@ -147,13 +152,13 @@ async def test_past_the_memory_budget_a_delivery_gets_503_with_retry_after_befor
 
 
 async def test_a_chunked_body_without_a_length_counts_at_the_largest_size(serve_webhook: Callable[..., Awaitable[Served]], raw: Raw) -> None:
-    served = await serve_webhook("--webhook.max-body-size=1MiB", "--webhook.memory-budget=5MiB", "--webhook.read-timeout=30s")
+    served = await serve_webhook("--webhook.max-body-size=1MiB", "--webhook.memory-budget=11MiB", "--webhook.read-timeout=30s")
     delivery = await raw(served, body_of(6))
     delivery.head = delivery.head.replace(f"Content-Length: {len(delivery.body)}".encode(), b"Transfer-Encoding: chunked")
 
     await delivery.send(delivery.head + f"{len(delivery.body):x}\r\n".encode() + delivery.body + b"\r\n")
     await until(lambda: served.runtime.intake.reading == 1)
-    assert served.value(E + "webhook_memory_reserved_bytes") == 5 * MiB
+    assert served.value(E + "webhook_memory_reserved_bytes") == MemoryBudget.cost(MiB)
     await delivery.send(b"0\r\n\r\n")
 
     assert (await delivery.answer())[::2] == (200, b'{"recorded": 2}')

@@ -78,5 +78,5 @@ def test_check_config_prints_the_warnings_on_stderr_and_still_exits_0() -> None:
 
 
 def test_a_memory_budget_too_small_for_the_largest_delivery_is_a_configuration_error() -> None:
-    with pytest.raises(ValueError, match=r"webhook.memory_budget must be at least 5 x webhook.max_body_size \(83886080 bytes\)"):
-        load_config(["--webhook.memory-budget=64MiB"])
+    with pytest.raises(ValueError, match=r"webhook.memory_budget must be at least 11 x webhook.max_body_size \(184549376 bytes\)"):
+        load_config(["--webhook.memory-budget=128MiB"])

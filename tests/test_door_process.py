@@ -6,6 +6,7 @@ import random
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.intake import MemoryBudget
 from exporter.synthetic import batch_body, cloud_event, generate_summary
 from tests.conftest import TOKEN
 from tests.exporter_process import start_exporter
@@ -31,7 +32,9 @@ async def test_real_deliveries_are_answered_200_while_slow_senders_hold_connecti
                 slow = await RawDelivery.open(exporter.webhook_url, body_of(1))
                 await slow.send(slow.head + slow.body[:10])
                 opened.append(slow)
-            await until(lambda: metric(exporter, "twilio_insights_exporter_webhook_memory_reserved_bytes") == 100 * 5 * len(body_of(1)))
+            await until(
+                lambda: metric(exporter, "twilio_insights_exporter_webhook_memory_reserved_bytes") == 100 * MemoryBudget.cost(len(body_of(1)))
+            )
 
             # 16 forged deliveries announcing 16 MiB each: refused from their headers, no body sent.
             for seed in range(16):
@@ -48,7 +51,7 @@ async def test_real_deliveries_are_answered_200_while_slow_senders_hold_connecti
                 answers.append((await real.answer())[::2])
             assert answers == [(200, b'{"recorded": 3}')] * 20
 
-            assert metric(exporter, "twilio_insights_exporter_webhook_memory_reserved_bytes") == 100 * 5 * len(body_of(1))
+            assert metric(exporter, "twilio_insights_exporter_webhook_memory_reserved_bytes") == 100 * MemoryBudget.cost(len(body_of(1)))
             assert get(exporter.webhook_url.rsplit("/", 1)[0] + "/-/healthy")[0] == 200
         finally:
             for delivery in opened:

@@ -165,7 +165,7 @@ def test_pods_are_hardened(scenario):
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert container["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
-    assert container["resources"]["limits"] == {"memory": "256Mi"}
+    assert container["resources"]["limits"] == {"memory": "384Mi"}
 
 
 def test_service_links_are_off_so_no_variable_lands_in_the_exporters_env_namespace():
@@ -210,8 +210,8 @@ def test_everything_on_passes_every_flag_it_sets():
         "--webhook.path": "/events",
         "--webhook.public-url": PUBLIC_URL,
         "--webhook.max-body-size": "32MiB",
-        "--webhook.memory-budget": "160MiB",
-        "--webhook.allowed-networks": "35.90.102.128/25",
+        "--webhook.memory-budget": "352MiB",
+        "--webhook.allowed-networks": "35.90.102.128/25,127.0.0.0/8",
         "--webhook.trusted-proxies": "10.0.0.0/8,192.168.0.0/16",
         "--config.file": "/etc/twilio-insights-exporter/config.yaml",
         "--log.level": "debug",

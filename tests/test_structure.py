@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("keys",),
     ("runtime",),
     # The steps of a delivery, and the transports the doors read through.
-    ("intake", "verify", "insights_api", "kinesis_api", "pipeline", "webconfig"),
+    ("intake", "verify", "network", "insights_api", "kinesis_api", "pipeline", "webconfig"),
     ("recorder", "state"),
     ("config",),
     ("metrics", "labels", "dedup", "models", "logs"),
