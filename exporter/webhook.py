@@ -1,4 +1,4 @@
-"""The Event Streams webhook, the request step: admission, size limit, credentials, body, status codes.
+"""The Event Streams webhook, the request step: source, credentials, signature, budget, body, status codes.
 
 Status codes follow what Twilio does with them (twilio-facts.md): a 4xx other than 429 makes
 Twilio discard the delivery for good, so it is kept for what no retry can fix (forged,
@@ -6,8 +6,11 @@ oversized, not JSON); anything the exporter itself got wrong is a 5xx, which Twi
 4 hours. A batch is answered 200 as soon as it is authentic JSON: the valid events are recorded,
 the invalid ones counted, and redelivering the batch would change nothing.
 
-The handler runs the request step and asks the others: admission (exporter/intake.py), the
-signature and Basic credentials (exporter/verify.py), then the pipeline with the decoded events.
+The handler runs the request step and asks the others, in this order and, up to the body, from
+the request line and headers alone, so that a refusal reads nothing (issue 18): the source network
+(exporter/network.py), Basic credentials and the URL's signature (exporter/verify.py), the memory
+budget (exporter/intake.py); then the body within its deadline, its hash, the in-flight bound, and
+the pipeline with the decoded events.
 """
 
 from __future__ import annotations
