@@ -383,6 +383,18 @@ def exporter_alerts() -> list[Alert]:
             probes=(signature_share, signature_count),
         ),
         Alert(
+            name="TwilioInsightsSignatureVerificationDisabled",
+            expr=f"{m.SIGNATURE_VERIFICATION_ENABLED} == 0",
+            duration="0m",
+            severity="critical",
+            summary="twilio-insights-exporter accepts unsigned webhook deliveries",
+            description=(
+                "{{ $labels.instance }} of job {{ $labels.job }} runs with --webhook.insecure-skip-signature-verification: "
+                "anyone who can reach its webhook can post summaries that are counted. For local trials only."
+            ),
+            probes=(f"{m.SIGNATURE_VERIFICATION_ENABLED}",),
+        ),
+        Alert(
             name="TwilioInsightsInvalidEvents",
             expr=(
                 f"{invalid_share} > {scalar(health_threshold('invalid_event_share'))} "

@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from . import __version__, logs
+from . import __version__, logs, network
 from .app import create_apps
 from .config import Config, load_config
 from .webconfig import WATCH_INTERVAL, WebConfigError, WebConfigHolder, load_web_config
@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                 "headers": sorted(web_config.http_server_config.headers),
             }
         print(json.dumps(summary, indent=2))
+        for warning in network.config_warnings(settings.webhook):
+            print(f"warning: {warning}", file=sys.stderr)
         return 0
     webhook = settings.webhook
     if webhook.insecure_skip_signature_verification:

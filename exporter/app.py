@@ -62,9 +62,13 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
         kinesis = KinesisConsumer(settings.kinesis, KinesisApi(settings.kinesis), runtime.pipeline, build_kinesis_metrics(registry))
 
     # aiohttp refuses bodies past client_max_size with 413 (read() raises): the size limit.
-    webhook = web.Application(client_max_size=settings.webhook.max_body_size)
+    webhook = web.Application(client_max_size=settings.webhook.max_body_size, middlewares=[json_errors])
     webhook[RUNTIME] = runtime
     webhook.router.add_post(settings.webhook.path, handle_webhook)
+    # Cloud load balancers (GKE Ingress, AWS ALB) probe the serving port: answered here too, without
+    # credentials and from any network (the allowlist guards the deliveries, not the probes).
+    webhook.router.add_get("/-/healthy", healthy)
+    webhook.router.add_get("/-/ready", ready)
 
     async def mark_ready(_: web.Application) -> None:
         runtime.loop = asyncio.get_running_loop()
@@ -97,6 +101,20 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     metrics.router.add_get("/-/ready", ready)
     metrics.router.add_get("/", landing)
     return Apps(webhook=webhook, metrics=metrics, runtime=runtime, web_config=web_config)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The webhook listener's 404 and 405 as one line of JSON, like every other answer it gives."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status not in (404, 405):
+            raise
+        response = web.json_response({"error": exc.reason.lower()}, status=exc.status)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
 
 
 def on_runtime_loop(runtime: Runtime, handler: Handler) -> Handler:

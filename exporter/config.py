@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_core import core_schema
 from pydantic_settings import (
     BaseSettings,
@@ -37,6 +37,13 @@ from . import metrics
 from .labels import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, OPTIONAL_LABELS
 
 ENV_PREFIX = "TWILIO_INSIGHTS_EXPORTER_"
+
+# Bytes of memory one byte of a delivery holds besides itself until it is answered (the memory
+# budget, exporter/intake.py): its parsed form (3.1 bytes of Python objects per byte of Twilio's
+# JSON, tracemalloc), the events' models, aiohttp's read buffer and the allocator's share. Measured
+# at the process: concurrent 4.2 MiB deliveries raised the peak RSS by 45 MiB each, 10.7 times their
+# size (bench/edge.py; docs/performance.md, "The public door").
+PARSED_BYTES_PER_BYTE = 10
 
 # Prometheus' duration syntax: one or more <number><unit> groups, e.g. 30s, 5m, 4h, 1h30m, 30d.
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
@@ -177,6 +184,22 @@ class WebhookSettings(_Section):
         Duration(seconds=10),
         description="On SIGTERM, longest wait for deliveries in flight to finish (new ones get 503). Keep it under the pod's grace period.",
     )
+    memory_budget: ByteSize = Field(
+        176 * 1024**2,
+        description="Memory for deliveries being read or recorded, counted from Content-Length (no length: --webhook.max-body-size) "
+        f"at {1 + PARSED_BYTES_PER_BYTE}x, the body plus what it becomes once parsed; past it a delivery gets 503 with Retry-After "
+        "before its body is read. At least that cost of the largest delivery; sized with the chart's memory limit.",
+    )
+    allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Networks (CIDRs) deliveries may come from, e.g. Twilio's 35.90.102.128/25; others get 403 before anything is "
+        "read. Empty: any. Behind a proxy, set --webhook.trusted-proxies too.",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Networks (CIDRs) of the proxies in front of the webhook: from a peer inside them, the client address is read "
+        "from X-Forwarded-For, right to left, past every trusted proxy.",
+    )
 
     @field_validator("read_timeout", "shutdown_timeout")
     @classmethod
@@ -193,6 +216,16 @@ class WebhookSettings(_Section):
         return value
 
     _check_listen_address = field_validator("listen_address")(_listen_address)
+
+    @model_validator(mode="after")
+    def _largest_delivery_fits(self) -> WebhookSettings:
+        # A delivery that can never fit would be answered 503 until Twilio gives up, 4 hours later.
+        cost = self.max_body_size * (1 + PARSED_BYTES_PER_BYTE)
+        if self.memory_budget < cost:
+            raise ValueError(
+                f"webhook.memory_budget must be at least {1 + PARSED_BYTES_PER_BYTE} x webhook.max_body_size ({cost} bytes): the largest delivery must fit"
+            )
+        return self
 
     @field_validator("public_url")
     @classmethod

@@ -1,8 +1,9 @@
-"""Admission of webhook deliveries: the bound on work in flight, turns on the loop, the shutdown switch.
+"""Admission of webhook deliveries: the memory budget, the bound on work in flight, turns on the loop, the shutdown switch.
 
-The first step of a delivery's path, before its body is read (exporter/webhook.py calls it):
-a delivery refused here costs next to nothing, which is what keeps a flood answered rather than
-queued (docs/performance.md, "Overload").
+exporter/webhook.py asks the memory budget once a delivery is verified and before its body is
+read, and enters the in-flight bound once the body is read: a delivery refused here costs next
+to nothing, which is what keeps a flood answered rather than queued (docs/performance.md,
+"Overload"), and a sender trickling its body holds no slot, only its socket and a timer.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
+from .config import PARSED_BYTES_PER_BYTE
 from .logs import Throttle
 
 # Deliveries whose work one loop iteration runs (Intake.turn). Eight beat one (refusals crowd out
@@ -20,16 +22,51 @@ TURNS_PER_ITERATION = 8
 
 
 @dataclass
+class MemoryBudget:
+    """Bytes that deliveries being read or recorded may hold: the body and what it becomes once parsed.
+
+    Reserved from ``Content-Length`` before the body is read, so memory is bounded whatever
+    arrives; a delivery that does not fit gets 503 (Twilio retries it) and costs nothing.
+
+    >>> budget = MemoryBudget(200)
+    >>> budget.cost(10), budget.reserve(110), budget.reserve(110), budget.reserved
+    (110, True, False, 110)
+    """
+
+    capacity: int
+    reserved: int = 0
+
+    @staticmethod
+    def cost(length: int) -> int:
+        """What a body of ``length`` bytes holds until its delivery is answered."""
+        return length * (1 + PARSED_BYTES_PER_BYTE)
+
+    def reserve(self, cost: int) -> bool:
+        if self.reserved + cost > self.capacity:
+            return False
+        self.reserved += cost
+        return True
+
+    def release(self, cost: int) -> None:
+        self.reserved -= cost
+
+
+@dataclass
 class Intake:
-    """Whether the webhook takes a delivery now: the bound on work in flight, the shutdown switch.
+    """Whether the webhook takes a delivery now: the bound on work in flight, the memory budget, the shutdown switch.
 
     A delivery past ``max_in_flight`` is answered 503 at once instead of waiting in the event
     loop's queue: queued work is what made a flood answer in seconds and starve the health probes
-    (docs/performance.md). Twilio retries a 503 for 4 hours, so refusing loses nothing.
+    (docs/performance.md). Twilio retries a 503 for 4 hours, so refusing loses nothing. The bound
+    counts deliveries whose body is read (being recorded), never connections still reading: slow
+    senders held every slot when it did (issue 18, 29 of 30 real deliveries refused).
     """
 
     max_in_flight: int
+    budget: MemoryBudget = field(default_factory=lambda: MemoryBudget(2**62))
     in_flight: int = 0
+    # Deliveries whose body is being read: not bounded here (the budget bounds their memory).
+    reading: int = 0
     closing: bool = False
     # Refused requests are logged at most once per reason per interval, with the count of the rest.
     refusals: Throttle = field(default_factory=Throttle)
@@ -40,10 +77,24 @@ class Intake:
     def __post_init__(self) -> None:
         self._idle.set()
 
-    def enter(self) -> str | None:
-        """Admit one delivery, or the reason it is refused (``shutting_down``, ``overloaded``)."""
+    def start_reading(self) -> str | None:
+        """A verified delivery begins to send its body; ``shutting_down`` once shutdown began.
+
+        Readers hold no slot of the bound, but the shutdown waits for them (:meth:`idle`): a
+        delivery whose body was on its way when SIGTERM came is still recorded and answered.
+        """
         if self.closing:
             return "shutting_down"
+        self.reading += 1
+        self._idle.clear()
+        return None
+
+    def stop_reading(self) -> None:
+        self.reading -= 1
+        self._settle()
+
+    def enter(self) -> str | None:
+        """Admit one delivery whose body is read into the bound, or ``overloaded``."""
         if self.in_flight >= self.max_in_flight:
             return "overloaded"
         self.in_flight += 1
@@ -52,7 +103,10 @@ class Intake:
 
     def leave(self) -> None:
         self.in_flight -= 1
-        if self.in_flight == 0:
+        self._settle()
+
+    def _settle(self) -> None:
+        if self.in_flight == 0 and self.reading == 0:
             self._idle.set()
 
     async def turn(self) -> None:
@@ -91,5 +145,5 @@ class Intake:
         self.closing = True
 
     async def idle(self) -> None:
-        """Return once no delivery is in flight."""
+        """Return once no delivery is in flight or being read."""
         await self._idle.wait()

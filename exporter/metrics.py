@@ -128,6 +128,8 @@ WEBHOOK_REQUESTS = f"{EXPORTER}_webhook_requests"
 WEBHOOK_REJECTIONS = f"{EXPORTER}_webhook_rejections"
 WEBHOOK_REQUEST_DURATION = f"{EXPORTER}_webhook_request_duration_seconds"
 WEBHOOK_IN_FLIGHT = f"{EXPORTER}_webhook_in_flight"
+WEBHOOK_MEMORY_RESERVED = f"{EXPORTER}_webhook_memory_reserved_bytes"
+SIGNATURE_VERIFICATION_ENABLED = f"{EXPORTER}_signature_verification_enabled"
 EVENTS = f"{EXPORTER}_events"
 INVALID_EVENTS = f"{EXPORTER}_invalid_events"
 SIGNATURE_FAILURES = f"{EXPORTER}_signature_failures"
@@ -245,6 +247,8 @@ class ExporterMetrics:
     last_summary: Gauge
     build: Info
     webhook_in_flight: Gauge
+    webhook_memory_reserved: Gauge
+    signature_verification_enabled: Gauge
 
 
 def build_participant_metrics(
@@ -465,7 +469,20 @@ def build_exporter_metrics(registry: CollectorRegistry) -> ExporterMetrics:
         dedup_entries=Gauge(DEDUP_ENTRIES, "Keys remembered for deduplication, by kind of key.", ["key"], registry=registry),
         last_summary=Gauge(LAST_SUMMARY, "Unix time at which the last summary was recorded.", registry=registry),
         build=Info(BUILD, "Version of the exporter.", registry=registry),
-        webhook_in_flight=Gauge(WEBHOOK_IN_FLIGHT, "Deliveries being handled now (bounded by --webhook.max-in-flight).", registry=registry),
+        webhook_in_flight=Gauge(
+            WEBHOOK_IN_FLIGHT, "Deliveries being recorded now, their body read (bounded by --webhook.max-in-flight).", registry=registry
+        ),
+        webhook_memory_reserved=Gauge(
+            WEBHOOK_MEMORY_RESERVED,
+            "Bytes of --webhook.memory-budget held by deliveries being read or recorded (their body and its parsed form).",
+            registry=registry,
+        ),
+        signature_verification_enabled=Gauge(
+            SIGNATURE_VERIFICATION_ENABLED,
+            "1 when webhook deliveries must carry a valid X-Twilio-Signature, 0 in the insecure mode "
+            "(--webhook.insecure-skip-signature-verification).",
+            registry=registry,
+        ),
     )
     m.build.info({"version": __version__, "python_version": platform.python_version()})
     for source in Source:

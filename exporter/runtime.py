@@ -15,8 +15,9 @@ from prometheus_client import CollectorRegistry
 
 from .config import Config
 from .durable import DurableState
-from .intake import Intake
+from .intake import Intake, MemoryBudget
 from .metrics import ExporterMetrics, build_exporter_metrics
+from .network import SourceNetworks
 from .pipeline import Pipeline
 from .state import StateStore
 from .subjects import Subjects, build_subjects
@@ -44,6 +45,8 @@ class Runtime:
     durable: DurableState
     # Admission of deliveries: the in-flight bound and the shutdown switch (exporter/intake.py).
     intake: Intake
+    # Where deliveries may come from (exporter/network.py).
+    networks: SourceNetworks
     # True from the webhook application's startup until shutdown begins (/-/ready).
     ready: bool = field(default=False)
     # The loop that owns everything above; the metrics listener may run on another (__main__).
@@ -59,6 +62,9 @@ class Runtime:
         state = StateStore(settings.state.path, settings.dedup.window.total_seconds(), clock=clock, fsync=settings.state.sync == "full")
         pipeline = Pipeline(subjects, em, state, clock=clock)
         durable = DurableState(state, subjects, settings.state.snapshot_interval.total_seconds(), settings.state.snapshot_changes)
-        intake = Intake(settings.webhook.max_in_flight)
+        intake = Intake(settings.webhook.max_in_flight, MemoryBudget(settings.webhook.memory_budget))
         em.webhook_in_flight.set_function(lambda: intake.in_flight)
-        return cls(config, registry, em, subjects, pipeline, SignatureVerifier(config), BasicAuth(config), state, durable, intake)
+        em.webhook_memory_reserved.set_function(lambda: intake.budget.reserved)
+        em.signature_verification_enabled.set(0 if settings.webhook.insecure_skip_signature_verification else 1)
+        networks = SourceNetworks.from_settings(settings.webhook)
+        return cls(config, registry, em, subjects, pipeline, SignatureVerifier(config), BasicAuth(config), state, durable, intake, networks)

@@ -1,8 +1,10 @@
 """Is this delivery Twilio's? ``X-Twilio-Signature`` over the URL and body, and optional Basic credentials.
 
-The verify step of a delivery's path (exporter/webhook.py asks it after reading the body): the
-``twilio`` SDK's ``RequestValidator`` decides every refusal; a faster check accepts only what
-the SDK would accept (:class:`SignatureVerifier`).
+The verify step of a delivery's path, in two halves: exporter/webhook.py asks :meth:`SignatureVerifier.check_url`
+from the request line and headers before reading the body (the signature covers the URL, which
+carries ``bodySHA256``), and :meth:`SignatureVerifier.check_body` once the body is read. The
+``twilio`` SDK's ``RequestValidator`` decides every refusal of a signature; a faster check
+accepts only what the SDK would accept.
 """
 
 from __future__ import annotations
@@ -70,31 +72,74 @@ class SignatureVerifier:
         return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
 
     def check(self, request: web.Request, body: bytes) -> str | None:
-        """``None`` when authentic, else the reason for refusing it."""
+        """``None`` when authentic, else the reason for refusing it: :meth:`check_url`, then :meth:`check_body`."""
+        url, reason = self.check_url(request)
+        return reason if reason is not None else self.check_body(url, body)
+
+    def check_url(self, request: web.Request) -> tuple[str, str | None]:
+        """The URL Twilio signed, and ``None`` when its signature is a configured token's, else the reason.
+
+        Needs the request line and headers alone, so a forged delivery is refused before a byte
+        of its body is read. The SDK's ``validate(url, body, signature)`` is exactly "the body
+        hash matches ``bodySHA256``" and "the signature covers the URL (with or without its
+        default port)", the second computed with no parameters: this is the second half, and
+        :meth:`check_body` the first (tests/test_signature_fast_path.py checks the split
+        against the SDK).
+        """
+        url = self.signed_url(request)
         if self.insecure:
-            return None
+            return url, None
         if not self.validators:
-            return "no_auth_token_configured"
+            return url, "no_auth_token_configured"
         signature = request.headers.get(SIGNATURE_HEADER)
         if not signature:
-            return "missing_signature"
-        url = self.signed_url(request)
-        if self.fast_match(url, body, signature):
-            return None
-        return self.sdk_check(url, body, signature)
+            return url, "missing_signature"
+        return url, self.url_verdict(url, signature)
 
-    def fast_match(self, url: str, body: bytes, signature: str) -> bool:
-        """True when ``signature`` is a configured token's signature of exactly ``url`` and the body
-        hash matches; False means only "not decided here", never "forged"."""
-        prefix, _, query = url.partition("?")
-        claimed = self.body_hash(query)
-        if claimed is None or not signature.isascii() or not self.verbatim_prefix(prefix):
-            return False
+    def url_verdict(self, url: str, signature: str) -> str | None:
+        """``None`` when ``signature`` signs ``url`` for a configured token (fast path, else the SDK)."""
+        if self.fast_url_match(url, signature):
+            return None
+        # Without bodySHA256 the signature covers the URL only: a captured signature would then
+        # accept any body. Twilio always sends it for JSON bodies, so its absence is refused.
+        if "bodySHA256" not in parse_qs(urlparse(url).query):
+            return "missing_body_hash"
+        for validator in self.validators:
+            try:
+                # {} as the parameters: the signature of the URL alone, which is what the SDK
+                # computes once it has checked a body hash (the body is checked in check_body).
+                if validator.validate(url, {}, signature):
+                    return None
+            except (TypeError, ValueError):
+                # The SDK raises instead of answering False for some malformed inputs: fail closed.
+                continue
+        return "invalid_signature"
+
+    def check_body(self, url: str, body: bytes) -> str | None:
+        """``None`` when ``body`` hashes to the URL's ``bodySHA256`` as the SDK compares it, else the reason."""
+        if self.insecure:
+            return None
         # The SDK hashes the body decoded and re-encoded as UTF-8: the same bytes when it is valid
-        # UTF-8 (isascii() is the cheap proof for the usual JSON); anything else is the SDK's call.
+        # UTF-8 (isascii() is the cheap proof for the usual JSON); a body that is not cannot pass.
         if not (body.isascii() or self.is_utf8(body)):
-            return False
-        if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), claimed):
+            return "body_not_utf8"
+        query = url.partition("?")[2]
+        claimed = self.body_hash(query)
+        if claimed is None:
+            values = parse_qs(urlparse(url).query).get("bodySHA256")
+            if not values:
+                return "missing_body_hash"
+            claimed = values[0]
+        # Bytes, not str: compare_digest refuses non-ASCII strings, and UTF-8 keeps equality.
+        if not hmac.compare_digest(hashlib.sha256(body).hexdigest().encode("ascii"), claimed.encode("utf-8")):
+            return "invalid_signature"
+        return None
+
+    def fast_url_match(self, url: str, signature: str) -> bool:
+        """True when ``signature`` is a configured token's signature of exactly ``url``; False means
+        only "not decided here", never "forged"."""
+        prefix, _, query = url.partition("?")
+        if self.body_hash(query) is None or not signature.isascii() or not self.verbatim_prefix(prefix):
             return False
         message = url.encode("utf-8")
         for keyed in self._keyed:
@@ -103,6 +148,10 @@ class SignatureVerifier:
             if hmac.compare_digest(base64.b64encode(mac.digest()).decode("ascii"), signature):
                 return True
         return False
+
+    def fast_match(self, url: str, body: bytes, signature: str) -> bool:
+        """Both halves on the fast path: the URL's signature and the body's hash (bench/inprocess.py)."""
+        return self.fast_url_match(url, signature) and self.check_body(url, body) is None
 
     def sdk_check(self, url: str, body: bytes, signature: str) -> str | None:
         """The ``twilio`` SDK's verdict on a signature the fast path did not match."""

@@ -1,4 +1,4 @@
-"""The Event Streams webhook, the request step: admission, size limit, credentials, body, status codes.
+"""The Event Streams webhook, the request step: source, credentials, signature, budget, body, status codes.
 
 Status codes follow what Twilio does with them (twilio-facts.md): a 4xx other than 429 makes
 Twilio discard the delivery for good, so it is kept for what no retry can fix (forged,
@@ -6,8 +6,11 @@ oversized, not JSON); anything the exporter itself got wrong is a 5xx, which Twi
 4 hours. A batch is answered 200 as soon as it is authentic JSON: the valid events are recorded,
 the invalid ones counted, and redelivering the batch would change nothing.
 
-The handler runs the request step and asks the others: admission (exporter/intake.py), the
-signature and Basic credentials (exporter/verify.py), then the pipeline with the decoded events.
+The handler runs the request step and asks the others, in this order and, up to the body, from
+the request line and headers alone, so that a refusal reads nothing (issue 18): the source network
+(exporter/network.py), Basic credentials and the URL's signature (exporter/verify.py), the memory
+budget (exporter/intake.py); then the body within its deadline, its hash, the in-flight bound, and
+the pipeline with the decoded events.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -23,7 +28,8 @@ from aiohttp import web
 from . import parse
 from .intake import Intake
 from .keys import RUNTIME
-from .metrics import Source
+from .metrics import ExporterMetrics, Source
+from .network import FORWARDED_FOR
 from .runtime import Runtime
 from .verify import can_verify
 
@@ -37,13 +43,74 @@ RETRY_AFTER_SECONDS = 5
 CLIENT_CLOSED = 499
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why a whole request was refused: status, the counted reason, a one-line message."""
+class Refusal(Exception):
+    """A whole request refused: its status, counted reason and one-line message, and the counter it bumps.
 
-    status: int
-    reason: str
-    message: str
+    Raised by the steps of :func:`_verified_events` and answered by :func:`handle_webhook`; each
+    kind of refusal is made by one constructor below, which also says which counter it counts in.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        count: Callable[[ExporterMetrics], None],
+        log_key: str,
+        log_message: str,
+        fields: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.count = count
+        self.log_key = log_key
+        self.log_message = log_message
+        self.fields = fields or {}
+        # Set by the steps before the body is read: the answer then closes the connection, at once
+        # (what no retry on this connection can fix), or once aiohttp has read and dropped the rest
+        # of the body (``drain``: a real delivery that cannot be taken now; closing with its body
+        # unread would reset the connection and lose the 503 on the way).
+        self.unread = False
+        self.drain = False
+
+    @classmethod
+    def signature(cls, reason: str, url: str) -> Refusal:
+        # The URL that was checked: behind a proxy, what tells a wrong public URL from a forgery.
+        # It holds no secret (bodySHA256 is a hash of the body; credentials never reach it).
+        return cls(
+            403,
+            reason,
+            f"signature check failed: {reason}",
+            lambda em: em.signature_failures.labels(reason).inc(),
+            f"signature/{reason}",
+            "signature refused",
+            {"reason": reason, "url": url},
+        )
+
+    @classmethod
+    def credentials(cls) -> Refusal:
+        return cls(
+            401, "basic_auth", "missing or wrong credentials", lambda em: em.basic_auth_failures.inc(), "basic_auth", "basic credentials refused"
+        )
+
+    @classmethod
+    def delivery(cls, status: int, reason: str, message: str) -> Refusal:
+        return cls(status, reason, message, lambda em: em.webhook_rejections.labels(reason).inc(), reason, "delivery refused", {"reason": reason})
+
+    def before_reading(self, drain: bool = False) -> Refusal:
+        self.unread, self.drain = True, drain
+        return self
+
+    def response(self) -> web.Response:
+        if self.status == 503:
+            response = _unavailable(self.message)
+        else:
+            response = _reply(self.status, error=self.message)
+        if self.status == 401:
+            response.headers["WWW-Authenticate"] = 'Basic realm="twilio-insights-exporter"'
+        return response
 
 
 def _reply(status: int, **fields: Any) -> web.Response:
@@ -67,64 +134,36 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
     em = runtime.exporter_metrics
     intake: Intake = runtime.intake
     started = time.perf_counter()
-    refused = intake.enter()
-    if refused is not None:
-        # Before the body is read: a refusal under overload must cost next to nothing.
-        em.webhook_rejections.labels(refused).inc()
-        intake.refusals.warning(log, refused, "delivery refused, answered 503", remote=request.remote, in_flight=intake.in_flight)
-        response: web.StreamResponse = _unavailable("shutting down, retry later" if refused == "shutting_down" else "overloaded, retry later")
-        if refused == "shutting_down":
-            # The sender's retry opens a new connection, to another replica or the restarted pod.
-            response.force_close()
-        status = response.status
-    else:
+    response: web.StreamResponse
+    try:
+        admitted = await _admitted(request, runtime)
         try:
-            response = await _handle(request, runtime)
-            status = response.status
-        except _ClientGone:
-            # Nothing to answer and nothing of ours failed: its own outcome, not a 500.
-            em.webhook_rejections.labels("client_disconnected").inc()
-            intake.refusals.info(log, "client_disconnected", "sender hung up before its body was read", remote=request.remote)
-            response = _reply(CLIENT_CLOSED, error="connection closed by the sender")
-            status = CLIENT_CLOSED
-        except Exception:
-            # Twilio retries a 5xx; what was recorded before the failure is deduplicated then.
-            log.exception("webhook failed")
-            response = _reply(500, error="internal error, delivery will be retried")
-            status = 500
+            outcomes = await runtime.pipeline.deliver(admitted.events, Source.WEBHOOK)
         finally:
-            intake.leave()
+            admitted.release()
+        response = _reply(200, **outcomes)
+    except Refusal as refusal:
+        refusal.count(em)
+        intake.refusals.warning(log, refusal.log_key, refusal.log_message, remote=request.remote, **refusal.fields)
+        response = refusal.response()
+        if refusal.drain:
+            # aiohttp reads and drops what remains (at most 10 s of it, nothing kept), then closes.
+            response.force_close()
+        elif refusal.unread:
+            await _answer_and_close(request, response)
+    except _ClientGone:
+        # Nothing to answer and nothing of ours failed: its own outcome, not a 500.
+        em.webhook_rejections.labels("client_disconnected").inc()
+        intake.refusals.info(log, "client_disconnected", "sender hung up before its body was read", remote=request.remote)
+        response = _reply(CLIENT_CLOSED, error="connection closed by the sender")
+    except Exception:
+        # Twilio retries a 5xx; what was recorded before the failure is deduplicated then.
+        log.exception("webhook failed")
+        response = _reply(500, error="internal error, delivery will be retried")
 
-    em.webhook_requests.labels(str(status)).inc()
+    em.webhook_requests.labels(str(response.status)).inc()
     em.webhook_request_duration.observe(time.perf_counter() - started)
     return response
-
-
-async def _handle(request: web.Request, runtime: Runtime) -> web.StreamResponse:
-    em = runtime.exporter_metrics
-    rejection = await _read_and_verify(request, runtime)
-    if isinstance(rejection, Rejection):
-        refusals = runtime.intake.refusals
-        if rejection.status == 403:
-            em.signature_failures.labels(rejection.reason).inc()
-            refusals.warning(log, f"signature/{rejection.reason}", "signature refused", reason=rejection.reason, remote=request.remote)
-        elif rejection.status == 401:
-            em.basic_auth_failures.inc()
-            refusals.warning(log, "basic_auth", "basic credentials refused", remote=request.remote)
-        else:
-            em.webhook_rejections.labels(rejection.reason).inc()
-            refusals.warning(log, rejection.reason, "delivery refused", reason=rejection.reason, remote=request.remote)
-        if rejection.status == 503:
-            response = _unavailable(rejection.message)
-        else:
-            response = _reply(rejection.status, error=rejection.message)
-        if rejection.status == 401:
-            response.headers["WWW-Authenticate"] = 'Basic realm="twilio-insights-exporter"'
-        if rejection.reason == "read_timeout":
-            await _answer_and_close(request, response)
-        return response
-    outcomes = await runtime.pipeline.deliver(rejection, Source.WEBHOOK)
-    return _reply(200, **outcomes)
 
 
 async def _answer_and_close(request: web.Request, response: web.StreamResponse) -> None:
@@ -132,7 +171,8 @@ async def _answer_and_close(request: web.Request, response: web.StreamResponse) 
 
     Left to aiohttp, a handler that did not read the whole body is followed by up to 10 s of
     "lingering" reads of the rest: for a sender trickling its body, exactly what the read
-    timeout is there to end.
+    timeout is there to end, and for a forged 16 MiB body, exactly the reading a refusal before
+    reading is there to save.
     """
     response.force_close()
     await response.prepare(request)
@@ -141,35 +181,96 @@ async def _answer_and_close(request: web.Request, response: web.StreamResponse) 
         request.transport.close()
 
 
-async def _read_and_verify(request: web.Request, runtime: Runtime) -> Rejection | list[Any]:
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """The events of an authentic delivery, holding an in-flight slot and its share of the memory budget."""
+
+    events: list[Any]
+    intake: Intake
+    cost: int
+
+    def release(self) -> None:
+        """Once the pipeline has recorded the events: their slot and their memory are free again."""
+        self.intake.leave()
+        self.intake.budget.release(self.cost)
+
+
+async def _admitted(request: web.Request, runtime: Runtime) -> _Admitted:
+    """The events of an authentic delivery, admitted (the caller releases them); else raises :class:`Refusal`.
+
+    In the order of issue 18: source network, Basic credentials, URL signature, memory budget
+    (each from the request line and headers alone, so a refusal costs no buffer and reads
+    nothing), then the body within its deadline, its hash, and the in-flight bound.
+    """
     webhook = runtime.config.settings.webhook
+    intake = runtime.intake
+    if not runtime.networks.allows(request.remote, request.headers.getall(FORWARDED_FOR, [])):
+        raise Refusal.delivery(403, "source_network", "source address not in --webhook.allowed-networks").before_reading()
     if not can_verify(runtime.config):
         # Our configuration, not the sender's fault: a 403 would make Twilio discard the delivery,
         # a 503 makes it retry for 4 hours while the operator sets the token.
-        return Rejection(503, "no_auth_token_configured", "no auth token configured on the exporter, retry later")
+        raise Refusal.delivery(503, "no_auth_token_configured", "no auth token configured on the exporter, retry later").before_reading()
     limit = webhook.max_body_size
     if request.content_length is not None and request.content_length > limit:
-        return Rejection(413, "too_large", f"body larger than {limit} bytes")
+        raise Refusal.delivery(413, "too_large", f"body larger than {limit} bytes").before_reading()
     if not runtime.basic_auth.check(request):
-        return Rejection(401, "basic_auth", "missing or wrong credentials")
+        raise Refusal.credentials().before_reading()
+    url, reason = runtime.verifier.check_url(request)
+    if reason is not None:
+        raise Refusal.signature(reason, url).before_reading()
+    # Cheap refusals of what cannot be taken now, before a byte of the body is held.
+    refused = intake.start_reading()
+    if refused is not None:
+        # The sender's retry opens a new connection, to another replica or the restarted pod.
+        raise Refusal.delivery(503, refused, "shutting down, retry later").before_reading(drain=True)
+    try:
+        if intake.in_flight >= intake.max_in_flight:
+            raise Refusal.delivery(503, "overloaded", "overloaded, retry later").before_reading(drain=True)
+        # A body without a length may be as large as the limit allows (client_max_size bounds it).
+        cost = intake.budget.cost(request.content_length if request.content_length is not None else limit)
+        if not intake.budget.reserve(cost):
+            raise Refusal.delivery(503, "memory_budget", "too much being received now, retry later").before_reading(drain=True)
+        try:
+            body = await _read_body(request, webhook.read_timeout, limit)
+            reason = runtime.verifier.check_body(url, body)
+            if reason is not None:
+                raise Refusal.signature(reason, url)
+            # Entered before it stops reading, so that the shutdown never sees it in neither.
+            if intake.enter() is not None:
+                raise Refusal.delivery(503, "overloaded", "overloaded, retry later")
+        except BaseException:
+            intake.budget.release(cost)
+            raise
+    finally:
+        intake.stop_reading()
+    admitted = _Admitted([], intake, cost)
+    try:
+        # From here to the answer the delivery runs without yielding: its turn (see Intake.turn).
+        await intake.turn()
+        return _Admitted(_events(body), intake, cost)
+    except BaseException:
+        admitted.release()
+        raise
+
+
+async def _read_body(request: web.Request, deadline: timedelta, limit: int) -> bytes:
     try:
         # One deadline for the whole body, not per chunk: a sender trickling a byte a second
-        # would pass any per-read timeout. Twilio itself gives up after 5 s.
-        async with asyncio.timeout(webhook.read_timeout.total_seconds()):
+        # would pass any per-read timeout. Twilio itself gives up after 5 s. A trickling sender
+        # costs its socket and this timer, no in-flight slot (Intake).
+        async with asyncio.timeout(deadline.total_seconds()):
             # client_max_size of the webhook app bounds a chunked body that announced no length.
-            body = await request.read()
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return Rejection(413, "too_large", f"body larger than {limit} bytes")
+        raise Refusal.delivery(413, "too_large", f"body larger than {limit} bytes").before_reading() from None
     except TimeoutError:
-        return Rejection(503, "read_timeout", f"body not received within {webhook.read_timeout}, retry later")
+        raise Refusal.delivery(503, "read_timeout", f"body not received within {deadline}, retry later").before_reading() from None
     except ConnectionError as exc:
         raise _ClientGone from exc
-    # From here to the answer the delivery runs without yielding: its turn (see Intake.turn).
-    await runtime.intake.turn()
-    reason = runtime.verifier.check(request, body)
-    if reason is not None:
-        return Rejection(403, reason, f"signature check failed: {reason}")
+
+
+def _events(body: bytes) -> list[Any]:
     try:
         return parse.batch(body)
     except parse.NotABatch as exc:
-        return Rejection(400, exc.reason, exc.message)
+        raise Refusal.delivery(400, exc.reason, exc.message) from None

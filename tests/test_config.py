@@ -233,6 +233,8 @@ def candidates(path: tuple[str, ...], info: FieldInfo, default: object, tmp_path
     if path[-1] in metrics.DEFAULT_BUCKETS:  # a bucket list: the default edges and one more
         edges = list(metrics.DEFAULT_BUCKETS[path[-1]])
         return [json.dumps([*edges, edges[-1] * 2])]
+    if isinstance(default, list):  # networks (CIDRs), as JSON: the one list form flags and variables share
+        return [json.dumps(["10.0.0.0/8"])]
     if isinstance(default, dict):  # per-label limits
         return [json.dumps({next(iter(DEFAULT_MAX_VALUES)): {"max_values": 3}})]
     if Path in get_args(annotation):

@@ -110,7 +110,16 @@ def test_everything_on_renders_every_kind_the_chart_offers():
 
 
 def test_defaults_render_no_optional_resource():
-    assert render_scenario("default").kinds() == ["ConfigMap", "Deployment", "Pod", "Secret", "Service", "Service", "ServiceAccount"]
+    assert render_scenario("default").kinds() == [
+        "ConfigMap",
+        "Deployment",
+        "PersistentVolumeClaim",
+        "Pod",
+        "Secret",
+        "Service",
+        "Service",
+        "ServiceAccount",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -156,7 +165,7 @@ def test_pods_are_hardened(scenario):
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert container["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
-    assert container["resources"]["limits"] == {"memory": "256Mi"}
+    assert container["resources"]["limits"] == {"memory": "384Mi"}
 
 
 def test_service_links_are_off_so_no_variable_lands_in_the_exporters_env_namespace():
@@ -184,8 +193,12 @@ def test_default_args_match_the_container_ports_and_mount_the_config():
         "--config.file=/etc/twilio-insights-exporter/config.yaml",
         "--log.level=info",
         "--log.format=json",
+        "--state.path=/var/lib/twilio-insights-exporter/state.sqlite",
     ]
-    assert container["volumeMounts"] == [{"name": "config", "mountPath": "/etc/twilio-insights-exporter", "readOnly": True}]
+    assert container["volumeMounts"] == [
+        {"name": "config", "mountPath": "/etc/twilio-insights-exporter", "readOnly": True},
+        {"name": "state", "mountPath": "/var/lib/twilio-insights-exporter"},
+    ]
     assert container["image"] == "twilio-insights-exporter:0.1.0"
 
 
@@ -197,6 +210,9 @@ def test_everything_on_passes_every_flag_it_sets():
         "--webhook.path": "/events",
         "--webhook.public-url": PUBLIC_URL,
         "--webhook.max-body-size": "32MiB",
+        "--webhook.memory-budget": "352MiB",
+        "--webhook.allowed-networks": "35.90.102.128/25,127.0.0.0/8",
+        "--webhook.trusted-proxies": "10.0.0.0/8,192.168.0.0/16",
         "--config.file": "/etc/twilio-insights-exporter/config.yaml",
         "--log.level": "debug",
         "--log.format": "text",
@@ -254,7 +270,7 @@ def test_a_config_change_rolls_the_pods():
 
 
 def test_replicas_are_configurable_and_left_to_the_autoscaler_when_it_is_on():
-    assert render({"replicaCount": 3}).one("Deployment")["spec"]["replicas"] == 3
+    assert render({"replicaCount": 3, "persistence": {"enabled": False}}).one("Deployment")["spec"]["replicas"] == 3
     assert "replicas" not in render_scenario("hpa").one("Deployment")["spec"]
 
 
@@ -468,7 +484,7 @@ def test_persistence_mounts_a_claim_passes_the_state_path_and_recreates_pods():
         "storageClassName": "standard",
         "resources": {"requests": {"storage": "2Gi"}},
     }
-    assert "--state.path" not in container_args(render_scenario("default").deployment_container())
+    assert "--state.path" not in container_args(render({"persistence": {"enabled": False}}).deployment_container())
 
 
 def test_pull_mode_passes_the_flag_and_the_api_key_from_the_secret():

@@ -29,7 +29,7 @@ def test_persistence_with_more_than_one_replica_or_autoscaling_is_refused_at_ren
 
 @pytest.mark.parametrize("values", [{"replicaCount": 2}, {"autoscaling": {"enabled": True}}])
 def test_several_replicas_without_persistence_still_render_with_a_rolling_update(values):
-    deployment = render(values).one("Deployment")["spec"]
+    deployment = render({"persistence": {"enabled": False}, **values}).one("Deployment")["spec"]
     assert deployment["strategy"]["type"] == "RollingUpdate"
 
 

@@ -34,22 +34,34 @@ async def raw() -> AsyncIterator[Raw]:
         yield open_delivery
 
 
-async def hold_in_flight(harness: Harness, raw: Raw, seeds: range) -> list[RawDelivery]:
-    """Deliveries whose handlers have started and wait for the rest of their body."""
+async def hold_in_flight(harness: Harness, raw: Raw, seeds: range) -> tuple[list[RawDelivery], asyncio.Event]:
+    """Whole deliveries held in the pipeline (being recorded) until the returned gate opens.
+
+    The bound counts work being recorded, not connections still sending a body (issue 18): a
+    delivery is in flight once its body is read.
+    """
+    gate = asyncio.Event()
+    deliver = harness.runtime.pipeline.deliver
+
+    async def held_deliver(*args, **kwargs):
+        await gate.wait()
+        return await deliver(*args, **kwargs)
+
+    harness.runtime.pipeline.deliver = held_deliver  # type: ignore[method-assign]
     held = []
     for seed in seeds:
         delivery = await raw(harness, delivery_body(seed))
-        await delivery.send(delivery.head + delivery.body[:100])
+        await delivery.send(delivery.head + delivery.body)
         held.append(delivery)
     await until(lambda: harness.runtime.intake.in_flight == len(seeds))
-    return held
+    return held, gate
 
 
 async def test_past_the_bound_a_delivery_gets_503_with_retry_after_at_once_and_nothing_is_lost_or_counted_twice(
     make_harness: HarnessFactory, raw: Raw
 ) -> None:
     harness = await make_harness(f"--webhook.max-in-flight={BOUND}", "--webhook.read-timeout=30s")
-    held = await hold_in_flight(harness, raw, range(BOUND))
+    held, gate = await hold_in_flight(harness, raw, range(BOUND))
     assert harness.value(E + "webhook_in_flight") == BOUND
 
     # Saturated: the next delivery is refused without waiting for any of those in flight.
@@ -62,8 +74,7 @@ async def test_past_the_bound_a_delivery_gets_503_with_retry_after_at_once_and_n
     assert harness.value(P + "summaries_total") == 0
 
     # Those in flight finish and are acknowledged; the refused one is retried (as Twilio does).
-    for delivery in held:
-        await delivery.send(delivery.body[100:])
+    gate.set()
     answers = [await delivery.answer() for delivery in held]
     assert [(status, json.loads(body)) for status, _, body in answers] == [(200, {"recorded": BATCH})] * BOUND
     retried = await harness.post(delivery_body(BOUND))

@@ -103,7 +103,7 @@ def test_sigterm_drains_in_flight_deliveries_refuses_new_ones_flushes_state_and_
     args = (f"--state.path={state}", "--webhook.read-timeout=20s")
     with start_exporter(*args, env=ENV, tmp_path=tmp_path) as exporter:
         held = HeldDelivery(exporter, delivery_body(1))
-        poll(lambda: metric(exporter, "twilio_insights_exporter_webhook_in_flight") == 1, "the delivery in flight")
+        poll(lambda: metric(exporter, "twilio_insights_exporter_webhook_memory_reserved_bytes") > 0, "the delivery being read")
 
         signalled = time.monotonic()
         exporter.proc.send_signal(signal.SIGTERM)
@@ -146,7 +146,7 @@ def test_sigterm_with_nothing_in_flight_exits_0_at_once(tmp_path) -> None:
 def test_a_delivery_outliving_the_shutdown_timeout_is_abandoned_unanswered_and_the_exporter_still_exits_0(tmp_path) -> None:
     with start_exporter("--webhook.read-timeout=30s", "--webhook.shutdown-timeout=1s", env=ENV, tmp_path=tmp_path) as exporter:
         held = HeldDelivery(exporter, delivery_body(4))
-        poll(lambda: metric(exporter, "twilio_insights_exporter_webhook_in_flight") == 1, "the delivery in flight")
+        poll(lambda: metric(exporter, "twilio_insights_exporter_webhook_memory_reserved_bytes") > 0, "the delivery being read")
         signalled = time.monotonic()
         exporter.proc.send_signal(signal.SIGTERM)
         assert exporter.proc.wait(timeout=20) == 0

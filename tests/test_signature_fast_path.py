@@ -1,5 +1,9 @@
 """The signature fast path accepts only what the twilio SDK accepts, and the SDK decides every refusal.
 
+The check before the body is read (the URL's signature) and the check once it is read (the
+body's hash) together give exactly the SDK's verdict on the whole delivery: a wrong 403 before
+reading would make Twilio discard a real delivery for good.
+
 The reference is the real ``twilio.request_validator.RequestValidator``: URLs and signatures are
 generated around what Twilio sends (a sink URL, ``bodySHA256`` appended, the URL signed with or
 without its default port, another token, a changed body) and around what the fast path must hand
@@ -123,6 +127,35 @@ def test_the_fast_path_accepts_only_what_the_sdk_accepts_and_the_verdicts_agree(
     if fast:
         assert sdk_verdict(tokens, url, body, signature), "the fast path accepted what the SDK refuses"
     assert whole == sdk_verdict(tokens, url, body, signature)
+
+
+def sdk_url_verdict(tokens: tuple[str, ...], url: str, signature: str) -> bool:
+    """The SDK's verdict on the URL's signature alone (the parameters empty, as once a body hash is checked)."""
+    for token in tokens:
+        try:
+            if RequestValidator(token).validate(url, {}, signature):
+                return True
+        except (TypeError, ValueError):
+            continue
+    return False
+
+
+@settings(max_examples=1500, deadline=None)
+@given(deliveries())
+@example(((TOKEN,), "https://hooks.example.com/events?bodySHA256=" + hashlib.sha256(b"[]").hexdigest(), b"[]", ""))
+def test_the_check_before_reading_and_the_body_check_together_give_the_sdk_verdict(delivery) -> None:
+    tokens, url, body, signature = delivery
+    v = verifier(*tokens)
+
+    before_reading = v.url_verdict(url, signature) is None
+    once_read = v.check_body(url, body) is None
+
+    assert (before_reading and once_read) == sdk_verdict(tokens, url, body, signature)
+    if before_reading:
+        # Nothing refused before reading that the SDK would take, nothing taken it would refuse.
+        assert sdk_url_verdict(tokens, url, signature)
+    if v.fast_url_match(url, signature):
+        assert sdk_url_verdict(tokens, url, signature), "the fast path accepted a URL signature the SDK refuses"
 
 
 @pytest.mark.parametrize("tokens", [(TOKEN,), (SECONDARY_TOKEN, TOKEN)])

@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("keys",),
     ("runtime",),
     # The steps of a delivery, and the transports the doors read through.
-    ("intake", "verify", "insights_api", "kinesis_api", "pipeline", "durable", "webconfig"),
+    ("intake", "verify", "network", "insights_api", "kinesis_api", "pipeline", "durable", "webconfig"),
     # What is recorded: one entry per kind of summary.
     ("subjects",),
     ("recorder", "state", "parse"),

@@ -93,7 +93,7 @@ async def test_a_body_within_the_read_timeout_is_recorded(make_harness: HarnessF
     delivery = await raw(harness, batch_body(events(3)))
 
     await delivery.send(delivery.head + delivery.body[:100])
-    await until(lambda: harness.runtime.intake.in_flight == 1)
+    await until(lambda: harness.runtime.intake.reading == 1)
     await delivery.send(delivery.body[100:])
     status, _, body = await delivery.answer()
 
@@ -113,9 +113,9 @@ async def test_a_sender_hanging_up_mid_body_is_its_own_outcome_not_a_500_and_no_
     caplog.set_level(logging.DEBUG)
 
     await delivery.send(delivery.head + delivery.body[:50])
-    await until(lambda: served.runtime.intake.in_flight == 1)
+    await until(lambda: served.runtime.intake.reading == 1)
     delivery.close()
-    await until(lambda: served.runtime.intake.in_flight == 0)
+    await until(lambda: served.runtime.intake.reading == 0)
 
     assert served.value(E + "webhook_rejections_total", reason="client_disconnected") == 1
     assert served.value(E + "webhook_requests_total", code="499") == 1
