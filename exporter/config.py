@@ -152,6 +152,10 @@ class WebSettings(_Section):
 
 
 class WebhookSettings(_Section):
+    enabled: bool = Field(
+        True,
+        description="Listen for Event Streams webhook deliveries. false (--no-webhook.enabled) in Kinesis or pull mode: no public listener at all.",
+    )
     listen_address: str = Field(":8080", description="Address of the webhook listener, the one exposed to Twilio.")
     path: str = Field("/events", description="Path of the Event Streams webhook sink.")
     public_url: str | None = Field(
@@ -483,10 +487,6 @@ class Settings(BaseSettings):
     kinesis: KinesisSettings = Field(default_factory=KinesisSettings)
     check_config: bool = Field(False, description="Load and validate the configuration, print it (secrets masked) and exit.")
 
-    # Set by load_settings() before the sources run; a class attribute because pydantic-settings
-    # builds its sources in a classmethod.
-    _yaml_file: Path | None = None
-
     @model_validator(mode="after")
     def _pull_within_dedup_window(self) -> Settings:
         # The poller re-reads a conference for up to the overlap (or, while summaries are pending,
@@ -510,8 +510,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if cls._yaml_file is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cls._yaml_file))
+        # The file of this load (load_config), in the model's configuration as pydantic-settings reads it.
+        if settings_cls.model_config.get("yaml_file") is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls))
         return tuple(sources)
 
 
@@ -578,17 +579,35 @@ def load_config(argv: list[str] | None = None) -> Config:
     ``ValueError`` (``pydantic.ValidationError`` included) for a bad value.
     """
     argv = [] if argv is None else argv
-    yaml_file = _find_config_file(argv, os.environ)
-    if yaml_file is not None and not yaml_file.is_file():
-        raise ValueError(f"--config.file {yaml_file}: no such file")
+    yaml_file = find_config_file(argv, os.environ)
+    model: type[Settings] = Settings
     if yaml_file is not None:
+        if not yaml_file.is_file():
+            raise ValueError(f"--config.file {yaml_file}: no such file")
         _check_yaml_file(yaml_file)
-    Settings._yaml_file = yaml_file
-    try:
-        settings = CliApp.run(Settings, cli_args=argv, cli_settings_source=CliSettingsSource(Settings, add_argument_method=_add_argument))
-    finally:
-        Settings._yaml_file = None
+        # A subclass naming the file, for this load only: nothing shared changes.
+        model = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": yaml_file}, "__doc__": Settings.__doc__})
+    settings = CliApp.run(model, cli_args=argv, cli_settings_source=CliSettingsSource(model, add_argument_method=_add_argument))
     return Config(settings=settings, secrets=Secrets())
+
+
+def yaml_location(path: os.PathLike[str] | str, loc: list[str]) -> str | None:
+    """``file:line:column`` of the key at ``loc`` (``["webhook", "pth"]``) in the YAML file, None if it is not there."""
+    try:
+        node = yaml.compose(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    mark = None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == part:
+                mark, node = key.start_mark, value
+                break
+        else:
+            return None
+    return None if mark is None else f"{path}:{mark.line + 1}:{mark.column + 1}"
 
 
 def _check_yaml_file(path: Path) -> None:
@@ -607,7 +626,7 @@ def _check_yaml_file(path: Path) -> None:
         )
 
 
-def _find_config_file(argv: list[str], environ: Any) -> Path | None:
+def find_config_file(argv: list[str], environ: Any) -> Path | None:
     """The YAML file must be known before the sources are built, so it is looked up first."""
     for i, arg in enumerate(argv):
         if arg == "--config.file" and i + 1 < len(argv):
