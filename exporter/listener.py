@@ -5,10 +5,8 @@ certificates it names) on SIGHUP and when they change (exporter/webconfig.py): a
 takes over the port (``reuse_port``) before the old one stops, so no scrape sees a refused
 connection.
 
-Both listeners run on the one event loop that owns the pipeline and the registry. A probe is not
-stuck behind a flood of deliveries because the webhook admits at most ``--webhook.max-in-flight``
-at once and their work takes turns (exporter/intake.py): measured in ``bench/overload.py``
-(figures in docs/performance.md, "Overload").
+The webhook listens on the loop that owns the pipeline and the registry; the metrics listener on
+a loop of its own, in a thread (:class:`MetricsListener` says why, with the measurement).
 """
 
 from __future__ import annotations
@@ -19,20 +17,25 @@ import logging
 import signal
 import sqlite3
 import ssl
+import sys
+import threading
 from collections.abc import Coroutine
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry
 
 from . import __version__
 from .app import create_apps
 from .config import Config
+from .keys import RUNTIME
 from .webconfig import WATCH_INTERVAL, WebConfigHolder
 
 log = logging.getLogger("exporter")
 
 # Seconds aiohttp waits for handlers when a runner stops, after the webhook has drained.
 RUNNER_SHUTDOWN_TIMEOUT = 2.0
+SWITCH_INTERVAL = 0.001
 
 
 class StartupError(Exception):
@@ -61,32 +64,90 @@ async def listen(runner: web.AppRunner, address: str, flag: str, context: ssl.SS
 
 
 class MetricsListener:
-    """The metrics application (``/metrics``, ``/-/healthy``, ``/-/ready``) on its address, TLS if configured."""
+    """The metrics application (``/metrics``, ``/-/healthy``, ``/-/ready``) on a loop of its own, in a thread.
 
-    def __init__(self, app: web.Application, address: str, holder: WebConfigHolder | None) -> None:
+    On the webhook's loop a probe waits behind the work of every connection: with 400 connections
+    flooding the webhook, even with the in-flight bound and turns (exporter/intake.py), probes took
+    hundreds of milliseconds to seconds, and the kubelet restarts a pod whose liveness probe times
+    out (``bench/overload.py``; figures in docs/performance.md, "Overload"). On a loop of its own a
+    probe waits at most a few GIL switch intervals. ``/metrics`` is still rendered on the loop that
+    owns the registry (``owner``), where the series are written, between deliveries: the one hop
+    across loops, :meth:`_on_owner`.
+    """
+
+    def __init__(self, app: web.Application, address: str, holder: WebConfigHolder | None, owner: asyncio.AbstractEventLoop) -> None:
         self.address = address
         self.holder = holder
+        self._owner = owner
+        app.middlewares.append(self._on_owner(app[RUNTIME].config.settings.web.telemetry_path))
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=RUNNER_SHUTDOWN_TIMEOUT)
         self._site: web.TCPSite | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._thread = threading.Thread(target=self._run, name="metrics-listener", daemon=True)
+        self._listening = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
 
     async def start(self) -> None:
-        """Listen (or raise :class:`StartupError`); with a web configuration, watch its files."""
-        await self._runner.setup()
-        context = self.holder.loaded.ssl_context if self.holder else None
-        self._site = await listen(self._runner, self.address, "--web.listen-address", context)
-        if self.holder is not None:
-            self._spawn(self._watch())
+        """Start the thread; return once it listens (or raise what kept it from listening)."""
+        # A probe on the listener's thread waits for the GIL at most this long per step while the
+        # webhook's loop works (the default is 5 ms); only a thread asking for the GIL makes the
+        # other one release it, so an idle metrics listener costs nothing.
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        self._thread.start()
+        await asyncio.to_thread(self._listening.wait)
+        if self._error is not None:
+            raise self._error
 
     def request_reload(self) -> None:
-        """SIGHUP: re-read the web configuration."""
-        self._spawn(self.reload())
+        """SIGHUP (handled on the owner's loop): re-read the web configuration on the listener's loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(lambda: self._spawn(self.reload()))
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._runner.cleanup()
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        await asyncio.to_thread(self._thread.join)
+
+    def _on_owner(self, telemetry_path: str) -> Middleware:
+        owner = self._owner
+
+        @web.middleware
+        async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if request.path != telemetry_path:
+                return await handler(request)  # probes and the landing page answer here
+
+            async def on_owner() -> web.StreamResponse:
+                return await handler(request)
+
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(on_owner(), owner))
+
+        return middleware
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        try:
+            try:
+                await self._runner.setup()
+                context = self.holder.loaded.ssl_context if self.holder else None
+                self._site = await listen(self._runner, self.address, "--web.listen-address", context)
+            except BaseException as exc:
+                self._error = exc
+                return
+            finally:
+                self._listening.set()
+            if self.holder is not None:
+                self._spawn(self._watch())
+            await self._stop.wait()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            await self._runner.cleanup()
 
     def _spawn(self, coroutine: Coroutine[None, None, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -126,12 +187,12 @@ async def serve(config: Config) -> None:
     # frozen, a full collection no longer walks it, which shortened the collections that stall
     # the webhook under scrapes of a large registry (figures: docs/performance.md, "gc.freeze()").
     gc.freeze()
-    metrics = MetricsListener(apps.metrics, settings.web.listen_address, apps.web_config)
+    loop = asyncio.get_running_loop()
+    metrics = MetricsListener(apps.metrics, settings.web.listen_address, apps.web_config, owner=loop)
     # The deliveries in flight are drained before the runner stops (below); what aiohttp then
     # still finds running has outlived --webhook.shutdown-timeout and is cancelled.
     webhook = web.AppRunner(apps.webhook, access_log=None, shutdown_timeout=RUNNER_SHUTDOWN_TIMEOUT)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     # Probes answer (not ready) from the start; the webhook's cleanup_ctx opens the state, reading
