@@ -16,12 +16,13 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping, Sequence
 
 from botocore.exceptions import BotoCoreError
 from pydantic import ValidationError
 
 from . import __version__, logs
-from .config import Config, find_config_file, load_config, yaml_location
+from .config import ENV_PREFIX, Config, find_config_file, load_config, yaml_location
 from .kinesis_api import resolve_region
 from .listener import StartupError, serve
 from .webconfig import WebConfig, WebConfigError, load_web_config
@@ -35,10 +36,13 @@ class CliError(Exception):
     """A configuration the exporter refuses; the message is the one line printed."""
 
 
-def describe(exc: ValidationError | ValueError, config_file: os.PathLike[str] | None = None) -> str:
+def describe(
+    exc: ValidationError | ValueError, config_file: os.PathLike[str] | None = None, argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ
+) -> str:
     """One line naming each setting (as its flag) and what is wrong; never the value, which may be a secret.
 
-    An unknown key of the YAML file is named with the file, line and column where it is written.
+    A setting given by an environment variable (and not by its flag) is named with the variable
+    too; an unknown key of the YAML file with the file, line and column where it is written.
     """
     if not isinstance(exc, ValidationError):
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -54,10 +58,20 @@ def describe(exc: ValidationError | ValueError, config_file: os.PathLike[str] | 
         # Settings' fields are flags; Secrets' and Config's errors name their variables themselves.
         if exc.title == "Settings" and loc:
             setting = "--" + ".".join(part.replace("_", "-") for part in loc)
-            problems.append(f"{setting}: {message}")
+            problems.append(f"{setting}{_variable(loc, argv, environ)}: {message}")
         else:
             problems.append(message)
     return "; ".join(problems)
+
+
+def _variable(loc: list[str], argv: Sequence[str], environ: Mapping[str, str]) -> str:
+    """`` (from VARIABLE)`` when the setting at ``loc`` (or the section holding it) came from the environment."""
+    for depth in range(len(loc), 0, -1):
+        flag = "--" + ".".join(part.replace("_", "-") for part in loc[:depth])
+        variable = ENV_PREFIX + "__".join(loc[:depth]).upper()
+        if variable in environ and not any(arg == flag or arg.startswith(flag + "=") for arg in argv):
+            return f" (from {variable})"
+    return ""
 
 
 def parse(argv: list[str]) -> Config:
@@ -74,7 +88,7 @@ def parse(argv: list[str]) -> Config:
             raise CliError(f"{error} (see --help)") from None
         raise  # --help printed its text: exit 0
     except (ValidationError, ValueError) as exc:
-        raise CliError(f"invalid configuration: {describe(exc, find_config_file(argv, os.environ))}") from None
+        raise CliError(f"invalid configuration: {describe(exc, find_config_file(argv, os.environ), argv)}") from None
 
 
 def preflight(config: Config) -> WebConfig | None:

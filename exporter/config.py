@@ -18,7 +18,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -27,6 +27,7 @@ from pydantic_settings import (
     BaseSettings,
     CliApp,
     CliSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -60,7 +61,8 @@ class WebSettings(_Section):
 class WebhookSettings(_Section):
     enabled: bool = Field(
         True,
-        description="Listen for Event Streams webhook deliveries. false (--no-webhook.enabled) in Kinesis or pull mode: no public listener at all.",
+        description="Listen for Event Streams webhook deliveries. Turn it off (--no-webhook.enabled) in Kinesis or pull mode: "
+        "no public listener, no warning about a missing auth token.",
     )
     listen_address: ListenAddress = Field(":8080", description="Address of the webhook listener, the one exposed to Twilio.")
     path: str = Field("/events", description="Path of the Event Streams webhook sink.")
@@ -130,10 +132,30 @@ class LabelLimit(_Section):
     allowlist: list[str] | None = Field(None, description="Only these values are kept; anything else becomes 'other'.")
 
 
+def _yaml_mapping(value: Any) -> Any:
+    """A mapping written on a command line or in a variable as YAML flow syntax (JSON is YAML too).
+
+    >>> _yaml_mapping("{participant_label: {allowlist: [agent, customer]}}")
+    {'participant_label': {'allowlist': ['agent', 'customer']}}
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ValueError(
+            f"not a YAML mapping like {{participant_label: {{allowlist: [agent, customer]}}}}: {getattr(exc, 'problem', None) or exc}"
+        ) from None
+
+
+# Not JSON-decoded by the flag and environment sources (NoDecode): _yaml_mapping reads it.
+YamlMapping = Annotated[dict[str, LabelLimit], NoDecode, BeforeValidator(_yaml_mapping)]
+
+
 class LabelSettings(_Section):
     account_sid: bool = Field(False, description="Add the account_sid label (useful with subaccounts).")
     jitter_buffer_size: bool = Field(False, description="Add the jitter_buffer_size label.")
-    limits: dict[str, LabelLimit] = Field(
+    limits: YamlMapping = Field(
         default_factory=dict,
         description="Per-label caps and allowlists, e.g. {participant_label: {allowlist: [agent, customer]}}. "
         f"Default caps: {DEFAULT_MAX_VALUES}.",
@@ -282,7 +304,11 @@ class KinesisSettings(_Section):
         description="Read participant summaries from this Amazon Kinesis stream (a Twilio Event Streams Kinesis sink). "
         "AWS credentials come from the standard chain: environment, shared profile, web identity (EKS service accounts), instance role.",
     )
-    region: str | None = Field(None, description="AWS region of the stream. Default: the standard chain's (AWS_REGION, profile).")
+    region: str | None = Field(
+        None,
+        description="AWS region of the stream. Default: AWS_REGION, else AWS_DEFAULT_REGION or the AWS profile's region; "
+        "with none of them the exporter refuses to start.",
+    )
     endpoint_url: HttpUrl | None = Field(None, description="Kinesis endpoint URL, for a VPC endpoint or a local test server. Default: the region's.")
     start_position: Literal["trim_horizon", "latest"] = Field(
         "trim_horizon",
