@@ -17,14 +17,17 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
 
 from botocore.exceptions import BotoCoreError
-from pydantic import ValidationError
+from pydantic import BeforeValidator, ValidationError
 
 from . import __version__, logs
-from .config import ENV_PREFIX, Config, find_config_file, load_config, yaml_location
+from .config import ENV_PREFIX, Config, Settings, find_config_file, load_config, yaml_location
 from .kinesis_api import resolve_region
 from .listener import StartupError, serve
+from .values import format_duration, format_size, parse_size
 from .webconfig import WebConfig, WebConfigError, load_web_config
 
 PROG = "twilio-insights-exporter"
@@ -79,7 +82,7 @@ def parse(argv: list[str]) -> Config:
     usage = io.StringIO()
     try:
         with contextlib.redirect_stderr(usage):
-            return load_config(argv)
+            return load_config(argv, add_argument=help_argument)
     except SystemExit as exc:
         # argparse's usage block is a screenful for one misspelt flag: keep its last line, the error.
         lines = usage.getvalue().strip().splitlines()
@@ -191,3 +194,44 @@ def main(argv: list[str] | None = None) -> int:
     except (StartupError, WebConfigError) as exc:
         return _fail(str(exc))
     return 0
+
+
+def help_argument(parser: Any, *names: str, **kwargs: Any) -> Any:
+    """Add one flag to --help with its real default and type.
+
+    pydantic-settings writes ``(default: None)``, ``(default factory: dict)`` and ``int`` for a size
+    that accepts ``2MiB``; this hook (its documented ``add_argument_method``) rewrites the help and
+    metavar from the settings model before argparse sees them.
+    """
+    field = _field_and_default(kwargs.get("dest", ""))
+    help_text = kwargs.get("help")
+    if field is not None and isinstance(help_text, str) and help_text.endswith(")") and " (default" in help_text:
+        info, default = field
+        help_text = help_text[: help_text.rfind(" (default")]
+        is_size = any(isinstance(m, BeforeValidator) and m.func is parse_size for m in info.metadata)
+        if is_size:
+            kwargs["metavar"] = "size"
+            help_text += f" (default: {format_size(default)})"
+        elif isinstance(default, timedelta):
+            kwargs["metavar"] = "duration"
+            help_text += f" (default: {format_duration(default)})"
+        elif isinstance(default, bool):
+            help_text += f" (default: {str(default).lower()})"
+        elif default not in (None, {}, []):
+            help_text += f" (default: {default})"
+        kwargs["help"] = help_text
+    return parser.add_argument(*names, **kwargs)
+
+
+def _field_and_default(dest: str) -> tuple[Any, Any] | None:
+    """The field behind a flag's ``dest`` (``webhook.max_body_size``) and its default value."""
+    model: Any = Settings
+    info, default = None, None
+    for depth, part in enumerate(dest.split(".")):
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return None
+        info = fields[part]
+        default = info.get_default(call_default_factory=True) if depth == 0 else getattr(default, part)
+        model = info.annotation
+    return info, default

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -35,7 +36,11 @@ from pydantic_settings import (
 
 from . import metrics
 from .labels import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, OPTIONAL_LABELS
-from .values import ByteSize, Duration, HttpUrl, ListenAddress, PositiveDuration, format_duration, format_size, parse_size
+from .values import ByteSize, Duration, HttpUrl, ListenAddress, PositiveDuration
+from .values import format_duration as format_duration  # re-exported: scripts/readme_tables.py and the tests read them here
+from .values import format_size as format_size
+from .values import parse_duration as parse_duration
+from .values import parse_size as parse_size
 
 ENV_PREFIX = "TWILIO_INSIGHTS_EXPORTER_"
 
@@ -460,11 +465,12 @@ class Config(BaseModel):
         return self
 
 
-def load_config(argv: list[str] | None = None) -> Config:
+def load_config(argv: list[str] | None = None, add_argument: Callable[..., Any] | None = None) -> Config:
     """Parse flags, the environment and the YAML file.
 
     Raises ``SystemExit`` for a malformed command line (argparse's usual behaviour), and
-    ``ValueError`` (``pydantic.ValidationError`` included) for a bad value.
+    ``ValueError`` (``pydantic.ValidationError`` included) for a bad value. ``add_argument``:
+    pydantic-settings' hook adding each flag to argparse (exporter/cli.py writes ``--help`` with it).
     """
     argv = [] if argv is None else argv
     yaml_file = find_config_file(argv, os.environ)
@@ -475,7 +481,7 @@ def load_config(argv: list[str] | None = None) -> Config:
         _check_yaml_file(yaml_file)
         # A subclass naming the file, for this load only: nothing shared changes.
         model = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": yaml_file}, "__doc__": Settings.__doc__})
-    settings = CliApp.run(model, cli_args=argv, cli_settings_source=CliSettingsSource(model, add_argument_method=_add_argument))
+    settings = CliApp.run(model, cli_args=argv, cli_settings_source=CliSettingsSource(model, add_argument_method=add_argument or _add_argument))
     return Config(settings=settings, secrets=Secrets())
 
 
@@ -526,41 +532,4 @@ def find_config_file(argv: list[str], environ: Any) -> Path | None:
 
 
 def _add_argument(parser: Any, *names: str, **kwargs: Any) -> Any:
-    """Add one flag to --help with its real default and type.
-
-    pydantic-settings writes ``(default: None)``, ``(default factory: dict)`` and ``int`` for a size
-    that accepts ``2MiB``; this hook (its documented ``add_argument_method``) rewrites the help and
-    metavar from the settings model before argparse sees them.
-    """
-    field = _field_and_default(kwargs.get("dest", ""))
-    help_text = kwargs.get("help")
-    if field is not None and isinstance(help_text, str) and help_text.endswith(")") and " (default" in help_text:
-        info, default = field
-        help_text = help_text[: help_text.rfind(" (default")]
-        is_size = any(isinstance(m, BeforeValidator) and m.func is parse_size for m in info.metadata)
-        if is_size:
-            kwargs["metavar"] = "size"
-            help_text += f" (default: {format_size(default)})"
-        elif isinstance(default, timedelta):
-            kwargs["metavar"] = "duration"
-            help_text += f" (default: {format_duration(default)})"
-        elif isinstance(default, bool):
-            help_text += f" (default: {str(default).lower()})"
-        elif default not in (None, {}, []):
-            help_text += f" (default: {default})"
-        kwargs["help"] = help_text
     return parser.add_argument(*names, **kwargs)
-
-
-def _field_and_default(dest: str) -> tuple[Any, Any] | None:
-    """The field behind a flag's ``dest`` (``webhook.max_body_size``) and its default value."""
-    model: Any = Settings
-    info, default = None, None
-    for depth, part in enumerate(dest.split(".")):
-        fields = getattr(model, "model_fields", {})
-        if part not in fields:
-            return None
-        info = fields[part]
-        default = info.get_default(call_default_factory=True) if depth == 0 else getattr(default, part)
-        model = info.annotation
-    return info, default

@@ -17,6 +17,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "exporter"
 # place here; the test below names any module of exporter/ missing from this list.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__",),
+    ("cli",),
+    ("listener",),
     ("app",),
     # The doors and the /metrics handler.
     ("webhook", "pull", "kinesis", "exposition"),
@@ -26,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("intake", "verify", "insights_api", "kinesis_api", "pipeline", "webconfig"),
     ("recorder", "state"),
     ("config",),
-    ("metrics", "labels", "dedup", "models", "logs"),
+    ("metrics", "labels", "dedup", "models", "logs", "values"),
     ("families", "synthetic"),
     ("__init__",),
 )
