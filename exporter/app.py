@@ -8,7 +8,7 @@ so nothing on the public port can read metrics and nothing on the internal port 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -84,6 +84,7 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     if kinesis is not None:
         webhook.cleanup_ctx.append(kinesis_context(kinesis, durable=runtime.state.persistent))
     webhook.cleanup_ctx.append(readiness_context(runtime))
+    webhook.on_shutdown.append(not_ready(runtime))  # shutdown (the listener closing) comes before cleanup
     metrics.router.add_get(settings.web.telemetry_path, make_metrics_handler(registry, runtime.pipeline.recorder.families()))
     metrics.router.add_get("/-/healthy", healthy)
     metrics.router.add_get("/-/ready", ready)
@@ -102,6 +103,15 @@ def readiness_context(runtime: Runtime) -> Callable[[web.Application], AsyncIter
             runtime.ready = False
 
     return context
+
+
+def not_ready(runtime: Runtime) -> Callable[[web.Application], Awaitable[None]]:
+    """An ``on_shutdown`` handler: not ready from the moment the application begins to shut down."""
+
+    async def handler(_: web.Application) -> None:
+        runtime.ready = False
+
+    return handler
 
 
 def kinesis_listed(api: KinesisApi) -> Callable[[], str | None]:
