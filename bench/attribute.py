@@ -41,10 +41,9 @@ def serve(variant: str, report: Path, argv: list[str]) -> None:
     """Run the exporter with ``variant``'s one change; write in-process counters to ``report`` on exit."""
     from aiohttp import web
 
-    from exporter import __main__ as main_module
     from exporter import app as app_module
+    from exporter import listener, verify, webhook
     from exporter import pipeline as pipeline_module
-    from exporter import verify, webhook
     from exporter.config import load_config
     from exporter.recorder import Recorder
 
@@ -124,7 +123,7 @@ def serve(variant: str, report: Path, argv: list[str]) -> None:
 
     gc.callbacks.append(on_gc)
     config = load_config(argv)
-    serving = main_module.serve(config)
+    serving = listener.serve(config)
     if variant == "gc-off":
         gc.disable()
     asyncio.run(serving)

@@ -9,7 +9,9 @@ exactly once.
 
 Measured in the same round against a baseline: the same exporter with the in-flight bound
 lifted (``--webhook.max-in-flight`` very large), which is what the exporter did before it had
-one. Server on core 0, load generator and prober on core 1, as in ``python -m bench``.
+one. ``--baseline REV`` adds another commit's exporter, bounded, to every round (the loop design
+of ``REV`` against this tree's: docs/performance.md, "Overload"); ``--rounds N`` alternates the
+variants N times. Server on core 0, load generator and prober on core 1, as in ``python -m bench``.
 """
 
 from __future__ import annotations
@@ -139,11 +141,11 @@ def counted(metrics_base: str) -> dict[str, float]:
     return found
 
 
-def flood(requests: Path, seed: Path, duration: float, *exporter_args: str) -> dict:
-    """One exporter, warmed with ``seed``, under the flood, probed throughout."""
+def flood(requests: Path, seed: Path, duration: float, *exporter_args: str, source: Path = ROOT) -> dict:
+    """One exporter (of the tree ``source``), warmed with ``seed``, under the flood, probed throughout."""
     lua = requests.with_suffix(".lua")
     lua.write_text(LUA)
-    with procs.exporter(*exporter_args) as server:
+    with procs.exporter(*exporter_args, source=source) as server:
         httpbench._post_all(server, seed)
         before = counted(server.metrics)
         prober = subprocess.Popen(
@@ -199,6 +201,10 @@ def main() -> int:
     parser.add_argument("--duration", type=float, help="seconds of flood per exporter (default 15, quick 8)")
     parser.add_argument("--max-in-flight", type=int, help="the bounded exporter's --webhook.max-in-flight (default: the exporter's default)")
     parser.add_argument("--overload-json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--baseline", dest="overload_baseline", help="git revision (or extracted tree) whose exporter, bounded, is measured in every round too"
+    )
+    parser.add_argument("--rounds", dest="overload_rounds", type=int, default=1, help="rounds of every variant, alternated (default 1)")
     args, _ = parser.parse_known_args()  # make bench passes its ARGS to every section
     duration = args.duration or (8 if args.quick else 15)
     if not shutil.which("wrk"):
@@ -206,8 +212,21 @@ def main() -> int:
         return 1
     bound = [f"--webhook.max-in-flight={args.max_in_flight}"] if args.max_in_flight else []
     print(f"overload: {CONNECTIONS} connections posting signed batches of {BATCH} for {duration:g} s; probes every {PROBE_INTERVAL * 1000:.0f} ms")
-    results = {}
+    results: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp:
+        variants: list[tuple[str, list[str], Path]] = [
+            ("unbounded (baseline)", [f"--webhook.max-in-flight={UNBOUNDED}"], ROOT),
+            ("bounded", bound, ROOT),
+        ]
+        if args.overload_baseline and Path(args.overload_baseline).is_dir():  # a tree extracted already
+            variants.append((f"bounded, {Path(args.overload_baseline).name}", bound, Path(args.overload_baseline)))
+        elif args.overload_baseline:
+            tree = Path(tmp) / "baseline"
+            tree.mkdir()
+            archive = subprocess.run(["git", "archive", args.overload_baseline], cwd=ROOT, capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+            variants.append((f"bounded, {args.overload_baseline}", bound, tree))
         # The warm regime of bench/workload.py: the label sets are in the registry before the
         # flood (an exporter in its steady state), SIDs and event ids fresh in every delivery.
         pool = workload.label_pool(workload.WARM_LABEL_SETS, seed=1)
@@ -216,9 +235,11 @@ def main() -> int:
         )
         # Up to ~250 deliveries a second are recorded here; a shorter file wraps around into duplicates.
         requests = workload.write_requests(Path(tmp) / "flood.tsv", procs.PUBLIC_SINK_URL, int(duration * 100), BATCH, seed=77, pool=pool)
-        for name, extra in (("unbounded (baseline)", [f"--webhook.max-in-flight={UNBOUNDED}"]), ("bounded", bound)):
-            results[name] = flood(requests, seed, duration, *extra)
-            print(report(name, results[name]), flush=True)
+        for round_ in range(args.overload_rounds):
+            for name, extra, source in variants:
+                results[name] = flood(requests, seed, duration, *extra, source=source)
+                runs.setdefault(name, []).append(results[name])
+                print(report(f"{name} (round {round_ + 1})", results[name]), flush=True)
     b = results["bounded"]
     worst_probe = max(b["probes"][path]["max_ms"] for path in ("/-/healthy", "/-/ready")) / 1000
     checks = [
@@ -232,7 +253,7 @@ def main() -> int:
     print(f"| every 503 with Retry-After | {b['webhook']['no_retry_after']} without | 0 | {'yes' if b['webhook']['no_retry_after'] == 0 else 'NO'} |")
     print(f"| acknowledged summaries counted exactly once | {'yes' if b['exactly_once'] else 'no'} | yes | {'yes' if b['exactly_once'] else 'NO'} |")
     if args.overload_json:
-        args.overload_json.write_text(json.dumps(results, indent=2))
+        args.overload_json.write_text(json.dumps(runs, indent=2))
     return 0
 
 

@@ -7,8 +7,8 @@ so nothing on the public port can read metrics and nothing on the internal port 
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -39,7 +39,7 @@ class Apps:
     webhook: web.Application
     metrics: web.Application
     runtime: Runtime
-    # --web.config.file: TLS for the metrics listener (__main__), basic auth and headers here.
+    # --web.config.file: TLS for the metrics listener (exporter/listener.py), basic auth and headers here.
     web_config: WebConfigHolder | None = None
 
 
@@ -59,7 +59,9 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     kinesis = None
     if settings.kinesis.stream_name is not None:
         # The pipeline is the consumer's sink: each page's events and its shard checkpoint in one commit.
-        kinesis = KinesisConsumer(settings.kinesis, KinesisApi(settings.kinesis), runtime.pipeline, build_kinesis_metrics(registry))
+        kinesis_api = KinesisApi(settings.kinesis)
+        kinesis = KinesisConsumer(settings.kinesis, kinesis_api, runtime.pipeline, build_kinesis_metrics(registry))
+        runtime.ready_checks.append(kinesis_listed(kinesis_api))
 
     # aiohttp refuses bodies past client_max_size with 413 (read() raises): the size limit.
     webhook = web.Application(client_max_size=settings.webhook.max_body_size, middlewares=[json_errors])
@@ -70,33 +72,25 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
     webhook.router.add_get("/-/healthy", healthy)
     webhook.router.add_get("/-/ready", ready)
 
-    async def mark_ready(_: web.Application) -> None:
-        runtime.loop = asyncio.get_running_loop()
-        runtime.ready = True
-
-    async def mark_not_ready(_: web.Application) -> None:
-        runtime.ready = False
-
-    webhook.on_startup.append(mark_ready)
-    webhook.on_shutdown.append(mark_not_ready)
-
     metrics = web.Application()
     metrics[RUNTIME] = runtime
     if web_config is not None:
-        # Basic auth and headers here; TLS on the listener itself (__main__.MetricsListener).
+        # Basic auth and headers here; TLS on the listener itself (exporter/listener.py).
         metrics.middlewares.append(webconfig_middleware(web_config))
         metrics.on_response_prepare.append(add_headers(web_config))
-    # The state, the poller and the Kinesis consumer live with the webhook application, on the
-    # loop that owns the pipeline: its cleanup_ctx loads the state before the webhook listener
-    # takes a delivery and flushes it after the last one was answered (__main__ runs the metrics
-    # listener on a loop of its own).
+    # The state, the poller and the Kinesis consumer live with the webhook application (which
+    # starts even with --webhook.enabled=false, only not listening): its cleanup_ctx loads the
+    # state before the webhook listener takes a delivery and flushes it after the last one was
+    # answered. Readiness last: ready once everything before it started, not ready before any of
+    # it stops (contexts stop in reverse order).
     webhook.cleanup_ctx.append(state_context(runtime.durable))
     if poller is not None:
         webhook.cleanup_ctx.append(pull_context(poller))
     if kinesis is not None:
         webhook.cleanup_ctx.append(kinesis_context(kinesis, durable=runtime.state.persistent))
-    metrics_handler = make_metrics_handler(registry, runtime.subjects.families())
-    metrics.router.add_get(settings.web.telemetry_path, on_runtime_loop(runtime, metrics_handler))
+    webhook.cleanup_ctx.append(readiness_context(runtime))
+    webhook.on_shutdown.append(not_ready(runtime))  # shutdown (the listener closing) comes before cleanup
+    metrics.router.add_get(settings.web.telemetry_path, make_metrics_handler(registry, runtime.subjects.families()))
     metrics.router.add_get("/-/healthy", healthy)
     metrics.router.add_get("/-/ready", ready)
     metrics.router.add_get("/", landing)
@@ -117,25 +111,39 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return response
 
 
-def on_runtime_loop(runtime: Runtime, handler: Handler) -> Handler:
-    """``handler`` run on the loop that owns the registry and the pipeline, whichever loop serves the request.
+def readiness_context(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A ``cleanup_ctx``, the webhook application's last: ready from the end of its startup until its cleanup begins."""
 
-    __main__ runs the metrics listener on a loop of its own, so that the health probes answer
-    at once however much webhook work is queued; a scrape still renders where the series are
-    written, between deliveries (exporter/exposition.py), never from another thread.
-    """
+    async def context(_: web.Application) -> AsyncIterator[None]:
+        runtime.ready = True
+        try:
+            yield
+        finally:
+            runtime.ready = False
 
-    async def delegated(request: web.Request) -> web.StreamResponse:
-        owner = runtime.loop
-        if owner is None or owner is asyncio.get_running_loop():
-            return await handler(request)
+    return context
 
-        async def on_owner() -> web.StreamResponse:
-            return await handler(request)
 
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(on_owner(), owner))
+def not_ready(runtime: Runtime) -> Callable[[web.Application], Awaitable[None]]:
+    """An ``on_shutdown`` handler: not ready from the moment the application begins to shut down."""
 
-    return delegated
+    async def handler(_: web.Application) -> None:
+        runtime.ready = False
+
+    return handler
+
+
+def kinesis_listed(api: KinesisApi) -> Callable[[], str | None]:
+    """Kinesis mode's readiness: the last ListShards answered (a stream unreachable, unknown or not allowed reads nothing)."""
+
+    def check() -> str | None:
+        if api.listed:
+            return None
+        if api.listed is None:
+            return "the Kinesis stream's shards are not listed yet"
+        return "listing the Kinesis stream's shards fails (see kinesis_errors_total and the log)"
+
+    return check
 
 
 async def healthy(request: web.Request) -> web.Response:
@@ -151,17 +159,26 @@ async def healthy(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Ready once the webhook listener accepts deliveries, until shutdown begins.
+    """Ready once every door this process runs can take summaries, until shutdown begins.
 
-    Without an auth token (and not in the insecure mode) every delivery is answered 503, so the
-    exporter is not ready either, unless it polls or consumes Kinesis (those need no webhook).
+    - The webhook (unless ``--webhook.enabled=false``): without an auth token (and not in the
+      insecure mode) every delivery is answered 503, so not ready, unless the process also polls
+      or reads Kinesis (those need no token).
+    - Kinesis (``--kinesis.stream-name``): not ready until the stream's shards were listed, and
+      while its last listing fails (no credentials, no permission, no such stream).
+    - The REST poller: never looked at; a failing API is counted and alerted on, and readiness
+      routes nothing to the poller.
     """
     runtime = request.app[RUNTIME]
     if not runtime.ready or runtime.intake.closing:
         return web.Response(status=503, text="Not ready.\n")
     settings = runtime.config.settings
-    if not can_verify(runtime.config) and not settings.pull.enabled and settings.kinesis.stream_name is None:
+    if settings.webhook.enabled and not can_verify(runtime.config) and not settings.pull.enabled and settings.kinesis.stream_name is None:
         return web.Response(status=503, text="Not ready: no auth token configured (TWILIO_AUTH_TOKEN), webhook deliveries are answered 503.\n")
+    for check in runtime.ready_checks:
+        reason = check()
+        if reason is not None:
+            return web.Response(status=503, text=f"Not ready: {reason}.\n")
     return web.Response(text="Ready.\n")
 
 

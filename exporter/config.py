@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,11 +24,11 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
-from pydantic_core import core_schema
 from pydantic_settings import (
     BaseSettings,
     CliApp,
     CliSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -35,6 +36,11 @@ from pydantic_settings import (
 
 from . import metrics
 from .labels import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, OPTIONAL_LABELS
+from .values import ByteSize, Duration, HttpUrl, ListenAddress, PositiveDuration
+from .values import format_duration as format_duration  # re-exported: scripts/readme_tables.py and the tests read them here
+from .values import format_size as format_size
+from .values import parse_duration as parse_duration
+from .values import parse_size as parse_size
 
 ENV_PREFIX = "TWILIO_INSIGHTS_EXPORTER_"
 
@@ -45,101 +51,9 @@ ENV_PREFIX = "TWILIO_INSIGHTS_EXPORTER_"
 # size (bench/edge.py; docs/performance.md, "The public door").
 PARSED_BYTES_PER_BYTE = 10
 
-# Prometheus' duration syntax: one or more <number><unit> groups, e.g. 30s, 5m, 4h, 1h30m, 30d.
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-
-
-def parse_duration(value: Any) -> timedelta:
-    """Parse a Prometheus-style duration.
-
-    >>> parse_duration("1h30m")
-    datetime.timedelta(seconds=5400)
-    >>> parse_duration(90)
-    datetime.timedelta(seconds=90)
-    """
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text and _DURATION_PART.sub("", text) == "":
-            return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text)))
-    raise ValueError(f"not a duration like 30s, 5m or 4h: {value!r}")
-
-
-def format_duration(value: timedelta) -> str:
-    """The shortest Prometheus form of a duration.
-
-    >>> format_duration(timedelta(hours=24))
-    '1d'
-    >>> format_duration(timedelta(seconds=90))
-    '90s'
-    """
-    seconds = value.total_seconds()
-    for unit in ("w", "d", "h", "m", "s"):
-        if seconds >= _UNIT_SECONDS[unit] and seconds % _UNIT_SECONDS[unit] == 0:
-            return f"{int(seconds // _UNIT_SECONDS[unit])}{unit}"
-    return f"{int(seconds * 1000)}ms"
-
-
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
-_SIZE_FACTOR = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
-
-
-def parse_size(value: Any) -> int:
-    """Parse a byte size: an integer, or a number with B, KiB, MiB, GiB, KB, MB or GB.
-
-    >>> parse_size("16MiB")
-    16777216
-    """
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and (m := _SIZE.match(value)):
-        return int(m.group(1)) * _SIZE_FACTOR[m.group(2)]
-    raise ValueError(f"not a size like 1048576 or 16MiB: {value!r}")
-
-
-def format_size(value: int) -> str:
-    """The shortest exact form of a byte size, as --help and the README show it.
-
-    >>> format_size(16 * 1024**2), format_size(1500)
-    ('16MiB', '1500B')
-    """
-    for unit in ("GiB", "MiB", "KiB"):
-        if value and value % _SIZE_FACTOR[unit] == 0:
-            return f"{value // _SIZE_FACTOR[unit]}{unit}"
-    return f"{value}B"
-
-
-class Duration(timedelta):
-    """A timedelta written and printed the Prometheus way (``4h``), in --help and --check-config alike."""
-
-    def __str__(self) -> str:
-        return format_duration(self)
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            lambda value: cls(seconds=parse_duration(value).total_seconds()),
-            serialization=core_schema.plain_serializer_function_ser_schema(format_duration),
-        )
-
-
-ByteSize = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
-
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def _listen_address(value: str) -> str:
-    """``host:port``, ``:port`` or ``[v6]:port``, checked where the settings load so --check-config refuses what a start would."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or (host.startswith("[") != host.endswith("]")):
-        raise ValueError("must look like host:port, :port or [v6]:port, with a port from 0 to 65535")
-    return value
 
 
 class WebConfigFileSettings(_Section):
@@ -151,15 +65,18 @@ class WebConfigFileSettings(_Section):
 
 
 class WebSettings(_Section):
-    listen_address: str = Field(":9802", description="Address of the metrics listener (/metrics, /-/healthy, /-/ready). Keep it internal.")
+    listen_address: ListenAddress = Field(":9802", description="Address of the metrics listener (/metrics, /-/healthy, /-/ready). Keep it internal.")
     telemetry_path: str = Field("/metrics", description="Path under which to expose metrics.")
     config: WebConfigFileSettings = Field(default_factory=WebConfigFileSettings)
 
-    _check_listen_address = field_validator("listen_address")(_listen_address)
-
 
 class WebhookSettings(_Section):
-    listen_address: str = Field(":8080", description="Address of the webhook listener, the one exposed to Twilio.")
+    enabled: bool = Field(
+        True,
+        description="Listen for Event Streams webhook deliveries. Turn it off (--no-webhook.enabled) in Kinesis or pull mode: "
+        "no public listener, no warning about a missing auth token.",
+    )
+    listen_address: ListenAddress = Field(":8080", description="Address of the webhook listener, the one exposed to Twilio.")
     path: str = Field("/events", description="Path of the Event Streams webhook sink.")
     public_url: str | None = Field(
         None,
@@ -173,14 +90,14 @@ class WebhookSettings(_Section):
     insecure_skip_signature_verification: bool = Field(
         False, description="INSECURE, for local trials only: accept webhooks without a valid X-Twilio-Signature."
     )
-    read_timeout: Duration = Field(
+    read_timeout: PositiveDuration = Field(
         Duration(seconds=2),
         description="Time allowed to receive a delivery's whole body; a slower sender gets 503 (Twilio itself gives up after 5s and retries).",
     )
     max_in_flight: int = Field(
         16, ge=1, description="Deliveries handled at once; past it a delivery gets 503 with Retry-After at once (Twilio retries it)."
     )
-    shutdown_timeout: Duration = Field(
+    shutdown_timeout: PositiveDuration = Field(
         Duration(seconds=10),
         description="On SIGTERM, longest wait for deliveries in flight to finish (new ones get 503). Keep it under the pod's grace period.",
     )
@@ -201,21 +118,12 @@ class WebhookSettings(_Section):
         "from X-Forwarded-For, right to left, past every trusted proxy.",
     )
 
-    @field_validator("read_timeout", "shutdown_timeout")
-    @classmethod
-    def _positive_duration(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be more than 0s")
-        return value
-
     @field_validator("path")
     @classmethod
     def _absolute_path(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError("must start with /")
         return value
-
-    _check_listen_address = field_validator("listen_address")(_listen_address)
 
     @model_validator(mode="after")
     def _largest_delivery_fits(self) -> WebhookSettings:
@@ -262,10 +170,30 @@ class LabelLimit(_Section):
     allowlist: list[str] | None = Field(None, description="Only these values are kept; anything else becomes 'other'.")
 
 
+def _yaml_mapping(value: Any) -> Any:
+    """A mapping written on a command line or in a variable as YAML flow syntax (JSON is YAML too).
+
+    >>> _yaml_mapping("{participant_label: {allowlist: [agent, customer]}}")
+    {'participant_label': {'allowlist': ['agent', 'customer']}}
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ValueError(
+            f"not a YAML mapping like {{participant_label: {{allowlist: [agent, customer]}}}}: {getattr(exc, 'problem', None) or exc}"
+        ) from None
+
+
+# Not JSON-decoded by the flag and environment sources (NoDecode): _yaml_mapping reads it.
+YamlMapping = Annotated[dict[str, LabelLimit], NoDecode, BeforeValidator(_yaml_mapping)]
+
+
 class LabelSettings(_Section):
     account_sid: bool = Field(False, description="Add the account_sid label (useful with subaccounts).")
     jitter_buffer_size: bool = Field(False, description="Add the jitter_buffer_size label.")
-    limits: dict[str, LabelLimit] = Field(
+    limits: YamlMapping = Field(
         default_factory=dict,
         description="Per-label caps and allowlists, e.g. {participant_label: {allowlist: [agent, customer]}}. "
         f"Default caps: {DEFAULT_MAX_VALUES}.",
@@ -358,8 +286,8 @@ class PullSettings(_Section):
         False,
         description="Poll the Voice Insights REST API for participant summaries (needs TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or TWILIO_API_KEY with TWILIO_API_SECRET).",
     )
-    api_url: str = Field("https://insights.twilio.com", description="Base URL of the Voice Insights API (without /v1).")
-    interval: Duration = Field(Duration(minutes=1), description="Time between the start of one poll and the next.")
+    api_url: HttpUrl = Field("https://insights.twilio.com", description="Base URL of the Voice Insights API (without /v1).")
+    interval: PositiveDuration = Field(Duration(minutes=1), description="Time between the start of one poll and the next.")
     overlap: Duration = Field(
         Duration(hours=1),
         description="Each poll lists conferences created since the last poll minus this much, for conferences the API lists late.",
@@ -374,7 +302,7 @@ class PullSettings(_Section):
         Duration(hours=12),
         description="How long a conference with in_progress summaries is re-read before its summaries are given up (counted as expired).",
     )
-    timeout: Duration = Field(Duration(seconds=30), description="Time allowed for one API request.")
+    timeout: PositiveDuration = Field(Duration(seconds=30), description="Time allowed for one API request.")
     retries: int = Field(5, ge=0, le=20, description="Retries of a request that got a 429, a 5xx or no answer.")
     backoff: Duration = Field(Duration(seconds=1), description="Wait before the first retry; doubles on each retry (a 429's Retry-After wins).")
     max_backoff: Duration = Field(Duration(minutes=5), description="Longest wait before a retry, Retry-After included.")
@@ -384,20 +312,6 @@ class PullSettings(_Section):
     def _within_retention(cls, value: timedelta) -> timedelta:
         if value > MAX_LOOKBACK:
             raise ValueError("must be at most 30d: the Insights API keeps summaries for 30 days")
-        return value
-
-    @field_validator("api_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("must be an http(s) URL")
-        return value.rstrip("/")
-
-    @field_validator("interval", "timeout")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be more than 0s")
         return value
 
 
@@ -412,19 +326,12 @@ class StateSettings(_Section):
         "normal",
         description="normal: a commit survives the exporter being killed; full: also an OS crash or power loss (an fsync per commit).",
     )
-    snapshot_interval: Duration = Field(
+    snapshot_interval: PositiveDuration = Field(
         Duration(minutes=1), description="How often the counts changed since the last snapshot are saved and the journal behind them dropped."
     )
     snapshot_changes: int = Field(
         200_000, ge=1, description="Also snapshot once this many summaries were journaled since the last one (bounds the replay at start)."
     )
-
-    @field_validator("snapshot_interval")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be more than 0s")
-        return value
 
 
 class KinesisSettings(_Section):
@@ -435,41 +342,31 @@ class KinesisSettings(_Section):
         description="Read participant summaries from this Amazon Kinesis stream (a Twilio Event Streams Kinesis sink). "
         "AWS credentials come from the standard chain: environment, shared profile, web identity (EKS service accounts), instance role.",
     )
-    region: str | None = Field(None, description="AWS region of the stream. Default: the standard chain's (AWS_REGION, profile).")
-    endpoint_url: str | None = Field(None, description="Kinesis endpoint URL, for a VPC endpoint or a local test server. Default: the region's.")
+    region: str | None = Field(
+        None,
+        description="AWS region of the stream. Default: AWS_REGION, else AWS_DEFAULT_REGION or the AWS profile's region; "
+        "with none of them the exporter refuses to start.",
+    )
+    endpoint_url: HttpUrl | None = Field(None, description="Kinesis endpoint URL, for a VPC endpoint or a local test server. Default: the region's.")
     start_position: Literal["trim_horizon", "latest"] = Field(
         "trim_horizon",
         description="Where to begin on a shard with no checkpoint. trim_horizon (the default) loses nothing: it reads everything the "
         "stream still keeps (24 h by default), and what was recorded before is deduplicated within --dedup.window. latest skips "
         "whatever was written before the consumer first started.",
     )
-    poll_interval: Duration = Field(
+    poll_interval: PositiveDuration = Field(
         Duration(seconds=1),
         description="Wait between two reads of a shard that is caught up. AWS allows 5 reads per second per shard, shared by every consumer of the stream.",
     )
     batch_size: int = Field(1000, ge=1, le=10000, description="Most records asked for in one read (GetRecords Limit, 1-10000).")
-    shard_sync_interval: Duration = Field(
+    shard_sync_interval: PositiveDuration = Field(
         Duration(seconds=60), description="Time between two listings of the stream's shards (a resharding is also noticed when a shard ends)."
     )
-    backoff: Duration = Field(
+    backoff: PositiveDuration = Field(
         Duration(milliseconds=500), description="First wait after a throttled or failed read; doubles on each failure, with full jitter."
     )
-    max_backoff: Duration = Field(Duration(seconds=30), description="Longest wait after a throttled or failed read.")
-    timeout: Duration = Field(Duration(seconds=30), description="Time allowed for one request to Kinesis.")
-
-    @field_validator("poll_interval", "shard_sync_interval", "backoff", "max_backoff", "timeout")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be more than 0s")
-        return value
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError("must be an http(s) URL")
-        return value
+    max_backoff: PositiveDuration = Field(Duration(seconds=30), description="Longest wait after a throttled or failed read.")
+    timeout: PositiveDuration = Field(Duration(seconds=30), description="Time allowed for one request to Kinesis.")
 
     @field_validator("stream_name")
     @classmethod
@@ -516,10 +413,6 @@ class Settings(BaseSettings):
     kinesis: KinesisSettings = Field(default_factory=KinesisSettings)
     check_config: bool = Field(False, description="Load and validate the configuration, print it (secrets masked) and exit.")
 
-    # Set by load_settings() before the sources run; a class attribute because pydantic-settings
-    # builds its sources in a classmethod.
-    _yaml_file: Path | None = None
-
     @model_validator(mode="after")
     def _pull_within_dedup_window(self) -> Settings:
         # The poller re-reads a conference for up to the overlap (or, while summaries are pending,
@@ -543,8 +436,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if cls._yaml_file is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cls._yaml_file))
+        # The file of this load (load_config), in the model's configuration as pydantic-settings reads it.
+        if settings_cls.model_config.get("yaml_file") is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls))
         return tuple(sources)
 
 
@@ -604,24 +498,43 @@ class Config(BaseModel):
         return self
 
 
-def load_config(argv: list[str] | None = None) -> Config:
+def load_config(argv: list[str] | None = None, add_argument: Callable[..., Any] | None = None) -> Config:
     """Parse flags, the environment and the YAML file.
 
     Raises ``SystemExit`` for a malformed command line (argparse's usual behaviour), and
-    ``ValueError`` (``pydantic.ValidationError`` included) for a bad value.
+    ``ValueError`` (``pydantic.ValidationError`` included) for a bad value. ``add_argument``:
+    pydantic-settings' hook adding each flag to argparse (exporter/cli.py writes ``--help`` with it).
     """
     argv = [] if argv is None else argv
-    yaml_file = _find_config_file(argv, os.environ)
-    if yaml_file is not None and not yaml_file.is_file():
-        raise ValueError(f"--config.file {yaml_file}: no such file")
+    yaml_file = find_config_file(argv, os.environ)
+    model: type[Settings] = Settings
     if yaml_file is not None:
+        if not yaml_file.is_file():
+            raise ValueError(f"--config.file {yaml_file}: no such file")
         _check_yaml_file(yaml_file)
-    Settings._yaml_file = yaml_file
-    try:
-        settings = CliApp.run(Settings, cli_args=argv, cli_settings_source=CliSettingsSource(Settings, add_argument_method=_add_argument))
-    finally:
-        Settings._yaml_file = None
+        # A subclass naming the file, for this load only: nothing shared changes.
+        model = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": yaml_file}, "__doc__": Settings.__doc__})
+    settings = CliApp.run(model, cli_args=argv, cli_settings_source=CliSettingsSource(model, add_argument_method=add_argument or _add_argument))
     return Config(settings=settings, secrets=Secrets())
+
+
+def yaml_location(path: os.PathLike[str] | str, loc: list[str]) -> str | None:
+    """``file:line:column`` of the key at ``loc`` (``["webhook", "pth"]``) in the YAML file, None if it is not there."""
+    try:
+        node = yaml.compose(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    mark = None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == part:
+                mark, node = key.start_mark, value
+                break
+        else:
+            return None
+    return None if mark is None else f"{path}:{mark.line + 1}:{mark.column + 1}"
 
 
 def _check_yaml_file(path: Path) -> None:
@@ -640,7 +553,7 @@ def _check_yaml_file(path: Path) -> None:
         )
 
 
-def _find_config_file(argv: list[str], environ: Any) -> Path | None:
+def find_config_file(argv: list[str], environ: Any) -> Path | None:
     """The YAML file must be known before the sources are built, so it is looked up first."""
     for i, arg in enumerate(argv):
         if arg == "--config.file" and i + 1 < len(argv):
@@ -652,41 +565,4 @@ def _find_config_file(argv: list[str], environ: Any) -> Path | None:
 
 
 def _add_argument(parser: Any, *names: str, **kwargs: Any) -> Any:
-    """Add one flag to --help with its real default and type.
-
-    pydantic-settings writes ``(default: None)``, ``(default factory: dict)`` and ``int`` for a size
-    that accepts ``2MiB``; this hook (its documented ``add_argument_method``) rewrites the help and
-    metavar from the settings model before argparse sees them.
-    """
-    field = _field_and_default(kwargs.get("dest", ""))
-    help_text = kwargs.get("help")
-    if field is not None and isinstance(help_text, str) and help_text.endswith(")") and " (default" in help_text:
-        info, default = field
-        help_text = help_text[: help_text.rfind(" (default")]
-        is_size = any(isinstance(m, BeforeValidator) and m.func is parse_size for m in info.metadata)
-        if is_size:
-            kwargs["metavar"] = "size"
-            help_text += f" (default: {format_size(default)})"
-        elif isinstance(default, timedelta):
-            kwargs["metavar"] = "duration"
-            help_text += f" (default: {format_duration(default)})"
-        elif isinstance(default, bool):
-            help_text += f" (default: {str(default).lower()})"
-        elif default not in (None, {}, []):
-            help_text += f" (default: {default})"
-        kwargs["help"] = help_text
     return parser.add_argument(*names, **kwargs)
-
-
-def _field_and_default(dest: str) -> tuple[Any, Any] | None:
-    """The field behind a flag's ``dest`` (``webhook.max_body_size``) and its default value."""
-    model: Any = Settings
-    info, default = None, None
-    for depth, part in enumerate(dest.split(".")):
-        fields = getattr(model, "model_fields", {})
-        if part not in fields:
-            return None
-        info = fields[part]
-        default = info.get_default(call_default_factory=True) if depth == 0 else getattr(default, part)
-        model = info.annotation
-    return info, default

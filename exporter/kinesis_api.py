@@ -10,13 +10,15 @@ checkpoint; anything else: back off and try again). The same shape as the REST d
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+from botocore.session import Session as BotocoreSession
 
 from .config import KinesisSettings
 
@@ -26,6 +28,22 @@ EXPIRED_ITERATOR = "expired_iterator"
 AWS_ERROR = "aws_error"
 NETWORK_ERROR = "network_error"
 _THROTTLING_CODES = frozenset({"ProvisionedThroughputExceededException", "LimitExceededException", "ThrottlingException"})
+
+
+def resolve_region(settings: KinesisSettings, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The stream's region: ``--kinesis.region``, else ``AWS_REGION``, else the SDK's chain (``AWS_DEFAULT_REGION``, the profile's).
+
+    botocore itself reads ``AWS_DEFAULT_REGION`` and the profile but not ``AWS_REGION``, which
+    the other AWS SDKs and EKS (IRSA) set: it is read here too. None when nothing names one:
+    the start refuses that in one line (exporter/cli.py), where botocore would raise
+    ``NoRegionError`` at the first request.
+    """
+    if settings.region:
+        return settings.region
+    if environ.get("AWS_REGION"):
+        return environ["AWS_REGION"]
+    region = BotocoreSession().get_config_variable("region")
+    return str(region) if region else None
 
 
 class KinesisError(Exception):
@@ -71,13 +89,16 @@ class KinesisApi:
         self._settings = settings
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
+        # Whether the last ListShards answered (None before the first): what /-/ready reads in
+        # Kinesis mode (exporter/app.py).
+        self.listed: bool | None = None
 
     async def open(self) -> None:
         timeout = self._settings.timeout.total_seconds()
         config = AioConfig(connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 1, "mode": "standard"})
         session = get_session()  # the standard credential chain: environment, profile, web identity, instance role
         self._client = await self._stack.enter_async_context(
-            session.create_client("kinesis", region_name=self._settings.region, endpoint_url=self._settings.endpoint_url, config=config)
+            session.create_client("kinesis", region_name=resolve_region(self._settings), endpoint_url=self._settings.endpoint_url, config=config)
         )
 
     async def close(self) -> None:
@@ -89,10 +110,15 @@ class KinesisApi:
         shards: list[Shard] = []
         params: dict[str, Any] = {"StreamName": self.stream}
         while True:
-            answer = await self._call("ListShards", self._client.list_shards, **params)
+            try:
+                answer = await self._call("ListShards", self._client.list_shards, **params)
+            except KinesisError:
+                self.listed = False
+                raise
             shards += [_shard(raw) for raw in answer.get("Shards", [])]
             token = answer.get("NextToken")
             if not token:
+                self.listed = True
                 return shards
             params = {"NextToken": token}  # AWS refuses StreamName together with NextToken
 

@@ -25,7 +25,8 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
         "logger": record.name,
         "msg": record.getMessage(),
     }
-    fields.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+    # A field without a value (``public_url`` when none is set) is left out, not written as None.
+    fields.update({k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None})
     if record.exc_info:
         fields["exc"] = logging.Formatter().formatException(record.exc_info)
     return fields

@@ -93,7 +93,7 @@ class SourceNetworks:
 
 
 def config_warnings(webhook: WebhookSettings) -> list[str]:
-    """What ``--check-config`` warns about in these webhook settings, one sentence each (no secret in any)."""
+    """What ``--check-config`` warns about in the webhook's network settings (exporter/cli.py collects them), one sentence each (no secret in any)."""
     warnings = []
     if webhook.allowed_networks and webhook.trust_forwarded_headers and not webhook.trusted_proxies:
         warnings.append(
@@ -101,10 +101,5 @@ def config_warnings(webhook: WebhookSettings) -> list[str]:
             "--webhook.trusted-proxies is empty: the client address is the proxy's, so every delivery from "
             "outside the allowed networks (Twilio's included) gets 403, which Twilio discards for good. "
             "Set --webhook.trusted-proxies to the proxies' networks."
-        )
-    if webhook.insecure_skip_signature_verification:
-        warnings.append(
-            "--webhook.insecure-skip-signature-verification is on: anyone who reaches the webhook can post "
-            "summaries that will be counted. For local trials only."
         )
     return warnings

@@ -15,7 +15,7 @@ while the REST API still holds it (30 days). One poll:
 5. moves the watermark to the poll's start once the conference list was read to the end.
 
 Watermark, pending and done conferences, and the pipeline's dedup keys live in the
-:class:`~exporter.state.StateStore`, so a restart on the same state file neither counts twice nor
+:class:`~exporter.state.StateStore` (written by its writer thread, like a delivery), so a restart on the same state file neither counts twice nor
 skips what arrived while the exporter was down.
 
 Nothing the API does stops the service: every request is retried by the transport
@@ -161,7 +161,7 @@ class Poller:
             results += await asyncio.gather(*batch)
         # The conference list was read to its end: whatever was created before this poll began
         # has been seen, or is pending and will be re-read.
-        self.store.set_watermark(started)
+        await self._commit(watermark=started)
         self.metrics.watermark.set(started)
         # Pending conferences the list no longer covers (older than the overlap).
         results += await asyncio.gather(
@@ -175,7 +175,7 @@ class Poller:
             participants = [item async for page in self.api.participants(sid) for item in page]
         except ApiError as exc:
             log.warning("conference unreadable, retried next poll", extra={"conference_sid": sid, "code": exc.code, "error": str(exc)})
-            self.store.add_pending(sid, now if first_seen is None else first_seen)
+            await self._commit(pending=[(sid, now if first_seen is None else first_seen)])
             return False
         offered = self._offered.setdefault(sid, set())
         waiting = 0
@@ -205,17 +205,29 @@ class Poller:
         if waiting or still_open:
             first_seen = now if first_seen is None else first_seen
             if now - first_seen < self.settings.pending_max_age.total_seconds():
-                self.store.add_pending(sid, first_seen)
+                await self._commit(pending=[(sid, first_seen)])
                 self._waiting[sid] = waiting
                 return True
             log.warning("in_progress summaries given up", extra={"conference_sid": sid, "summaries": waiting})
             self.metrics.expired.inc(waiting)
+        await self._commit(done=[(sid, now)], resolved=[sid])
         self.done.add(sid, at=now)
-        self.store.add_key(CONFERENCE_SID, sid, now)
-        self.store.remove_pending(sid)
         self._offered.pop(sid, None)
         self._waiting.pop(sid, None)
         return True
+
+    async def _commit(
+        self,
+        *,
+        done: list[tuple[str, float]] | None = None,
+        pending: list[tuple[str, float]] | None = None,
+        resolved: list[str] | None = None,
+        watermark: float | None = None,
+    ) -> None:
+        """The poll's bookkeeping, one item of the state writer's queue (never SQLite on the loop)."""
+        future = self.store.commit_poll(done=done or (), pending=pending or (), resolved=resolved or (), watermark=watermark)
+        if future is not None:
+            await future
 
 
 def pull_context(poller: Poller) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -6,7 +6,6 @@ it wires together (intake, verify, pipeline, subjects, durable state), so that e
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,8 +27,8 @@ from .verify import BasicAuth, SignatureVerifier
 class Runtime:
     """Everything both applications share, built once by :meth:`build`.
 
-    Only two fields change afterwards, and both say when the runtime is running rather than what
-    it is: ``ready`` and ``loop``.
+    Only ``ready`` changes afterwards: it says when the runtime is running rather than what it is.
+    ``ready_checks`` are what else /-/ready asks (exporter/app.py), each a reason not to be ready or None.
     """
 
     config: Config
@@ -47,12 +46,9 @@ class Runtime:
     intake: Intake
     # Where deliveries may come from (exporter/network.py).
     networks: SourceNetworks
-    # True from the webhook application's startup until shutdown begins (/-/ready).
+    # True from the end of the webhook application's startup until shutdown begins (/-/ready).
     ready: bool = field(default=False)
-    # The loop that owns everything above; the metrics listener may run on another (__main__).
-    # Known only once a loop runs (build may run outside one): set at the webhook application's
-    # startup, and by __main__ before the metrics listener starts (a scrape may come first).
-    loop: asyncio.AbstractEventLoop | None = None
+    ready_checks: list[Callable[[], str | None]] = field(default_factory=list)
 
     @classmethod
     def build(cls, config: Config, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> Runtime:

@@ -123,6 +123,11 @@ class Commit:
     keys: list[tuple[str, str, float]]  # (kind, key, added_at)
     checkpoint: tuple[str, str] | None = None
     future: asyncio.Future[None] | None = None
+    # The poller's bookkeeping (pull mode): conferences pending since when, those no longer
+    # pending, and the watermark its list reached.
+    pending: list[tuple[str, float]] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    watermark: float | None = None
 
 
 @dataclass(slots=True)
@@ -145,7 +150,12 @@ class Loaded:
 
 
 class StateStore:
-    """The state in one SQLite database: a writer thread for deliveries, the loop for the rest.
+    """The state in one SQLite database: read on the loop at start, then written by one writer thread.
+
+    Every write after the start (a delivery's changes and keys, a Kinesis checkpoint, a snapshot,
+    the poller's watermark and pending conferences) is an item of the writer's queue: the loop
+    never waits for SQLite, whose lock another transaction may hold for seconds. What the loop
+    reads afterwards (checkpoints, the watermark, pending conferences) it keeps in memory.
 
     ``window`` is how long a key is kept (the dedup window); older rows are neither loaded nor kept.
     """
@@ -161,7 +171,10 @@ class StateStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.failed: BaseException | None = None
         self.checkpoints: dict[str, str] = {}
-        self.commits = 0  # transactions committed by the writer (self-metric)
+        self._watermark: float | None = None
+        self._pending: dict[str, float] = {}
+        # Called by the writer inside each transaction, before COMMIT: tests hold a commit open with it.
+        self.commit_hook: Callable[[], None] | None = None
         self.journaled = 0  # changes journaled since the last snapshot
 
     @property
@@ -169,7 +182,7 @@ class StateStore:
         """True when the state outlives the process (a file), False in memory."""
         return self.path is not None
 
-    # -- open and load (at start, on the loop, before any delivery) -------------------------
+    # -- open and load (at start, on the loop, before any delivery: the only SQLite on the loop) --
 
     def open(self) -> None:
         """Open (creating or upgrading if needed) the database and drop what has expired."""
@@ -190,6 +203,9 @@ class StateStore:
         self._db = db
         self.expire()
         self.checkpoints = dict(db.execute("SELECT name, value FROM checkpoints"))
+        row = db.execute("SELECT value FROM meta WHERE name = ?", (WATERMARK,)).fetchone()
+        self._watermark = None if row is None else float(row[0])
+        self._pending = dict(db.execute("SELECT conference_sid, first_seen FROM pending_conferences"))
         log.info("state opened", extra={"path": str(self.path) if self.path else ":memory:", "keys": self.count_keys()})
 
     def _connect(self) -> sqlite3.Connection:
@@ -197,8 +213,8 @@ class StateStore:
         db = sqlite3.connect(":memory:" if self.path is None else self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
-        # The loop's connection and the writer's share the file: a write waits for the other's
-        # transaction (milliseconds) instead of failing.
+        # The writer's connection and the one read at start (and by tests) share the file: a
+        # write waits for the other's transaction instead of failing.
         db.execute("PRAGMA busy_timeout=10000")
         return db
 
@@ -306,8 +322,9 @@ class StateStore:
                                 self._write_commit(db, item)
                             elif isinstance(item, _Snapshot):
                                 self._write_snapshot(db, item)
+                        if self.commit_hook is not None:
+                            self.commit_hook()
                         db.execute("COMMIT")
-                        self.commits += 1
                     except BaseException as exc:  # disk full, file removed, ...
                         with contextlib.suppress(Exception):
                             db.execute("ROLLBACK")
@@ -346,6 +363,14 @@ class StateStore:
                 "INSERT INTO checkpoints (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 item.checkpoint,
             )
+        if item.pending:
+            db.executemany("INSERT OR IGNORE INTO pending_conferences (conference_sid, first_seen) VALUES (?, ?)", item.pending)
+        if item.resolved:
+            db.executemany("DELETE FROM pending_conferences WHERE conference_sid = ?", ((sid,) for sid in item.resolved))
+        if item.watermark is not None:
+            db.execute(
+                "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", (WATERMARK, item.watermark)
+            )
 
     def _write_snapshot(self, db: sqlite3.Connection, item: _Snapshot) -> None:
         db.executemany(
@@ -379,28 +404,39 @@ class StateStore:
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
             loop.call_soon_threadsafe(settle)
 
-    # -- poll watermark and pending conferences (pull mode, on the loop: once per poll) ----
+    # -- poll watermark and pending conferences (pull mode: kept in memory, written by the writer) --
 
-    def add_key(self, kind: str, key: str, added_at: float) -> None:
-        self.db.execute("INSERT OR IGNORE INTO dedup_keys (kind, key, added_at) VALUES (?, ?, ?)", (kind, key, added_at))
+    def commit_poll(
+        self,
+        *,
+        done: Sequence[tuple[str, float]] = (),
+        pending: Sequence[tuple[str, float]] = (),
+        resolved: Sequence[str] = (),
+        watermark: float | None = None,
+    ) -> asyncio.Future[None] | None:
+        """Queue the poller's bookkeeping as one commit, like a delivery's; None for a store in memory.
+
+        ``done``: conferences finished with, and when; ``pending``: conferences still in progress
+        and when first seen (a conference already pending keeps its first time); ``resolved``: no
+        longer pending; ``watermark``: how far the conference list was read. The values read on
+        the loop (:meth:`watermark`, :meth:`pending_conferences`) change at once.
+        """
+        for sid, first_seen in pending:
+            self._pending.setdefault(sid, first_seen)
+        for sid in resolved:
+            self._pending.pop(sid, None)
+        if watermark is not None:
+            self._watermark = watermark
+        keys = [(CONFERENCE_SID, sid, at) for sid, at in done]
+        return self.commit(Commit([], keys, pending=list(pending), resolved=list(resolved), watermark=watermark))
 
     def watermark(self) -> float | None:
         """Unix time up to which the poller has listed conferences, or None before its first poll."""
-        row = self.db.execute("SELECT value FROM meta WHERE name = ?", (WATERMARK,)).fetchone()
-        return None if row is None else float(row[0])
-
-    def set_watermark(self, value: float) -> None:
-        self.db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", (WATERMARK, value))
+        return self._watermark
 
     def pending_conferences(self) -> dict[str, float]:
         """``{conference SID: when first seen pending}``."""
-        return dict(self.db.execute("SELECT conference_sid, first_seen FROM pending_conferences"))
-
-    def add_pending(self, conference_sid: str, first_seen: float) -> None:
-        self.db.execute("INSERT OR IGNORE INTO pending_conferences (conference_sid, first_seen) VALUES (?, ?)", (conference_sid, first_seen))
-
-    def remove_pending(self, conference_sid: str) -> None:
-        self.db.execute("DELETE FROM pending_conferences WHERE conference_sid = ?", (conference_sid,))
+        return dict(self._pending)
 
     def journal_rows(self) -> Iterator[int]:
         """Ids of the journal rows on disk (tests and the snapshot's bookkeeping)."""

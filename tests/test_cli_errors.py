@@ -96,7 +96,7 @@ CASES = [
     ),
     ("malformed yaml", bad_yaml, {}, "bad.yml:3:1: not valid YAML"),
     ("yaml list at the top", yaml_list, {}, "the top level must be a mapping"),
-    ("yaml typo", yaml_typo, {}, "webhok: not a known setting"),
+    ("yaml typo", yaml_typo, {}, "typo.yml:1:1: webhok: not a known setting"),
     ("missing yaml", ["--config.file=/nonexistent/x.yml"], {}, "--config.file /nonexistent/x.yml: no such file"),
     ("listen address without port", ["--web.listen-address=notaport"], {}, "--web.listen-address: must look like host:port"),
     ("webhook port out of range", ["--webhook.listen-address=:70000"], {}, "--webhook.listen-address: must look like host:port"),
@@ -109,11 +109,28 @@ CASES = [
         "--webhook.public-url: must not carry credentials",
     ),
     ("short dedup window", ["--dedup.window=1m"], {}, "--dedup.window: must be at least 4h"),
-    ("bad size from the environment", [], {"TWILIO_INSIGHTS_EXPORTER_WEBHOOK__MAX_BODY_SIZE": "lots"}, "--webhook.max-body-size: not a size"),
+    (
+        "bad size from the environment",
+        [],
+        {"TWILIO_INSIGHTS_EXPORTER_WEBHOOK__MAX_BODY_SIZE": "lots"},
+        "--webhook.max-body-size (from TWILIO_INSIGHTS_EXPORTER_WEBHOOK__MAX_BODY_SIZE): not a size",
+    ),
     ("unknown flag", ["--webhook.pth=/x"], {}, "unrecognized arguments: --webhook.pth=/x (see --help)"),
     ("bad web config", bad_web_config, {}, "the password of user 'prometheus' is not a bcrypt hash"),
     ("missing web config", ["--web.config.file=/nonexistent/web.yml"], {}, "--web.config.file /nonexistent/web.yml: No such file"),
     ("state directory missing", ["--state.path=/nonexistent/dir/state.db"], {}, "--state.path=/nonexistent/dir/state.db: the directory"),
+    (
+        "kinesis without a region",
+        ["--kinesis.stream-name=twilio-events"],
+        {"AWS_REGION": None, "AWS_DEFAULT_REGION": None, "AWS_PROFILE": None, "AWS_CONFIG_FILE": "/nonexistent"},
+        "--kinesis.region: no AWS region: set --kinesis.region, AWS_REGION or AWS_DEFAULT_REGION",
+    ),
+    (
+        "label limits from the environment",
+        [],
+        {"TWILIO_INSIGHTS_EXPORTER_LABELS__LIMITS": "{participant_label: ["},
+        "--labels.limits (from TWILIO_INSIGHTS_EXPORTER_LABELS__LIMITS): not a YAML mapping",
+    ),
 ]
 
 
@@ -180,3 +197,11 @@ def test_help_shows_real_defaults_and_types() -> None:
     assert "default factory" not in text
     assert "--webhook.max-body-size size" in text and "(default: 16MiB)" in text
     assert "--dedup.window duration" in text and "(default: 1d)" in text
+
+
+def test_without_the_webhook_nothing_listens_on_its_address_and_no_token_is_asked_for(tmp_path: Path) -> None:
+    with start_exporter("--no-webhook.enabled", tmp_path=tmp_path) as exporter:  # no TWILIO_AUTH_TOKEN: ready all the same
+        port = int(exporter.webhook_url.split(":")[2].split("/")[0])
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        assert "TWILIO_AUTH_TOKEN" not in exporter.log()

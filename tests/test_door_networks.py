@@ -6,6 +6,7 @@ import ipaddress
 
 import pytest
 
+from exporter import cli
 from exporter.config import load_config
 from exporter.network import SourceNetworks, config_warnings
 from tests.test_cli_errors import assert_no_secret, run
@@ -45,15 +46,16 @@ def test_an_ipv6_client_is_matched_against_ipv6_networks_only() -> None:
 
 
 def test_check_config_warns_about_allowed_networks_behind_a_proxy_without_trusted_proxies_and_the_insecure_mode() -> None:
-    settings = load_config(
+    # Both warnings reach --check-config through cli.warnings, the one place they are collected.
+    config = load_config(
         ["--webhook.allowed-networks=35.90.102.128/25", "--webhook.trust-forwarded-headers", "--webhook.insecure-skip-signature-verification"]
-    ).settings
+    )
 
-    warnings = config_warnings(settings.webhook)
+    warnings = cli.warnings(config)
 
     assert [w.split(":", 1)[0] for w in warnings] == [
+        "INSECURE",
         "--webhook.allowed-networks is set and forwarded headers are trusted (behind a proxy), but --webhook.trusted-proxies is empty",
-        "--webhook.insecure-skip-signature-verification is on",
     ]
 
 
@@ -73,7 +75,7 @@ def test_check_config_prints_the_warnings_on_stderr_and_still_exits_0() -> None:
     result = run("--check-config", "--webhook.insecure-skip-signature-verification")
 
     assert result.returncode == 0, result.stderr
-    assert result.stderr.startswith("warning: --webhook.insecure-skip-signature-verification is on")
+    assert result.stderr.startswith("twilio-insights-exporter: warning: INSECURE: webhook signatures are NOT verified")
     assert_no_secret(result.stdout, result.stderr)
 
 

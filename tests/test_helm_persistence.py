@@ -5,8 +5,8 @@ from __future__ import annotations
 import helm_python as helm
 import pytest
 
-from exporter.__main__ import _RUNNER_SHUTDOWN_TIMEOUT
 from exporter.config import WebhookSettings
+from exporter.listener import RUNNER_SHUTDOWN_TIMEOUT as _RUNNER_SHUTDOWN_TIMEOUT
 from tests.helm_chart import render
 
 REFUSAL = "persistence.enabled needs exactly one replica"

@@ -392,14 +392,17 @@ async def test_wrong_credentials_are_not_retried(make_rig: RigFactory) -> None:
     assert rig.value(PULL + "polls_total", outcome="failure") == 1
 
 
-async def test_a_poll_that_breaks_unexpectedly_is_counted_not_raised(rig: Rig) -> None:
+async def test_a_poll_that_breaks_unexpectedly_is_counted_not_raised(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     conference_with(rig.fake, 1, rig.time.now - 60, [participant(10)])
-    await rig.store.close()  # the next write to the state store raises
 
-    assert await rig.poll() is False
+    def broken(**_: Any) -> None:
+        raise RuntimeError("the state store broke")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rig.store, "commit_poll", broken)  # the poll's next state write raises
+        assert await rig.poll() is False
 
     assert rig.value(PULL + "polls_total", outcome="failure") == 1
-    rig.store.open()
     assert await rig.poll() is True
     assert rig.value(P + "summaries_total") == 1
 

@@ -32,13 +32,25 @@ def reopen(path: Path | None, clock: FakeClock) -> StateStore:
     return store
 
 
-def test_keys_added_are_there_after_a_reopen_and_kinds_stay_apart(tmp_path: Path) -> None:
+async def started(path: Path | None, clock: FakeClock) -> StateStore:
+    """A store open and its writer running, as the pipeline starts it."""
+    store = reopen(path, clock)
+    store.start()
+    return store
+
+
+async def add_keys(store: StateStore, *keys: tuple[str, str, float]) -> None:
+    """Keys written as a delivery writes them: one commit through the writer."""
+    future = store.commit(Commit([], list(keys)))
+    assert future is not None
+    await future
+
+
+async def test_keys_added_are_there_after_a_reopen_and_kinds_stay_apart(tmp_path: Path) -> None:
     clock = FakeClock()
-    store = reopen(tmp_path / "state.db", clock)
-    store.add_key(CONFERENCE_SID, "CF1", clock.now)
-    store.add_key(PARTICIPANT, "CP1", clock.now)
-    store.add_key(PARTICIPANT, "CP2", clock.now)
-    store.db.close()
+    store = await started(tmp_path / "state.db", clock)
+    await add_keys(store, (CONFERENCE_SID, "CF1", clock.now), (PARTICIPANT, "CP1", clock.now), (PARTICIPANT, "CP2", clock.now))
+    await store.close()
 
     clock.now += 3600
     store = reopen(tmp_path / "state.db", clock)
@@ -51,10 +63,11 @@ def test_keys_added_are_there_after_a_reopen_and_kinds_stay_apart(tmp_path: Path
     assert len(conferences) == 1 and len(participants) == 2
 
 
-def test_a_reloaded_key_expires_when_it_was_first_added_not_when_reloaded(tmp_path: Path) -> None:
+async def test_a_reloaded_key_expires_when_it_was_first_added_not_when_reloaded(tmp_path: Path) -> None:
     clock = FakeClock()
-    store = reopen(tmp_path / "state.db", clock)
-    store.add_key(PARTICIPANT, "CP1", clock.now)
+    store = await started(tmp_path / "state.db", clock)
+    await add_keys(store, (PARTICIPANT, "CP1", clock.now))
+    await store.close()
 
     clock.now += DAY - 1
     store = reopen(tmp_path / "state.db", clock)
@@ -65,12 +78,13 @@ def test_a_reloaded_key_expires_when_it_was_first_added_not_when_reloaded(tmp_pa
     assert "CP1" not in second
 
 
-def test_keys_older_than_the_window_are_neither_loaded_nor_kept(tmp_path: Path) -> None:
+async def test_keys_older_than_the_window_are_neither_loaded_nor_kept(tmp_path: Path) -> None:
     clock = FakeClock()
-    store = reopen(tmp_path / "state.db", clock)
-    store.add_key(PARTICIPANT, "CPold", clock.now)
+    store = await started(tmp_path / "state.db", clock)
+    await add_keys(store, (PARTICIPANT, "CPold", clock.now))
     clock.now += DAY / 2
-    store.add_key(PARTICIPANT, "CPnew", clock.now)
+    await add_keys(store, (PARTICIPANT, "CPnew", clock.now))
+    await store.close()
 
     clock.now += DAY / 2  # CPold is exactly one window old
     store = reopen(tmp_path / "state.db", clock)
@@ -111,21 +125,28 @@ def test_a_state_file_of_the_first_version_is_upgraded_in_place(tmp_path: Path) 
     assert store.load().journal == [] and store.load().series == []
 
 
-def test_watermark_and_pending_conferences_survive_a_reopen(tmp_path: Path) -> None:
+async def test_watermark_and_pending_conferences_survive_a_reopen(tmp_path: Path) -> None:
     clock = FakeClock()
-    store = reopen(tmp_path / "state.db", clock)
+    store = await started(tmp_path / "state.db", clock)
     assert store.watermark() is None
-    store.set_watermark(1_700_000_000.5)
-    store.set_watermark(1_700_000_060.5)
-    store.add_pending("CF1", 10.0)
-    store.add_pending("CF1", 20.0)  # first seen stays first
-    store.add_pending("CF2", 30.0)
-    store.remove_pending("CF2")
-    store.db.close()
+    futures = [
+        store.commit_poll(watermark=1_700_000_000.5),
+        store.commit_poll(watermark=1_700_000_060.5, pending=[("CF1", 10.0)]),
+        store.commit_poll(pending=[("CF1", 20.0), ("CF2", 30.0)]),  # first seen stays first
+        store.commit_poll(done=[("CF2", clock.now)], resolved=["CF2"]),
+    ]
+    # Read on the loop at once, before the writer has them on disk.
+    assert store.watermark() == 1_700_000_060.5
+    assert store.pending_conferences() == {"CF1": 10.0}
+    for future in futures:
+        assert future is not None
+        await future
+    await store.close()
 
     store = reopen(tmp_path / "state.db", clock)
     assert store.watermark() == 1_700_000_060.5
     assert store.pending_conferences() == {"CF1": 10.0}
+    assert store.count_keys(CONFERENCE_SID) == 1
 
 
 def test_the_file_is_sqlite_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None:
@@ -151,9 +172,8 @@ async def test_without_a_path_the_store_lives_in_memory_only() -> None:
     clock = FakeClock()
     store = reopen(None, clock)
     assert store.persistent is False
-    store.set_watermark(5.0)
-    store.add_key(CONFERENCE_SID, "CF1", clock.now)
-    assert store.count_keys(CONFERENCE_SID) == 1
+    assert store.commit_poll(watermark=5.0, done=[("CF1", clock.now)]) is None
+    assert store.watermark() == 5.0
     await store.close()
 
     store = reopen(None, clock)

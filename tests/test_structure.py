@@ -18,6 +18,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "exporter"
 LAYERS: tuple[tuple[str, ...], ...] = (
     # Entries: the exporter, and the demo sender (a client of the webhook, not part of the exporter).
     ("__main__", "demo"),
+    ("cli",),
+    ("listener",),
     ("app",),
     # The doors and the /metrics handler.
     ("webhook", "pull", "kinesis", "exposition"),
@@ -29,7 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("subjects",),
     ("recorder", "state", "parse"),
     ("config",),
-    ("metrics", "labels", "dedup", "models", "logs", "doors"),
+    ("metrics", "labels", "dedup", "models", "logs", "doors", "values"),
     ("families", "synthetic"),
     ("__init__",),
 )

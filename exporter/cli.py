@@ -1,0 +1,239 @@
+"""The command line: argv to a configuration or one line saying what is wrong, ``--check-config``, ``--version``.
+
+Every refusal is one line on stderr and exit status 1, never a traceback: a malformed flag, a
+bad value, a file that does not load, a state directory that is missing, a Kinesis stream with
+no region. ``--check-config`` refuses exactly what a start refuses (the same :func:`preflight`),
+prints the configuration (secrets masked) and writes the configuration's warnings on stderr;
+a start logs the same warnings (:func:`warnings`, the one place they are collected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError
+from pydantic import BeforeValidator, ValidationError
+
+from . import __version__, logs, network
+from .config import ENV_PREFIX, Config, Settings, find_config_file, load_config, yaml_location
+from .kinesis_api import resolve_region
+from .listener import StartupError, serve
+from .values import format_duration, format_size, parse_size
+from .webconfig import WebConfig, WebConfigError, load_web_config
+
+PROG = "twilio-insights-exporter"
+
+log = logging.getLogger("exporter")
+
+
+class CliError(Exception):
+    """A configuration the exporter refuses; the message is the one line printed."""
+
+
+def describe(
+    exc: ValidationError | ValueError, config_file: os.PathLike[str] | None = None, argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ
+) -> str:
+    """One line naming each setting (as its flag) and what is wrong; never the value, which may be a secret.
+
+    A setting given by an environment variable (and not by its flag) is named with the variable
+    too; an unknown key of the YAML file with the file, line and column where it is written.
+    """
+    if not isinstance(exc, ValidationError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False, include_context=False):
+        message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        loc = [str(part) for part in error["loc"]]
+        if error["type"] == "extra_forbidden":
+            # Only a file or the environment can name an unknown setting (argparse refuses unknown flags).
+            where = yaml_location(config_file, loc) if config_file is not None else None
+            problems.append(f"{where + ': ' if where else ''}{'.'.join(loc)}: not a known setting")
+            continue
+        # Settings' fields are flags; Secrets' and Config's errors name their variables themselves.
+        if exc.title == "Settings" and loc:
+            setting = "--" + ".".join(part.replace("_", "-") for part in loc)
+            problems.append(f"{setting}{_variable(loc, argv, environ)}: {message}")
+        else:
+            problems.append(message)
+    return "; ".join(problems)
+
+
+def _variable(loc: list[str], argv: Sequence[str], environ: Mapping[str, str]) -> str:
+    """`` (from VARIABLE)`` when the setting at ``loc`` (or the section holding it) came from the environment."""
+    for depth in range(len(loc), 0, -1):
+        flag = "--" + ".".join(part.replace("_", "-") for part in loc[:depth])
+        variable = ENV_PREFIX + "__".join(loc[:depth]).upper()
+        if variable in environ and not any(arg == flag or arg.startswith(flag + "=") for arg in argv):
+            return f" (from {variable})"
+    return ""
+
+
+def parse(argv: list[str]) -> Config:
+    """The configuration of ``argv``, the environment and the YAML file; :class:`CliError` if refused."""
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):
+            return load_config(argv, add_argument=help_argument)
+    except SystemExit as exc:
+        # argparse's usage block is a screenful for one misspelt flag: keep its last line, the error.
+        lines = usage.getvalue().strip().splitlines()
+        if exc.code:
+            error = lines[-1].removeprefix(PROG + ": ").removeprefix("error: ") if lines else "invalid command line"
+            raise CliError(f"{error} (see --help)") from None
+        raise  # --help printed its text: exit 0
+    except (ValidationError, ValueError) as exc:
+        raise CliError(f"invalid configuration: {describe(exc, find_config_file(argv, os.environ), argv)}") from None
+
+
+def preflight(config: Config) -> WebConfig | None:
+    """What a start would refuse beyond the settings themselves; the web configuration if there is one."""
+    settings = config.settings
+    web_config = None
+    if settings.web.config.file is not None:
+        try:
+            web_config = load_web_config(settings.web.config.file).config
+        except WebConfigError as exc:
+            raise CliError(f"invalid configuration: {exc}") from None
+    if settings.state.path is not None and not os.path.isdir(settings.state.path.parent or "."):
+        raise CliError(f"invalid configuration: --state.path={settings.state.path}: the directory {settings.state.path.parent} does not exist")
+    if settings.kinesis.stream_name is not None:
+        try:
+            region = resolve_region(settings.kinesis)
+        except BotoCoreError as exc:  # AWS_PROFILE names a profile that does not exist, ...
+            raise CliError(f"invalid configuration: --kinesis.region: {exc}") from None
+        if region is None:
+            raise CliError(
+                "invalid configuration: --kinesis.region: no AWS region: set --kinesis.region, AWS_REGION or AWS_DEFAULT_REGION "
+                "(or a region in the AWS profile)"
+            )
+    return web_config
+
+
+def warnings(config: Config) -> list[str]:
+    """What the configuration allows but an operator should know: the one place warnings are collected.
+
+    Logged at start, written on stderr by ``--check-config``. Other rooms' warnings (the network
+    checks, for one) are added to this list here.
+    """
+    settings = config.settings
+    found: list[str] = []
+    webhook = settings.webhook
+    if webhook.enabled and webhook.insecure_skip_signature_verification:
+        found.append(
+            "INSECURE: webhook signatures are NOT verified (--webhook.insecure-skip-signature-verification); "
+            "anyone who can reach the webhook can write metrics. Use for local trials only."
+        )
+    elif webhook.enabled and not config.secrets.auth_tokens():
+        found.append(
+            "no TWILIO_AUTH_TOKEN set: every webhook delivery is answered 503 (Twilio retries it)"
+            + (
+                "; without the webhook, set --webhook.enabled=false"
+                if settings.pull.enabled or settings.kinesis.stream_name
+                else " and /-/ready is 503"
+            )
+        )
+    if webhook.enabled:
+        found += network.config_warnings(webhook)
+    return found
+
+
+def check_config(config: Config, web_config: WebConfig | None) -> int:
+    """``--check-config``: the configuration on stdout (secrets masked), its warnings on stderr."""
+    settings = config.settings
+    summary: dict[str, object] = {
+        "settings": settings.model_dump(mode="json"),
+        "auth_tokens": len(config.secrets.auth_tokens()),
+        "pull_credentials": config.secrets.api_credentials() is not None,
+        "basic_auth": config.secrets.basic_auth_username is not None,
+    }
+    if web_config is not None:
+        tls = web_config.tls_server_config
+        summary["web_config"] = {
+            "tls": tls is not None,
+            "client_auth_type": tls.client_auth_type if tls else None,
+            "basic_auth_users": sorted(web_config.basic_auth_users),
+            "headers": sorted(web_config.http_server_config.headers),
+        }
+    print(json.dumps(summary, indent=2))
+    for warning in warnings(config):
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: exit 0 after a clean stop (or a good --check-config), 1 on a configuration or start-up error."""
+    argv = sys.argv[1:] if argv is None else argv
+    if "--version" in argv:
+        print(f"{PROG} {__version__}")
+        return 0
+    try:
+        config = parse(argv)
+        web_config = preflight(config)
+    except CliError as exc:
+        return _fail(str(exc))
+    settings = config.settings
+    logs.configure(settings.log.level, settings.log.format)
+    if settings.check_config:
+        return check_config(config, web_config)
+    for warning in warnings(config):
+        log.warning(warning)
+    try:
+        asyncio.run(serve(config))
+    except (StartupError, WebConfigError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def help_argument(parser: Any, *names: str, **kwargs: Any) -> Any:
+    """Add one flag to --help with its real default and type.
+
+    pydantic-settings writes ``(default: None)``, ``(default factory: dict)`` and ``int`` for a size
+    that accepts ``2MiB``; this hook (its documented ``add_argument_method``) rewrites the help and
+    metavar from the settings model before argparse sees them.
+    """
+    field = _field_and_default(kwargs.get("dest", ""))
+    help_text = kwargs.get("help")
+    if field is not None and isinstance(help_text, str) and help_text.endswith(")") and " (default" in help_text:
+        info, default = field
+        help_text = help_text[: help_text.rfind(" (default")]
+        is_size = any(isinstance(m, BeforeValidator) and m.func is parse_size for m in info.metadata)
+        if is_size:
+            kwargs["metavar"] = "size"
+            help_text += f" (default: {format_size(default)})"
+        elif isinstance(default, timedelta):
+            kwargs["metavar"] = "duration"
+            help_text += f" (default: {format_duration(default)})"
+        elif isinstance(default, bool):
+            help_text += f" (default: {str(default).lower()})"
+        elif default not in (None, {}, []):
+            help_text += f" (default: {default})"
+        kwargs["help"] = help_text
+    return parser.add_argument(*names, **kwargs)
+
+
+def _field_and_default(dest: str) -> tuple[Any, Any] | None:
+    """The field behind a flag's ``dest`` (``webhook.max_body_size``) and its default value."""
+    model: Any = Settings
+    info, default = None, None
+    for depth, part in enumerate(dest.split(".")):
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return None
+        info = fields[part]
+        default = info.get_default(call_default_factory=True) if depth == 0 else getattr(default, part)
+        model = info.annotation
+    return info, default

@@ -1,0 +1,109 @@
+"""/-/ready per mode, with the real factory: ready after every door started, Kinesis ready only while its shards list.
+
+The webhook application is started as ``serve`` starts it (its cleanup contexts: the state, the
+Kinesis consumer, readiness last), without listening (``--no-webhook.enabled``); the probe asks
+the metrics application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+
+from exporter.app import Apps, create_apps
+from exporter.config import load_config
+from tests.kinesis_server import AwsProxy
+from tests.test_kinesis import Stream, aws_environment, kinesalite, proxy, stream  # noqa: F401 (fixtures)
+
+
+@pytest.fixture
+async def started(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Any]]:
+    runners: list[web.AppRunner] = []
+    clients: list[TestClient] = []
+
+    async def start(*argv: str) -> tuple[Apps, TestClient]:
+        apps = create_apps(load_config(list(argv)), CollectorRegistry())
+        client = TestClient(TestServer(apps.metrics))
+        await client.start_server()
+        clients.append(client)
+        runner = web.AppRunner(apps.webhook)
+        await runner.setup()  # its cleanup contexts start; nothing listens
+        runners.append(runner)
+        return apps, client
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+    for client in clients:
+        await client.close()
+
+
+async def probe(client: TestClient) -> tuple[int, str]:
+    response = await client.get("/-/ready")
+    return response.status, await response.text()
+
+
+async def test_kinesis_mode_is_not_ready_while_listing_the_shards_fails_and_ready_once_it_answers(
+    started: Callable[..., Any],
+    proxy: AwsProxy,  # noqa: F811 (the fixture imported above)
+    stream: Stream,  # noqa: F811
+) -> None:
+    proxy.fail("ListShards", "AccessDeniedException", times=3)
+    apps, client = await started(
+        f"--kinesis.stream-name={stream.name}",
+        f"--kinesis.endpoint-url={proxy.url}",
+        "--kinesis.region=us-east-1",
+        "--kinesis.backoff=50ms",
+        "--kinesis.max-backoff=100ms",
+        "--no-webhook.enabled",
+    )
+    failing = (503, "Not ready: listing the Kinesis stream's shards fails (see kinesis_errors_total and the log).\n")
+    statuses: list[tuple[int, str]] = []
+
+    async def seen(expected: tuple[int, str]) -> bool:
+        statuses.append(await probe(client))
+        return statuses[-1] == expected
+
+    # Polled until each state shows (a listing is retried after its backoff), with a bound.
+    for expected in (failing, (200, "Ready.\n")):
+        end = time.monotonic() + 20
+        while not await seen(expected):
+            assert time.monotonic() < end, statuses[-5:]
+            await asyncio.sleep(0.01)  # a polling step, not synchronisation: the loop ends on the answer
+    assert proxy.calls["ListShards"] == 4  # three refused, the fourth answered
+    assert apps.runtime.ready is True
+
+
+async def test_readiness_comes_after_the_state_is_open_and_goes_before_it_closes(
+    started: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "token")
+    seen: list[tuple[str, bool]] = []
+    apps = create_apps(load_config([]), CollectorRegistry())
+    pipeline, runtime = apps.runtime.pipeline, apps.runtime
+    open_, close = pipeline.open, pipeline.close
+
+    async def watched_open() -> None:
+        seen.append(("open", runtime.ready))
+        await open_()
+
+    async def watched_close() -> None:
+        seen.append(("close", runtime.ready))
+        await close()
+
+    monkeypatch.setattr(pipeline, "open", watched_open)
+    monkeypatch.setattr(pipeline, "close", watched_close)
+    runner = web.AppRunner(apps.webhook)
+    await runner.setup()
+    seen.append(("started", runtime.ready))
+    await runner.cleanup()
+    seen.append(("stopped", runtime.ready))
+
+    assert seen == [("open", False), ("started", True), ("close", False), ("stopped", False)]
