@@ -31,7 +31,7 @@ import yaml
 from exporter.webconfig import WebConfigError, WebConfigHolder, load_web_config
 from tests.conftest import HarnessFactory
 from tests.exporter_process import ROOT, free_port, stop
-from tests.helpers import clean_environ
+from tests.helpers import clean_environ, until_blocking
 
 USER, PASSWORD = "prometheus", "scrape-password-1"
 
@@ -120,11 +120,7 @@ def get(url: str, context: ssl.SSLContext | None = None, auth: tuple[str, str] |
 
 
 def poll(what: str, check: Any, deadline_seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + deadline_seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.1)  # polling interval, not synchronisation: the loop ends on the condition
+    until_blocking(check, what, seconds=deadline_seconds, step=0.1)
 
 
 @dataclass
