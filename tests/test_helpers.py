@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -11,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from exporter.app import create_apps
 from exporter.config import load_config
 from tests.conftest import Harness, sample_sum
+from tests.e2e_prometheus import Prometheus, PrometheusError
 from tests.helpers import until, until_blocking
 
 E = "twilio_insights_exporter_"
@@ -126,3 +128,24 @@ async def test_until_ignores_what_it_is_told_to_and_chains_the_last() -> None:
     with pytest.raises(TimeoutError) as timeout:
         await until(lambda: 1 / 0, "a division", seconds=0.05, ignoring=(ZeroDivisionError,))
     assert isinstance(timeout.value.__cause__, ZeroDivisionError)
+
+
+class CannedPrometheus(Prometheus):
+    """The e2e helper over canned API answers: the series ``x_total{instance, job, code}`` only."""
+
+    def api(self, path: str, **params: str) -> Any:
+        if path == "labels":
+            return ["__name__", "code", "instance", "job"] if params["match[]"] == "x_total" else []
+        assert path == "query"
+        return {"resultType": "vector", "result": [{"metric": {}, "value": [params.get("time", "0"), "3"]}]}
+
+
+def test_the_prometheus_value_refuses_a_metric_or_label_name_prometheus_has_no_series_of() -> None:
+    prometheus = CannedPrometheus("http://unused", None)  # type: ignore[arg-type]
+
+    assert prometheus.value('sum(x_total{instance="a", code=~"5.."})') == 3
+    assert prometheus.value('sum(x_total{code="500"})', at=12.5) == 3
+    with pytest.raises(PrometheusError, match=r"no series called x_total has the labels \['instanc'\]"):
+        prometheus.value('sum(x_total{instanc="a"})')
+    with pytest.raises(PrometheusError, match="Prometheus has no series called y_total"):
+        prometheus.value('sum(rate(y_total{job="j"}[1m]))')
