@@ -84,8 +84,15 @@ def sample_sum(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 def snapshot(registry: CollectorRegistry, prefix: str = "twilio_conference_participant_") -> dict[tuple[str, tuple], float]:
-    """Every sample under ``prefix``, to show that something did not change."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in registry.collect() for s in family.samples if s.name.startswith(prefix)}
+    """Every sample under ``prefix``, to show that something did not change.
+
+    A prefix no metric of ``registry`` has is an error: two empty snapshots compare equal whatever
+    the code does.
+    """
+    families = [family for family in registry.collect() if family.name.startswith(prefix)]
+    if not families:
+        raise KeyError(f"no metric of this registry is called {prefix!r}...")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in families for s in family.samples if s.name.startswith(prefix)}
 
 
 @dataclass

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from exporter.app import create_apps
 from exporter.config import load_config
-from tests.conftest import Harness, sample_sum
+from tests.conftest import Harness, sample_sum, snapshot
 from tests.e2e_prometheus import Prometheus, PrometheusError
 from tests.helpers import until, until_blocking
 
@@ -60,6 +60,13 @@ def test_sample_sum_refuses_created_series_which_the_exporter_turns_off(registry
         sample_sum(registry, "outcomes_created")
     with pytest.raises(KeyError, match="seconds_created"):
         sample_sum(registry, "seconds_created")
+
+
+def test_snapshot_refuses_a_prefix_no_metric_has(registry: CollectorRegistry) -> None:
+    assert snapshot(registry, "outcomes") == {("outcomes_total", (("outcome", "recorded"),)): 2.0}
+    assert snapshot(registry, "overflow") == {}  # a family without samples yet: nothing to compare, but it exists
+    with pytest.raises(KeyError, match="no metric of this registry is called 'outcome_'"):
+        snapshot(registry, "outcome_")
 
 
 async def test_the_harness_value_is_as_strict_on_the_exporters_own_registry(harness: Harness) -> None:
