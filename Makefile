@@ -50,11 +50,16 @@ test-deps: venv
 	fi
 	npm ci --prefix tests/kinesalite --no-audit --no-fund --loglevel=error
 
+# The suite runs on every core (pytest-xdist), one module per worker at a time: a module's tests
+# share its fixtures (the real Prometheus stack, kinesalite) and run in order; every process a test
+# starts listens on a free port and writes under its own temporary directory.
+# PYTEST_JOBS=0 runs it in one process.
+PYTEST_JOBS ?= auto
 test: test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/python -m pytest $(ARGS)
+	$(VENV)/bin/python -m pytest -n $(PYTEST_JOBS) --dist loadfile $(ARGS)
 
 # Regenerate the dashboards, the rules file and the README's configuration table from their
 # Python sources (the test suite fails when a committed copy differs).

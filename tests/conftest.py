@@ -39,10 +39,12 @@ def fixture(name: str) -> Any:
     return copy.deepcopy(json.loads((FIXTURES / name).read_text()))
 
 
+# The sample names of each family type. No ``_created``: the exporter turns created series off
+# (prometheus_client.disable_created_metrics), so a test asking for one asks for nothing.
 _SUFFIXES = {
-    "counter": ("_total", "_created"),
+    "counter": ("_total",),
     "gauge": ("",),
-    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "histogram": ("_bucket", "_count", "_sum"),
     "info": ("_info",),
     "summary": ("", "_count", "_sum"),
     "stateset": ("",),
@@ -54,26 +56,43 @@ _SUFFIXES = {
 def sample_sum(registry: CollectorRegistry, name: str, **labels: str) -> float:
     """Sum of the samples called ``name`` whose labels include ``labels`` (0 when none match).
 
-    A name no metric of ``registry`` can have is an error, not 0: a misspelt name would otherwise
-    make every ``== 0`` assertion pass whatever the code does.
+    A name no metric of ``registry`` can have is an error, not 0, and so is a label name no sample
+    of ``name`` carries: a misspelt name would otherwise make every ``== 0`` assertion pass whatever
+    the code does. A family without samples yet (no child made) cannot say which labels it has: ask
+    it without labels (its sum is then 0).
     """
     total = 0.0
     known = False
+    label_names: set[str] = set()
+    sampled = False
     for family in registry.collect():
         if not known and any(name == family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",))):
             known = True
         for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-                known = True
+            if sample.name == name:
+                known = sampled = True
+                label_names.update(sample.labels)
+                if all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
     if not known:
         raise KeyError(f"no metric of this registry is called {name!r}")
+    if unknown := sorted(set(labels) - label_names):
+        if not sampled:
+            raise KeyError(f"{name!r} has no sample yet, so the label names {unknown} cannot be checked: ask without labels")
+        raise KeyError(f"no sample of {name!r} has the label names {unknown} (its labels: {sorted(label_names)})")
     return total
 
 
 def snapshot(registry: CollectorRegistry, prefix: str = "twilio_conference_participant_") -> dict[tuple[str, tuple], float]:
-    """Every sample under ``prefix``, to show that something did not change."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in registry.collect() for s in family.samples if s.name.startswith(prefix)}
+    """Every sample under ``prefix``, to show that something did not change.
+
+    A prefix no metric of ``registry`` has is an error: two empty snapshots compare equal whatever
+    the code does.
+    """
+    families = [family for family in registry.collect() if family.name.startswith(prefix)]
+    if not families:
+        raise KeyError(f"no metric of this registry is called {prefix!r}...")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in families for s in family.samples if s.name.startswith(prefix)}
 
 
 @dataclass

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import math
 import re
 import shutil
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,6 +29,7 @@ from aiohttp import web
 
 from tests.exporter_process import free_port, stop, wait_for
 from tests.fake_insights import FakeInsights
+from tests.helpers import until_blocking
 
 T = TypeVar("T")
 
@@ -40,6 +41,11 @@ BUILT_INS = {"__rate_interval": "1m", "__range": "1m", "__interval": "1s"}
 
 class PrometheusError(AssertionError):
     pass
+
+
+# A series selector with braces (``name{label="v", ...}``) and the label names of its matchers.
+_SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}")
+_MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 
 
 @dataclass
@@ -60,31 +66,78 @@ class Prometheus:
             raise PrometheusError(f"{path} {params}: {answer}")
         return answer["data"]
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        """An instant query's vector (a scalar answer becomes a one-element vector)."""
-        data = self.api("query", query=expr)
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query's vector at ``at`` (default: now); a scalar answer becomes a one-element vector."""
+        data = self.api("query", query=expr, **({} if at is None else {"time": repr(at)}))
         if data["resultType"] == "scalar":
             return [{"metric": {}, "value": data["result"]}]
         return data["result"]
 
-    def value(self, expr: str) -> float | None:
-        result = self.query(expr)
+    def value(self, expr: str, at: float | None = None) -> float | None:
+        """The first value of ``expr`` (None when it returns nothing).
+
+        Every ``name{matchers}`` in ``expr`` must name series Prometheus has, with those label
+        names (else PrometheusError): "nothing" from a misspelt name or label is not an answer.
+        """
+        self.check_selectors(expr)
+        result = self.query(expr, at)
         return float(result[0]["value"][1]) if result else None
 
-    def poll(self, what: str, check: Callable[[], bool], deadline_seconds: float = 30.0) -> None:
-        """Poll ``check`` until it holds or the deadline passes (then fail naming ``what``)."""
-        deadline = time.monotonic() + deadline_seconds
-        while not check():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Prometheus: {what} within {deadline_seconds}s")
-            time.sleep(0.1)  # polling interval, not synchronisation: the loop ends on the condition
+    def check_selectors(self, expr: str) -> None:
+        for name, matchers in _SELECTOR.findall(expr):
+            labels = set(self.api("labels", **{"match[]": name}))
+            if not labels:
+                raise PrometheusError(f"{expr}: Prometheus has no series called {name}")
+            if unknown := sorted(set(_MATCHER.findall(matchers)) - labels):
+                raise PrometheusError(f"{expr}: no series called {name} has the labels {unknown} (its labels: {sorted(labels)})")
 
-    def wait_for_scrapes(self, instance: str, count: int) -> None:
-        """Return once ``count`` more scrapes of ``instance`` have been stored."""
-        stamp = f'timestamp(up{{job="{JOB}", instance="{instance}"}})'
-        first = self.value(stamp)
+    def poll(self, what: str, check: Callable[[], bool], deadline_seconds: float = 30.0) -> None:
+        """Poll ``check`` until it holds or the deadline passes (then fail naming ``what``).
+
+        A PrometheusError (a series not scraped yet) counts as "not yet"; at the deadline it is the
+        cause the failure shows.
+        """
+        until_blocking(check, f"Prometheus: {what}", seconds=deadline_seconds, step=0.1, ignoring=(PrometheusError,))
+
+    def wait_for_scrapes(self, instance: str, count: int) -> float:
+        """Return once ``count`` more scrapes of ``instance`` have been stored, the last of them a
+        successful one: its timestamp.
+
+        A target's scrapes are stored one after the other, so every sample of ``instance`` up to
+        that instant is stored: a query at it answers the same whenever it is asked (a query at
+        "now" may not, as a scrape that started before now can be stored after the query). And it
+        is a successful scrape's: at the instant of a failed one (a scrape timeout on a busy
+        machine) Prometheus marks every series of the target stale, and a query there finds none.
+        """
+        up = f'up{{job="{JOB}", instance="{instance}"}}'
+        first = self.value(f"timestamp({up})")
         assert first is not None, f"{instance} was never scraped"
-        self.poll(f"{count} more scrapes of {instance}", lambda: (self.value(stamp) or 0) >= first + count - 0.5)
+        succeeded = f"timestamp({up} == 1)"  # the last scrape's timestamp, if it succeeded
+        return float(
+            until_blocking(
+                lambda: (last := self.value(succeeded)) is not None and last >= first + count - 0.5 and last,
+                f"Prometheus: {count} more scrapes of {instance}, the last one successful",
+                seconds=30,
+                step=0.1,
+                ignoring=(PrometheusError,),
+            )
+        )
+
+    def wait_for_evaluations_after(self, instant: float) -> None:
+        """Return once every rule group has been evaluated at a time after ``instant``."""
+
+        def evaluated_after() -> bool:
+            groups = self.api("rules")["groups"]
+            return bool(groups) and all(_epoch(group["lastEvaluation"]) > instant + group["interval"] for group in groups)
+
+        self.poll(f"every rule group evaluated after {instant}", evaluated_after)
+
+
+def _epoch(rfc3339: str) -> float:
+    """Prometheus' RFC 3339 timestamps (nanoseconds, Z) as seconds since the epoch; 0001-... (never) as 0."""
+    if rfc3339.startswith("0001"):
+        return 0.0
+    return datetime.datetime.fromisoformat(rfc3339).timestamp()
 
 
 @contextlib.contextmanager

@@ -6,14 +6,13 @@ import contextlib
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers import clean_environ
+from tests.helpers import clean_environ, until_blocking
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,19 +25,16 @@ def free_port() -> int:
 
 def wait_for(url: str, deadline_seconds: float = 20.0, proc: subprocess.Popen | None = None) -> None:
     """Poll ``url`` until it answers 200, the process dies, or the deadline passes."""
-    deadline = time.monotonic() + deadline_seconds
-    while True:
+
+    def answers() -> bool:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"exporter exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not answer 200 within {deadline_seconds}s")
-        time.sleep(0.05)  # polling interval, not synchronisation: the loop ends on the answer
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+
+    until_blocking(
+        answers, f"{url} answering 200", seconds=deadline_seconds, step=0.05, ignoring=(urllib.error.URLError, ConnectionError, TimeoutError)
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -1,10 +1,14 @@
-"""Small pieces the tests share: the environment they scrub, a fake clock, a signed URL's parts."""
+"""Small pieces the tests share: the environment they scrub, a fake clock, a signed URL's parts,
+and :func:`until`, the one way a test waits for something it cannot await."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -68,3 +72,67 @@ def signed_query(url: str) -> str:
     'bodySHA256=ab12'
     """
     return urlsplit(url).query
+
+
+async def until(
+    condition: Callable[[], Any],
+    what: str = "the condition",
+    *,
+    seconds: float = 10.0,
+    step: float = 0.02,
+    ignoring: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """Poll ``condition`` until it returns a true value (returned), or fail naming ``what``.
+
+    The one poll-until loop of the tests, for a test on an event loop: it sleeps on the loop
+    between checks, so what the test waits for runs meanwhile, and ``condition`` may be a
+    coroutine function. It gives up after ``seconds`` with a ``TimeoutError``. Exceptions of the
+    types in ``ignoring`` count as "not yet" (a server still starting); the last one is chained to
+    the timeout, so that the failure says what went wrong. :func:`until_blocking` is the same loop
+    for code without an event loop (a synchronous test, a thread).
+    """
+    deadline = _Deadline(what, seconds)
+    while True:
+        error = None
+        try:
+            result = condition()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result
+        except ignoring as exc:
+            error = exc
+        deadline.check(error)
+        await asyncio.sleep(step)  # a polling step on the loop, not synchronisation: the loop ends on the condition
+
+
+def until_blocking(
+    condition: Callable[[], Any],
+    what: str = "the condition",
+    *,
+    seconds: float = 10.0,
+    step: float = 0.02,
+    ignoring: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """:func:`until` for code without an event loop: it blocks between checks (never call it
+    from a coroutine that waits for something its own loop has to do)."""
+    deadline = _Deadline(what, seconds)
+    while True:
+        error = None
+        try:
+            if result := condition():
+                return result
+        except ignoring as exc:
+            error = exc
+        deadline.check(error)
+        time.sleep(step)  # a polling step, not synchronisation: the loop ends on the condition, bounded
+
+
+class _Deadline:
+    def __init__(self, what: str, seconds: float) -> None:
+        self.what, self.seconds = what, seconds
+        self.end = time.monotonic() + seconds
+
+    def check(self, last_error: BaseException | None) -> None:
+        if time.monotonic() > self.end:
+            raise TimeoutError(f"{self.what}: not within {self.seconds:g} s") from last_error

@@ -35,7 +35,6 @@ import json
 import shutil
 import socket
 import subprocess
-import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from tests.helpers import until_blocking
 
 ROOT = Path(__file__).resolve().parent.parent
 KINESALITE = ROOT / "tests" / "kinesalite" / "node_modules" / "kinesalite" / "index.js"
@@ -77,17 +78,19 @@ def start_kinesalite(log_dir: Path) -> Kinesalite:
             ".listen(+process.argv[2], '127.0.0.1')"
         )
         proc = subprocess.Popen([node, "-e", launcher, str(KINESALITE.parent), str(port)], stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while True:  # poll the port with a deadline: an external process
+
+    def listening() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"kinesalite exited with {proc.returncode}: {log.read_text()}")
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return Kinesalite(proc, f"http://127.0.0.1:{port}", log)
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"kinesalite did not listen within 20 s: {log.read_text()}")
-        time.sleep(0.05)
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        until_blocking(listening, "kinesalite listening", seconds=20, step=0.05)
+    except TimeoutError as exc:
+        proc.kill()
+        raise RuntimeError(f"{exc}: {log.read_text()}") from None
+    return Kinesalite(proc, f"http://127.0.0.1:{port}", log)
 
 
 @dataclass

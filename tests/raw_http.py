@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -17,15 +16,6 @@ from exporter.config import load_config
 from exporter.synthetic import sign
 from tests.conftest import TOKEN, Harness, sample_sum
 from tests.helpers import path_and_query
-
-
-async def until(condition: Callable[[], bool], deadline: float = 10.0) -> None:
-    """Wait for ``condition``, yielding to the loop between checks; fail after ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    while not condition():
-        assert time.monotonic() < end, "condition not met in time"
-        await asyncio.sleep(0.005)  # a polling step, not synchronisation: the loop ends on the condition
-
 
 Raw = Callable[["Harness | Served", bytes], Awaitable["RawDelivery"]]
 

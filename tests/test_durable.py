@@ -281,6 +281,7 @@ async def test_a_failed_state_write_answers_500_and_reports_unhealthy_until_rest
     assert (await harness.post(batches[1])).status == 500
     assert (await harness.metrics.get("/-/healthy")).status == 503
     assert (await harness.post(batches[2])).status == 500  # stays failed: memory is ahead of the disk
+    assert harness.value(E + "webhook_requests_total", code="500") == 2
 
     # The restart reloads what was committed; Twilio's retries count the rest once.
     restarted = await make_harness(flag)

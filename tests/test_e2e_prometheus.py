@@ -8,6 +8,11 @@ and it is counted once) and one summary that stays in_progress until the poller 
 second exporter, webhook-only and idle, is there to be stopped. Prometheus scrapes both every
 second with exemplar storage on and evaluates the generated rules file; the tests then ask it
 what Grafana and Alertmanager would.
+
+The questions about the data are asked at one instant, ``Stack.settled``: the last scrape of the
+busy exporter once all traffic was seen, so every sample up to it is stored. Asked at "now", two
+queries of one test could see different data (a scrape that started before the first query's
+instant is stored after it), and a test run later would see less traffic inside a one-minute window.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ class Stack:
     insights: FakeInsightsServer
     summaries: list[dict[str, Any]]
     started: float
+    settled: float  # the instant the data questions are asked at (module docstring)
 
     @property
     def instance(self) -> str:
@@ -107,14 +113,14 @@ def side_traffic(exporter: ExporterProcess, batch: list[dict[str, Any]]) -> None
     assert post(exporter, b"this is not JSON") == 400
 
 
-def total_summaries(prometheus: Prometheus, instance: str) -> float:
-    return prometheus.value(f'sum({metrics.SUMMARIES}_total{{instance="{instance}"}})') or 0.0
+def total_summaries(prometheus: Prometheus, instance: str, at: float | None = None) -> float:
+    return prometheus.value(f'sum({metrics.SUMMARIES}_total{{instance="{instance}"}})', at) or 0.0
 
 
-def pulled(prometheus: Prometheus, instance: str) -> float:
+def pulled(prometheus: Prometheus, instance: str, at: float | None = None) -> float:
     """Summaries the poller handed to the pipeline: recorded, or already pushed by the webhook."""
     events = f'{metrics.EVENTS}_total{{instance="{instance}", source="pull", outcome=~"{Outcome.RECORDED}|{Outcome.DUPLICATE}"}}'
-    return prometheus.value(f"sum({events})") or 0.0
+    return prometheus.value(f"sum({events})", at) or 0.0
 
 
 def publish(insights: FakeInsightsServer, summaries: list[dict[str, Any]]) -> None:
@@ -220,8 +226,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         prometheus.poll(f"{everything} summaries pulled", lambda: pulled(prometheus, instance) == everything)
         expired = f'{metrics.PULL_EXPIRED}_total{{instance="{instance}"}}'
         prometheus.poll("the in_progress summary given up", lambda: (prometheus.value(expired) or 0) >= 1)
-        prometheus.wait_for_scrapes(instance, 2)
-        yield Stack(prometheus, exporter, idle, insights, [summary for part in parts for summary in part], started)
+        settled = prometheus.wait_for_scrapes(instance, 2)
+        # Recording rules and alerts read what the rules before them recorded: once every group has
+        # been evaluated after the settled instant, each has seen all the traffic.
+        prometheus.wait_for_evaluations_after(settled)
+        yield Stack(prometheus, exporter, idle, insights, [summary for part in parts for summary in part], started, settled)
 
 
 @pytest.mark.parametrize("uid", sorted(DASHBOARDS))
@@ -230,7 +239,7 @@ def test_every_panel_query_of_the_dashboard_returns_data(stack, uid):
     queries = panel_queries(DASHBOARDS[uid])
     for title, expr in queries:
         try:
-            result = stack.prometheus.query(expr)
+            result = stack.prometheus.query(expr, stack.settled)
         except AssertionError as exc:
             errors.append(f"{title}: {exc}")
             continue
@@ -334,32 +343,32 @@ def test_exporter_down_alert_expression_fires_when_a_target_stops(stack):
 def test_no_summaries_alert_counts_from_the_last_summary(stack):
     no_summaries = next(alert for alert in rules.alerts() if alert.name == "TwilioInsightsNoSummaries")
     (since_last,) = no_summaries.probes
-    ages = {s["metric"]["instance"]: float(s["value"][1]) for s in stack.prometheus.query(since_last)}
-    # Both exporters started moments ago; the busy one has just recorded summaries.
+    ages = {s["metric"]["instance"]: float(s["value"][1]) for s in stack.prometheus.query(since_last, stack.settled)}
+    # Both exporters started moments before; the busy one had just recorded summaries.
     assert 0 <= ages[stack.instance] < 60
-    assert stack.prometheus.query(no_summaries.expr) == []
+    assert stack.prometheus.query(no_summaries.expr, stack.settled) == []
 
 
 def test_participants_both_pushed_and_pulled_are_counted_once(stack):
-    assert pulled(stack.prometheus, stack.instance) == len(stack.summaries)
-    assert total_summaries(stack.prometheus, stack.instance) == len(stack.summaries)
-    requests = stack.prometheus.query(f'{metrics.PULL_API_REQUESTS}_total{{instance="{stack.instance}", code="200"}} > 0')
+    assert pulled(stack.prometheus, stack.instance, stack.settled) == len(stack.summaries)
+    assert total_summaries(stack.prometheus, stack.instance, stack.settled) == len(stack.summaries)
+    requests = stack.prometheus.query(f'{metrics.PULL_API_REQUESTS}_total{{instance="{stack.instance}", code="200"}} > 0', stack.settled)
     assert {sample["metric"]["endpoint"] for sample in requests} == set(metrics.PULL_ENDPOINTS)
 
 
 def test_pull_failing_alert_watches_only_the_exporter_that_polls(stack):
     failing = next(alert for alert in rules.alerts() if alert.name == "TwilioInsightsPullFailing")
     (since_success,) = failing.probes
-    ages = {s["metric"]["instance"]: float(s["value"][1]) for s in stack.prometheus.query(since_success)}
-    # The polling exporter succeeded a moment ago; the webhook-only one is not watched at all.
+    ages = {s["metric"]["instance"]: float(s["value"][1]) for s in stack.prometheus.query(since_success, stack.settled)}
+    # The polling exporter had succeeded a moment before; the webhook-only one is not watched at all.
     assert list(ages) == [stack.instance]
     assert 0 <= ages[stack.instance] < 60
-    assert stack.prometheus.query(failing.expr) == []
+    assert stack.prometheus.query(failing.expr, stack.settled) == []
 
 
 def test_summaries_expired_alert_fires_for_the_summary_given_up(stack):
     expired = next(alert for alert in rules.alerts() if alert.name == "TwilioInsightsPullSummariesExpired")
-    firing = stack.prometheus.query(expired.expr)
+    firing = stack.prometheus.query(expired.expr, stack.settled)
     assert [sample["metric"] for sample in firing] == [{"job": JOB, "instance": stack.instance}]
     assert float(firing[0]["value"][1]) >= 1
 
@@ -373,7 +382,7 @@ def test_threshold_buckets_count_exactly_the_streams_past_twilios_thresholds(sta
         f'{metrics.LATENCY}_bucket{{stat="avg", le="0.15"}}': sum(st["latency"]["avg"] <= 150 for st in streams),
         f'{metrics.PACKET_LOSS}_bucket{{le="0.05"}}': sum(st["packet_loss_percentage"] <= 5 for st in streams),
     }
-    got = {selector: stack.prometheus.value(f'sum({selector[:-1]}, instance="{stack.instance}"}})') for selector in expected}
+    got = {selector: stack.prometheus.value(f'sum({selector[:-1]}, instance="{stack.instance}"}})', stack.settled) for selector in expected}
     assert got == {selector: float(count) for selector, count in expected.items()}
     assert 0 < expected[f'{metrics.MOS}_bucket{{le="3.5"}}'] < len(streams)
 
@@ -404,7 +413,7 @@ def test_promtool_check_metrics_is_clean_on_the_exporter_output(stack):
 def test_where_is_it_worse_ranks_slices_of_every_dimension_by_their_excess_over_the_account(stack):
     dashboard = DASHBOARDS[quality.UID]
     (panel,) = [p for p in dashboard["panels"] if p["title"] == "Slices furthest above the account"]
-    ranking = stack.prometheus.query(substitute(panel["targets"][0]["expr"], variable_values(dashboard)[0]))
+    ranking = stack.prometheus.query(substitute(panel["targets"][0]["expr"], variable_values(dashboard)[0]), stack.settled)
     assert 0 < len(ranking) <= 15
     assert all(set(row["metric"]) == {"signal", "dimension", "slice"} for row in ranking)
     assert {row["metric"]["dimension"] for row in ranking} <= set(settings.SLICE_DIMENSIONS)
@@ -413,7 +422,8 @@ def test_where_is_it_worse_ranks_slices_of_every_dimension_by_their_excess_over_
     threshold = next(t for t in rules.QUALITY_THRESHOLDS if t.tag == top["metric"]["signal"])
     dimension, value = top["metric"]["dimension"], top["metric"]["slice"]
     window = substitute("$__range", {})
-    at = top["value"][0]
-    slice_share = stack.prometheus.api("query", query=threshold.share(window, (f'{dimension}="{value}"',)), time=str(at))["result"]
-    account_share = stack.prometheus.api("query", query=threshold.share(window), time=str(at))["result"]
+    # The same instant as the ranking, at which every sample is stored already: the same data.
+    slice_share = stack.prometheus.query(threshold.share(window, (f'{dimension}="{value}"',)), stack.settled)
+    account_share = stack.prometheus.query(threshold.share(window), stack.settled)
+    assert top["value"][0] == pytest.approx(stack.settled, abs=0.001)
     assert float(top["value"][1]) == pytest.approx(float(slice_share[0]["value"][1]) - float(account_share[0]["value"][1]))

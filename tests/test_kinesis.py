@@ -30,6 +30,7 @@ from exporter.kinesis import SHARD_END, KinesisApi, KinesisConsumer
 from exporter.metrics import KINESIS_ERROR_KINDS, build_kinesis_metrics
 from exporter.synthetic import cloud_event, generate_summary, sink_test_event
 from tests.conftest import sample_sum
+from tests.helpers import scrub_environment, until
 from tests.kinesis_server import AwsProxy, Kinesalite, start_kinesalite
 
 E = "twilio_insights_exporter_"
@@ -90,12 +91,11 @@ class Stream:
         await self.active()
 
     async def active(self) -> None:
-        for _ in range(200):
+        async def is_active() -> bool:
             summary = await self.client.describe_stream_summary(StreamName=self.name)
-            if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
-                return
-            await asyncio.sleep(0.01)  # kinesalite with --createStreamMs 0: active at once; bounded anyway
-        raise AssertionError("stream never became ACTIVE")
+            return bool(summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE")
+
+        await until(is_active, "the stream ACTIVE", step=0.01)  # kinesalite with --createStreamMs 0: active at once; bounded anyway
 
 
 @pytest.fixture
@@ -410,14 +410,37 @@ async def test_the_exporter_consumes_the_stream_in_the_background(proxy: AwsProx
     await stream.put(summary_event(1), SHARD0)
     await stream.put(summary_event(2), SHARD1)
     async with TestClient(TestServer(apps.webhook)), TestClient(TestServer(apps.metrics)) as client:
-        for _ in range(400):  # the consumer is a background task: poll its metric, bounded
-            if registry.get_sample_value(E + "events_total", {"source": "kinesis", "type": "summary", "outcome": "recorded"}) == 2:
-                break
-            await asyncio.sleep(0.025)
+        # The consumer is a background task: poll its metric, bounded.
+        await until(lambda: registry.get_sample_value(E + "events_total", {"source": "kinesis", "type": "summary", "outcome": "recorded"}) == 2)
         text = await (await client.get("/metrics")).text()
     assert registry.get_sample_value(E + "events_total", {"source": "kinesis", "type": "summary", "outcome": "recorded"}) == 2
     assert f"{K}records_read_total 2.0" in text
     assert f'{K}errors_total{{kind="throttled"}} 0.0' in text
+
+
+async def test_a_kinesis_only_exporter_without_an_auth_token_is_ready_while_its_webhook_answers_503(
+    proxy: AwsProxy, stream: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readiness per mode: without a token a webhook exporter is not ready (tests/test_webhook_edges.py),
+    but one that consumes Kinesis needs no token for what it reads, so it is."""
+    scrub_environment(monkeypatch)  # no TWILIO_AUTH_TOKEN, whatever the developer's shell holds
+    config = load_config(
+        [f"--kinesis.stream-name={stream.name}", "--kinesis.region=us-east-1", f"--kinesis.endpoint-url={proxy.url}", "--kinesis.poll-interval=50ms"]
+    )
+    registry = CollectorRegistry()
+    apps = create_apps(config, registry)
+    await stream.put(summary_event(1), SHARD0)
+    async with TestClient(TestServer(apps.webhook)) as webhook, TestClient(TestServer(apps.metrics)) as metrics:
+        await until(
+            lambda: sample_sum(registry, E + "events_total", source="kinesis", type="summary", outcome="recorded") == 1, "the record consumed"
+        )
+        ready = await metrics.get("/-/ready")
+        delivery = await webhook.post("/events", data=b"[]")
+
+    assert ready.status == 200
+    assert delivery.status == 503
+    assert sample_sum(registry, E + "webhook_rejections_total", reason="no_auth_token_configured") == 1
+    assert sample_sum(registry, E + "events_total", source="webhook") == 0
 
 
 def test_help_says_which_start_position_loses_nothing(capsys: pytest.CaptureFixture[str]) -> None:
@@ -462,11 +485,7 @@ async def test_the_running_service_follows_a_split_to_the_children(proxy: AwsPro
     consumer = KinesisConsumer(harness.settings, KinesisApi(harness.settings), harness.sink, build_kinesis_metrics(CollectorRegistry()))
 
     async def recorded(expected: int) -> None:
-        for _ in range(400):  # bounded: 400 x 25 ms
-            if harness.recorded() == expected:
-                return
-            await asyncio.sleep(0.025)
-        raise AssertionError(f"{harness.recorded()} recorded, expected {expected}")
+        await until(lambda: harness.recorded() == expected, f"{expected} recorded")
 
     await consumer.start()
     task = asyncio.create_task(consumer.run())

@@ -15,7 +15,8 @@ import pytest
 
 from exporter.synthetic import batch_body, cloud_event, generate_summary
 from tests.conftest import Harness, HarnessFactory
-from tests.raw_http import Raw, RawDelivery, raw_connections, until
+from tests.helpers import until
+from tests.raw_http import Raw, RawDelivery, raw_connections
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"

@@ -34,7 +34,7 @@ from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests import fake_insights as fi
 from tests.conftest import REST_PARTICIPANT_LABELS, fixture, sample_sum
 from tests.exporter_process import start_exporter
-from tests.helpers import FakeClock, path_and_query, scrub_environment
+from tests.helpers import FakeClock, path_and_query, scrub_environment, until
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"
@@ -475,15 +475,6 @@ def pull_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", fi.AUTH_TOKEN)
 
 
-async def until(condition: Callable[[], bool], deadline: float = 10.0) -> None:
-    """Wait for ``condition``, yielding to the loop between checks; fail after ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)  # a polling step, not synchronisation: the loop ends on the condition
-
-
 @dataclass
 class Service:
     webhook: TestClient
@@ -608,12 +599,15 @@ async def test_real_process_stays_ready_while_the_api_fails_then_catches_up_and_
 
         async def until_metric(base: str, key: str, at_least: float) -> dict[str, float]:
             """Scrape until ``key`` reaches ``at_least``; readiness must hold all along."""
-            end = time.monotonic() + 20
-            while (seen := await scrape(base)).get(key, 0) < at_least:
+
+            async def reached() -> dict[str, float] | None:
+                seen = await scrape(base)
+                if seen.get(key, 0) >= at_least:
+                    return seen
                 assert await ready(base) == 200
-                assert time.monotonic() < end, f"{key} did not reach {at_least}: {seen.get(key)}"
-                await asyncio.sleep(0.02)  # a polling step; the loop ends on the condition
-            return seen
+                return None
+
+            return await until(reached, f"{key} reaching {at_least}", seconds=20)
 
         # start_exporter blocks while it waits for readiness: in a thread, so the fake API (on
         # this loop) answers meanwhile.

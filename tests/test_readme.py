@@ -8,6 +8,7 @@ copy, as a reader would type them; the server blocks run until ready and are the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -16,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -27,7 +27,7 @@ import yaml
 
 from exporter.webconfig import WebConfig
 from tests.exporter_process import free_port
-from tests.helpers import clean_environ
+from tests.helpers import clean_environ, until_blocking
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -42,7 +42,7 @@ BLOCKS = {
     "twilio api:events:v1:sinks:create --description": "needs a Twilio account",
     "TWILIO_ACCOUNT_SID=ACxxxxxxxx TWILIO_AUTH_TOKEN=your_auth_token \\": "server",
     "make generate": "output",
-    ".venv/bin/python -m pytest tests/test_dashboards.py": "the test suite runs these tests itself",
+    'make test ARGS="tests/test_dashboards.py': "the test suite runs these tests itself",
     "podman build -t registry.example.com/twilio-insights-exporter:0.1.0 .": "needs a registry to push to; tests/test_image.py builds the image",
     "kubectl create namespace monitoring": "needs a Kubernetes cluster; tests/test_helm_*.py render and lint the chart",
     "make bench": "the benchmarks run for minutes: make bench",
@@ -72,10 +72,10 @@ def shell_blocks(text: str) -> list[Block]:
 
 
 def use_of(block: Block) -> str:
-    """What BLOCKS says of a block, found by the start of its first line; fails for an unknown block."""
-    uses = [use for start, use in BLOCKS.items() if block.first_line.startswith(start)]
-    assert len(uses) == 1, f"classify this README shell block in tests/test_readme.py:BLOCKS: {block.first_line!r}"
-    return uses[0]
+    """What BLOCKS says of a block, found by the longest start of its first line; fails for an unknown block."""
+    starts = [start for start in BLOCKS if block.first_line.startswith(start)]
+    assert starts, f"classify this README shell block in tests/test_readme.py:BLOCKS: {block.first_line!r}"
+    return BLOCKS[max(starts, key=len)]
 
 
 def test_every_shell_block_is_run_or_says_why_not():
@@ -84,6 +84,20 @@ def test_every_shell_block_is_run_or_says_why_not():
         use_of(block)
     gone = [start for start in BLOCKS if not any(block.first_line.startswith(start) for block in blocks)]
     assert gone == [], "blocks named in BLOCKS are gone from the README"
+
+
+def test_every_test_command_of_the_readme_installs_what_the_tests_need_and_names_files_that_exist():
+    """`.venv/bin/python -m pytest` after `make run` fails (no pytest, no kinesalite): a test command
+    of the README goes through `make test`, or says that `make test-deps` comes first."""
+    commands = [line for block in shell_blocks(README) for line in block.code.splitlines() if "pytest" in line or line.startswith("make test")]
+    assert commands, "the README shows how to run the tests"
+    for command in commands:
+        assert command.startswith("make test"), f"{command!r}: run the tests through make test (it installs their tools)"
+        for name in re.findall(r"tests/\S+?\.py", command):
+            assert (ROOT / name).is_file(), f"{command!r}: {name} does not exist"
+    prose = [line for line in README.splitlines() if ".venv/bin/python -m pytest" in line]
+    context = README[README.index(prose[0]) - 400 : README.index(prose[0])] if prose else ""
+    assert not prose or "make test-deps" in context, "a bare pytest command in the README must say that make test-deps comes first"
 
 
 def fresh_copy(destination: Path) -> Path:
@@ -128,9 +142,8 @@ def stop_group(proc: subprocess.Popen[str], ports: dict[str, int]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     # The exporter may outlive make by a moment: wait until the ports are released.
-    deadline = time.monotonic() + 15
-    while not all(port_free(port) for port in ports.values()) and time.monotonic() < deadline:
-        time.sleep(0.1)  # polling interval, not synchronisation: the loop ends when the ports are free
+    with contextlib.suppress(TimeoutError):  # a port still held is the next block's failure to report
+        until_blocking(lambda: all(port_free(port) for port in ports.values()), "the ports released", seconds=15, step=0.1)
 
 
 def test_the_readme_shell_blocks_work_as_written_in_a_fresh_copy(tmp_path: Path):
@@ -158,11 +171,11 @@ def test_the_readme_shell_blocks_work_as_written_in_a_fresh_copy(tmp_path: Path)
         try:
             if use == "server":
                 # The first block installs into .venv first: minutes on a cold pip cache.
-                deadline = time.monotonic() + 600
-                while not ready(ports["web"]):
+                def served() -> bool:
                     assert proc.poll() is None, f"{block.first_line!r} exited {proc.returncode}: {proc.stderr.read()[-3000:] if proc.stderr else ''}"
-                    assert time.monotonic() < deadline, f"{block.first_line!r}: not ready within 600 s"
-                    time.sleep(0.5)  # polling interval, not synchronisation: the loop ends on the answer
+                    return ready(ports["web"])
+
+                until_blocking(served, f"{block.first_line!r} ready", seconds=600, step=0.5)
             else:
                 out, err = proc.communicate(timeout=900)
                 assert proc.returncode == 0, f"{block.first_line!r} exited {proc.returncode}:\n{err[-3000:]}"

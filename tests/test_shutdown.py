@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests.exporter_process import ExporterProcess, start_exporter
 from tests.helm_chart import render
-from tests.helpers import path_and_query
+from tests.helpers import path_and_query, until_blocking
 
 TOKEN = "shutdown-test-token"
 ENV = {"TWILIO_AUTH_TOKEN": TOKEN}
@@ -57,10 +57,7 @@ def metric(exporter: ExporterProcess, name: str) -> float:
 
 
 def poll(condition, what: str, deadline: float = 10.0) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        assert time.monotonic() < end, f"{what} not within {deadline}s"
-        time.sleep(0.02)  # polling an external process, bounded by the deadline
+    until_blocking(condition, what, seconds=deadline)
 
 
 class HeldDelivery:

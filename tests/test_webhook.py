@@ -181,6 +181,9 @@ async def test_right_basic_credentials_do_not_replace_the_signature(basic: Harne
     response = await basic.post(events(1), token=None, headers=_basic("twilio", "s3cret"))
 
     assert response.status == 403
+    assert basic.value(E + "signature_failures_total", reason="missing_signature") == 1
+    assert basic.value(E + "basic_auth_failures_total") == 0
+    assert basic.value(P + "summaries_total") == 0
 
 
 # --- whole-request rejections ------------------------------------------------------------------
@@ -436,9 +439,12 @@ async def test_health_and_readiness_endpoints_answer_on_the_metrics_listener(har
 
 
 async def test_readiness_fails_once_shutdown_begins(harness: Harness) -> None:
+    assert (await harness.metrics.get("/-/ready")).status == 200
     await harness.client.app.shutdown()
 
-    assert (await harness.metrics.get("/-/ready")).status == 503
+    response = await harness.metrics.get("/-/ready")
+    assert response.status == 503
+    assert await response.text() == "Not ready.\n"
 
 
 async def test_request_duration_is_observed_for_every_answer(harness: Harness) -> None:

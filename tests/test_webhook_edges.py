@@ -13,8 +13,8 @@ import pytest
 from exporter.logs import Throttle
 from exporter.synthetic import batch_body, cloud_event, generate_summary
 from tests.conftest import TOKEN, HarnessFactory
-from tests.helpers import FakeClock, scrub_environment
-from tests.raw_http import Raw, Served, raw_connections, served_webhooks, until
+from tests.helpers import FakeClock, scrub_environment, until
+from tests.raw_http import Raw, Served, raw_connections, served_webhooks
 
 
 @pytest.fixture
