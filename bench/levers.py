@@ -25,7 +25,7 @@ is worth goes into docs/performance.md, "Against the naive peer".
 * **switch**: the durable path in process (the real ``Pipeline`` with a ``StateStore`` on a
   temporary file, its writer thread, single-event deliveries awaited one by one as the
   webhook does) under ``sys.setswitchinterval(0.005)`` (Python's default) and ``0.001`` (what
-  ``exporter/__main__.py`` sets), and the in-memory pipeline beside them.
+  ``exporter/listener.py`` sets), and the in-memory pipeline beside them.
 * **profile**: py-spy on the real exporter under the HTTP bench's single-event load (warm):
   the share of samples in each step of the path, and the functions with most samples of their own.
 """
@@ -54,9 +54,10 @@ from prometheus_client import CollectorRegistry
 from pydantic import TypeAdapter
 
 from exporter import synthetic
+from exporter.metrics import Source
 from exporter.models import CloudEvent, ParticipantSummary, loads
-from exporter.pipeline import journaled
 from exporter.recorder import Recorder, _exemplar
+from exporter.subjects import PARTICIPANT
 
 from . import workload
 from .httpbench import CONNECTIONS
@@ -78,7 +79,7 @@ def _pool() -> list[workload.LabelSet]:
 
 def _seeded_recorder() -> Recorder:
     """The real recorder of a fresh app, seeded warm (every label set of the pool, 20 times)."""
-    recorder: Recorder = _apps().runtime.pipeline.recorder
+    recorder: Recorder = _apps().runtime.subjects[PARTICIPANT].recorder  # type: ignore[assignment]
     for event in workload.events(len(_pool()) * 20, seed=98, pool=_pool()):
         summary = ParticipantSummary.model_validate(event["data"])
         recorder.apply(recorder.plan(summary))
@@ -369,7 +370,8 @@ def reply_lever(repeats: int) -> dict[str, float]:
 
 def journal_lever(repeats: int) -> dict[str, dict[str, float]]:
     recorder = _seeded_recorder()
-    changes = [journaled(recorder.plan(ParticipantSummary.model_validate(e["data"]))) for e in workload.events(2000, seed=99, pool=_pool())]
+    journaled = _apps().runtime.subjects[PARTICIPANT].journaled
+    changes = [journaled(recorder.plan(ParticipantSummary.model_validate(e["data"])))[1] for e in workload.events(2000, seed=99, pool=_pool())]
     family_index = {f.name: i for i, f in enumerate(recorder.families())}
     names = [f.name for f in recorder.families()]
 
@@ -458,16 +460,17 @@ def switch_lever(repeats: int, count: int = 1500) -> dict[str, float]:
             variants = variants[rep % 3 :] + variants[: rep % 3]
             for name, interval, durable in variants:
                 flags = [f"--state.path={Path(tmp) / f'state-{rep}-{interval}.sqlite'}"] if durable else []
-                pipeline = _apps(*flags).runtime.pipeline
+                runtime = _apps(*flags).runtime
+                recorder = runtime.subjects[PARTICIPANT].recorder
                 for event in workload.events(len(pool) * 20, seed=98 + rep, pool=pool):
                     summary = ParticipantSummary.model_validate(event["data"])
-                    pipeline.recorder.apply(pipeline.recorder.plan(summary))
+                    recorder.apply(recorder.plan(summary))
                 raw = [loads(synthetic.batch_body([e]))[0] for e in workload.events(count, seed=1000 + rep, pool=pool)]
-                cpu, writer = asyncio.run(_deliver_all(pipeline, raw, interval))
+                cpu, writer, commits = asyncio.run(_deliver_all(runtime, raw, interval))
                 timings.setdefault(f"{name}: CPU", []).append(cpu / count * 1e6)
                 if durable:
                     timings.setdefault(f"{name}: of it the writer thread", []).append(writer / count * 1e6)
-                    timings.setdefault(f"{name}: commits per delivery", []).append(pipeline.store.commits / count)
+                    timings.setdefault(f"{name}: commits per delivery", []).append(commits / count)
     sys.setswitchinterval(0.005)
     return {name: statistics.median(values) for name, values in timings.items()}
 
@@ -479,10 +482,20 @@ def _thread_cpu(native_id: int | None) -> float:
     return int(Path(f"/proc/self/task/{native_id}/schedstat").read_text().split()[0]) / 1e9
 
 
-async def _deliver_all(pipeline: Any, raw: list[Any], interval: float) -> tuple[float, float]:
-    """(process CPU, writer thread CPU) seconds for delivering ``raw`` one event a delivery."""
-    await pipeline.open()
-    writer = pipeline.store._thread.native_id if pipeline.store._thread is not None else None
+async def _deliver_all(runtime: Any, raw: list[Any], interval: float) -> tuple[float, float, int]:
+    """(process CPU, writer thread CPU) seconds and the commits made, delivering ``raw`` one event a delivery."""
+    pipeline, store = runtime.pipeline, runtime.state
+    await runtime.durable.open()
+    writer = store._thread.native_id if store._thread is not None else None
+    commits = 0
+    real_commit = store.commit
+
+    def counted(commit: Any) -> Any:
+        nonlocal commits
+        commits += 1
+        return real_commit(commit)
+
+    store.commit = counted
     sys.setswitchinterval(interval)
     try:
         gc.collect()
@@ -490,15 +503,15 @@ async def _deliver_all(pipeline: Any, raw: list[Any], interval: float) -> tuple[
 
         async def connection() -> None:
             for event in events:
-                await pipeline.deliver([event], "webhook")
+                await pipeline.deliver([event], Source.WEBHOOK)
 
         cpu, writer_cpu = time.process_time(), _thread_cpu(writer)
         # As many deliveries in flight as the HTTP bench's connections: commits group as there.
         await asyncio.gather(*(connection() for _ in range(CONNECTIONS)))
-        return time.process_time() - cpu, _thread_cpu(writer) - writer_cpu
+        return time.process_time() - cpu, _thread_cpu(writer) - writer_cpu, commits
     finally:
         sys.setswitchinterval(0.005)
-        await pipeline.close()
+        await runtime.durable.close()
 
 
 # -- (e) where the CPU per request goes: py-spy on the exporter under single-event load -------
