@@ -18,8 +18,8 @@ from twilio.request_validator import RequestValidator
 from exporter.intake import MemoryBudget
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests.conftest import TOKEN, HarnessFactory
-from tests.helpers import path_and_query, scrub_environment
-from tests.raw_http import Raw, RawDelivery, Served, raw_connections, served_webhooks, until
+from tests.helpers import path_and_query, scrub_environment, until
+from tests.raw_http import Raw, RawDelivery, Served, raw_connections, served_webhooks
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"

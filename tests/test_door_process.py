@@ -10,7 +10,8 @@ from exporter.intake import MemoryBudget
 from exporter.synthetic import batch_body, cloud_event, generate_summary
 from tests.conftest import TOKEN
 from tests.exporter_process import start_exporter
-from tests.raw_http import RawDelivery, until
+from tests.helpers import until
+from tests.raw_http import RawDelivery
 from tests.test_door import announcing, forged
 from tests.test_shutdown import get, metric
 

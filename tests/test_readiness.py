@@ -87,8 +87,8 @@ async def test_readiness_comes_after_the_state_is_open_and_goes_before_it_closes
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", "token")
     seen: list[tuple[str, bool]] = []
     apps = create_apps(load_config([]), CollectorRegistry())
-    pipeline, runtime = apps.runtime.pipeline, apps.runtime
-    open_, close = pipeline.open, pipeline.close
+    durable, runtime = apps.runtime.durable, apps.runtime
+    open_, close = durable.open, durable.close
 
     async def watched_open() -> None:
         seen.append(("open", runtime.ready))
@@ -98,8 +98,8 @@ async def test_readiness_comes_after_the_state_is_open_and_goes_before_it_closes
         seen.append(("close", runtime.ready))
         await close()
 
-    monkeypatch.setattr(pipeline, "open", watched_open)
-    monkeypatch.setattr(pipeline, "close", watched_close)
+    monkeypatch.setattr(durable, "open", watched_open)
+    monkeypatch.setattr(durable, "close", watched_close)
     runner = web.AppRunner(apps.webhook)
     await runner.setup()
     seen.append(("started", runtime.ready))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from exporter.state import Commit
 from exporter.subjects import PARTICIPANT
-from tests.raw_http import until
+from tests.helpers import until
 from tests.test_pull import P, RigFactory, conference_with, fake, fake_server, make_rig, participant  # noqa: F401 (fixtures)
 
 # What the issue asks: a timer on the loop fires within this while the writer holds a long commit.
