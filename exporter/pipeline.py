@@ -131,6 +131,8 @@ class Pipeline:
             summary = parse.summary(subject.model, subject.key_field, raw)
         except parse.InvalidEvent as invalid:
             return self._invalid(source, EventType.SUMMARY, invalid)
+        if not subject.is_final(summary):
+            return self._count(source, EventType.SUMMARY, Outcome.NOT_FINAL)
         return self._record(subject, summary, source, batch)
 
     def _record(self, subject: Subject, summary: Any, source: Source, batch: _Batch) -> Outcome:

@@ -24,13 +24,30 @@ from pydantic import BaseModel
 
 from .config import Config
 from .dedup import Window
-from .labels import LabelPolicy
-from .models import SUMMARY_TYPES, ParticipantSummary
-from .recorder import Change, Family, Recorder, Series
+from .labels import LabelPolicy, call_label_policy, conference_label_policy
+from .models import (
+    CALL_SUMMARY_COMPLETE,
+    CALL_SUMMARY_PARTIAL,
+    CALL_SUMMARY_PREDICTED,
+    CONFERENCE_SUMMARY_COMPLETE,
+    CONFERENCE_SUMMARY_PARTIAL,
+    SUMMARY_TYPES,
+    CallSummary,
+    ConferenceSummary,
+    ParticipantSummary,
+)
+from .recorder import CallRecorder, Change, ConferenceRecorder, Family, Recorder, Series
 from .state import JournaledChange
 
 # The participant summary (Conference Participant Summary): the first subject.
 PARTICIPANT = "participant"
+# The Call Summary (Voice Insights' summary of every call) and the Conference Summary.
+CALL = "call"
+CONFERENCE = "conference"
+
+
+def _always_final(_: Any) -> bool:
+    return True
 
 
 class SummaryRecorder(Protocol):
@@ -68,6 +85,9 @@ class Subject:
     # CloudEvent types carrying this subject: final ones are recorded, the others acknowledged only.
     final_types: frozenset[str]
     not_final_types: frozenset[str] = frozenset()
+    # Whether a summary of a final type is final itself: a conference's ``.complete`` event may
+    # still say ``in_progress`` (acknowledged, not recorded: the final one or the REST pull follows).
+    is_final: Callable[[Any], bool] = _always_final
 
     def key(self, summary: BaseModel) -> str:
         """The summary's dedup key (validated present and non-empty by the model)."""
@@ -125,4 +145,26 @@ def build_subjects(config: Config, registry: CollectorRegistry, clock: Callable[
         recorder=Recorder(registry, policy, settings.buckets.resolved()),
         final_types=SUMMARY_TYPES,
     )
-    return Subjects([participant])
+    # Calls and conferences: their own windows (a key of each subject's own in the state file, so
+    # the poller's conference_sid keys, "participants done", are another thing), label policies
+    # with their own caps and label-set budgets (exporter/labels.py), families (exporter/metrics.py).
+    call = Subject(
+        name=CALL,
+        model=CallSummary,
+        key_field="call_sid",
+        window=Window(dedup.window.total_seconds(), dedup.max_entries, clock=clock),
+        recorder=CallRecorder(registry, call_label_policy()),
+        final_types=frozenset({CALL_SUMMARY_COMPLETE}),
+        not_final_types=frozenset({CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED}),
+    )
+    conference = Subject(
+        name=CONFERENCE,
+        model=ConferenceSummary,
+        key_field="conference_sid",
+        window=Window(dedup.window.total_seconds(), dedup.max_entries, clock=clock),
+        recorder=ConferenceRecorder(registry, conference_label_policy()),
+        final_types=frozenset({CONFERENCE_SUMMARY_COMPLETE}),
+        not_final_types=frozenset({CONFERENCE_SUMMARY_PARTIAL}),
+        is_final=lambda summary: summary.final(),
+    )
+    return Subjects([participant, call, conference])

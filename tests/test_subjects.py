@@ -17,7 +17,7 @@ from exporter.metrics import Source
 from exporter.models import SUMMARY_TYPES
 from exporter.pipeline import Pipeline
 from exporter.runtime import Runtime
-from exporter.subjects import PARTICIPANT, Subjects
+from exporter.subjects import CALL, CONFERENCE, PARTICIPANT, Subjects
 from exporter.synthetic import cloud_event, generate_summary
 from tests.conftest import fixture, sample_sum
 
@@ -43,7 +43,7 @@ def summary(n: int) -> dict[str, Any]:
 
 
 async def test_an_event_type_no_subject_carries_is_acknowledged_ignored_and_counted(runtime: Runtime) -> None:
-    unknown = cloud_event(summary(1), event_type="com.twilio.voice.insights.call-summary.complete")
+    unknown = cloud_event(summary(1), event_type="com.twilio.voice.insights.recording-summary.complete")
 
     assert await runtime.pipeline.deliver([unknown], Source.WEBHOOK) == {"ignored": 1}
 
@@ -110,5 +110,7 @@ def test_two_subjects_may_not_share_a_name_or_an_event_type(runtime: Runtime) ->
 
 
 def test_the_exposition_serves_the_families_of_every_subject(runtime: Runtime) -> None:
-    assert runtime.subjects.families() == runtime.subjects[PARTICIPANT].recorder.families()
+    every = [family for name in (PARTICIPANT, CALL, CONFERENCE) for family in runtime.subjects[name].recorder.families()]
+    assert runtime.subjects.families() == every
+    assert [subject.name for subject in runtime.subjects] == [PARTICIPANT, CALL, CONFERENCE]
     assert [family.name for family in runtime.subjects.families()][:2] == [P + "summaries", P + "mos"]

@@ -287,7 +287,7 @@ async def test_test_event_is_acknowledged_and_counted_not_recorded(harness: Harn
 
 
 async def test_unknown_event_type_is_acknowledged_and_ignored(harness: Harness) -> None:
-    response = await harness.post({"specversion": "1.0", "id": "EZ9", "type": "com.twilio.voice.insights.call-summary.complete", "data": {}})
+    response = await harness.post({"specversion": "1.0", "id": "EZ9", "type": "com.twilio.voice.insights.recording-summary.complete", "data": {}})
 
     assert response.status == 200
     assert harness.value(E + "events_total", type="other", outcome="ignored") == 1
