@@ -76,6 +76,7 @@ async def test_a_conference_summary_is_recorded_once_and_only_when_its_processin
 
     assert await deliver(harness, still_open) == {"not_final": 1}
     assert harness.value(CF + "summaries_total") == 0
+    assert harness.value(E + "events_total", source="webhook", type="summary", outcome="not_final") == 1
     assert await deliver(harness, final, final) == {"recorded": 1, "duplicate": 1}
     assert harness.value(CF + "summaries_total") == 1
     # A participant's summary of the same conference is another subject: recorded in its own families.
