@@ -106,8 +106,10 @@ async def test_a_duplicate_of_a_summary_still_being_committed_is_answered_only_a
         held.release()
     assert await duplicate == {"duplicate": 1}
     assert await original == {"recorded": 1}
-    # Once committed, a later duplicate waits for nothing (no commit is left to wait on).
+    # Once committed, a later duplicate waits for nothing (no commit is left to wait on), and the
+    # pipeline keeps no entry of it: one per summary ever recorded would be a leak.
     assert await runtime.pipeline.deliver([event], Source.WEBHOOK) == {"duplicate": 1}
+    assert runtime.pipeline._uncommitted == {}
 
 
 async def test_an_invalid_event_is_logged_with_its_source_reason_field_and_error(caplog: pytest.LogCaptureFixture) -> None:
