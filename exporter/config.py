@@ -279,18 +279,56 @@ class ConfigFileSettings(_Section):
 MAX_LOOKBACK = timedelta(days=30)
 
 
+# What pull mode can read: one name per summary subject (exporter/subjects.py names them alike).
+PullSummary = Literal["participant", "call", "conference"]
+PULL_SUMMARIES: tuple[PullSummary, ...] = ("participant", "call", "conference")
+
+
+def _comma_list(value: Any) -> Any:
+    """A list written on a command line or in a variable as comma-separated names, or as JSON like the other lists.
+
+    >>> _comma_list("participant, call")
+    ['participant', 'call']
+    >>> _comma_list('["conference"]')
+    ['conference']
+    """
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            try:
+                return yaml.safe_load(value)  # YAML flow syntax, JSON included
+            except yaml.YAMLError:
+                raise ValueError("not a list like participant,call or [participant, call]") from None
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+# Not JSON-decoded by the flag and environment sources (NoDecode): _comma_list reads both forms.
+PullSummaries = Annotated[list[PullSummary], NoDecode, BeforeValidator(_comma_list)]
+
+
 class PullSettings(_Section):
-    """Pull mode: read participant summaries from the Voice Insights REST API (credentials from the environment)."""
+    """Pull mode: read summaries from the Voice Insights REST API (credentials from the environment)."""
 
     enabled: bool = Field(
         False,
-        description="Poll the Voice Insights REST API for participant summaries (needs TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or TWILIO_API_KEY with TWILIO_API_SECRET).",
+        description="Poll the Voice Insights REST API for the summaries of --pull.summaries (needs TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or TWILIO_API_KEY with TWILIO_API_SECRET).",
     )
     api_url: HttpUrl = Field("https://insights.twilio.com", description="Base URL of the Voice Insights API (without /v1).")
     interval: PositiveDuration = Field(Duration(minutes=1), description="Time between the start of one poll and the next.")
+    summaries: PullSummaries = Field(
+        default_factory=lambda: list(PULL_SUMMARIES),
+        description="Which summaries to read, comma-separated: participant (the participants of each conference), call (the Call "
+        "Summaries list), conference (each listed conference's own summary). --pull.summaries=participant reads what pull mode read "
+        "before Call and Conference Summaries.",
+    )
     overlap: Duration = Field(
         Duration(hours=1),
         description="Each poll lists conferences created since the last poll minus this much, for conferences the API lists late.",
+    )
+    call_overlap: Duration = Field(
+        Duration(hours=5),
+        description="Each poll lists the calls started since the last poll minus this much: a call's summary is complete up to 30m after "
+        "it ends, and Twilio ends a call after 4h unless the account allows longer (up to 24h: raise this, and --dedup.window, to match).",
     )
     lookback: Duration = Field(
         Duration(hours=1),
@@ -306,6 +344,13 @@ class PullSettings(_Section):
     retries: int = Field(5, ge=0, le=20, description="Retries of a request that got a 429, a 5xx or no answer.")
     backoff: Duration = Field(Duration(seconds=1), description="Wait before the first retry; doubles on each retry (a 429's Retry-After wins).")
     max_backoff: Duration = Field(Duration(minutes=5), description="Longest wait before a retry, Retry-After included.")
+
+    @field_validator("summaries")
+    @classmethod
+    def _some_summaries(cls, value: list[PullSummary]) -> list[PullSummary]:
+        if not value:
+            raise ValueError(f"name at least one of {', '.join(PULL_SUMMARIES)}")
+        return [name for name in PULL_SUMMARIES if name in value]  # each once, in one order
 
     @field_validator("lookback")
     @classmethod
@@ -418,12 +463,15 @@ class Settings(BaseSettings):
         # The poller re-reads a conference for up to the overlap (or, while summaries are pending,
         # pending_max_age) plus one interval; a participant key that expired before that would be
         # recorded a second time.
+        # Calls: a call is re-read for up to the call overlap plus one interval.
         pull = self.pull
         if pull.enabled and max(pull.overlap, pull.pending_max_age) + pull.interval > self.dedup.window:
             raise ValueError(
                 "dedup.window must be at least max(pull.overlap, pull.pending_max_age) + pull.interval, "
                 "or a re-read participant would be counted twice"
             )
+        if pull.enabled and "call" in pull.summaries and pull.call_overlap + pull.interval > self.dedup.window:
+            raise ValueError("dedup.window must be at least pull.call_overlap + pull.interval, or a re-read call would be counted twice")
         return self
 
     @classmethod

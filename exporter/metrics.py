@@ -151,10 +151,9 @@ PULL_PENDING = f"{EXPORTER}_pull_pending_summaries"
 PULL_EXPIRED = f"{EXPORTER}_pull_expired"
 
 # Values of the pull metrics' bounded labels.
-PULL_ENDPOINTS = ("conferences", "participants")
-# The listers of insights_api.py the poller does not call yet (their children appear on first use;
-# they join PULL_ENDPOINTS, pre-created at 0, once the poller reads them).
-PULL_SUMMARY_ENDPOINTS = ("call_summaries", "conference_summary")
+# The requests of insights_api.py: the conference list, a conference's participants, the Call
+# Summaries list and one conference's summary (re-read while it is not final).
+PULL_ENDPOINTS = ("conferences", "participants", "call_summaries", "conference_summary")
 PULL_NETWORK_ERROR = "network_error"  # the `code` of a request that got no HTTP answer
 PROCESSING_STATES = ("complete", "in_progress", "timeout", "other")
 
@@ -510,7 +509,7 @@ class PullMetrics:
 def build_pull_metrics(registry: CollectorRegistry) -> PullMetrics:
     """Create the twilio_insights_exporter_pull_* families, with the children alerts divide by at 0."""
     m = PullMetrics(
-        # endpoint: PULL_ENDPOINTS (and PULL_SUMMARY_ENDPOINTS); code: an HTTP status (a few dozen exist) or network_error.
+        # endpoint: PULL_ENDPOINTS; code: an HTTP status (a few dozen exist) or network_error.
         api_requests=Counter(
             PULL_API_REQUESTS, "Requests to the Voice Insights REST API, by endpoint and HTTP status.", ["endpoint", "code"], registry=registry
         ),

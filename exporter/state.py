@@ -57,7 +57,9 @@ log = logging.getLogger(__name__)
 
 # Kinds of remembered keys (the `kind` column): a summary subject's name (exporter/subjects.py)
 # for the keys of its summaries, or this one of the poller's own.
-CONFERENCE_SID = "conference_sid"  # conferences the poller has finished with
+# Conferences whose participants the poller has finished with (a conference's own summary, once
+# recorded, is a key of the conference subject's instead).
+CONFERENCE_SID = "conference_sid"
 # Schema 1 (the first version) also kept delivery ids; schema 2 deduplicates by participant only.
 _LEGACY_EVENT_ID = "event_id"
 # Schemas 1 and 2 held participant summaries only, their keys under this kind; schema 3 names the
@@ -104,6 +106,7 @@ CREATE TABLE IF NOT EXISTS series (
 ) WITHOUT ROWID"""
 
 WATERMARK = "pull_watermark"
+CALL_WATERMARK = "pull_call_watermark"  # how far the poller has listed Call Summaries (a row of meta, like WATERMARK)
 
 # Expired keys are deleted once per this many commits, so the file stays about one dedup window
 # large without a timer of its own.
@@ -128,6 +131,7 @@ class Commit:
     pending: list[tuple[str, float]] = field(default_factory=list)
     resolved: list[str] = field(default_factory=list)
     watermark: float | None = None
+    call_watermark: float | None = None
 
 
 @dataclass(slots=True)
@@ -172,6 +176,7 @@ class StateStore:
         self.failed: BaseException | None = None
         self.checkpoints: dict[str, str] = {}
         self._watermark: float | None = None
+        self._call_watermark: float | None = None
         self._pending: dict[str, float] = {}
         # Called by the writer inside each transaction, before COMMIT: tests hold a commit open with it.
         self.commit_hook: Callable[[], None] | None = None
@@ -203,8 +208,9 @@ class StateStore:
         self._db = db
         self.expire()
         self.checkpoints = dict(db.execute("SELECT name, value FROM checkpoints"))
-        row = db.execute("SELECT value FROM meta WHERE name = ?", (WATERMARK,)).fetchone()
-        self._watermark = None if row is None else float(row[0])
+        marks = dict(db.execute("SELECT name, value FROM meta WHERE name IN (?, ?)", (WATERMARK, CALL_WATERMARK)))
+        self._watermark = None if WATERMARK not in marks else float(marks[WATERMARK])
+        self._call_watermark = None if CALL_WATERMARK not in marks else float(marks[CALL_WATERMARK])
         self._pending = dict(db.execute("SELECT conference_sid, first_seen FROM pending_conferences"))
         log.info("state opened", extra={"path": str(self.path) if self.path else ":memory:", "keys": self.count_keys()})
 
@@ -367,10 +373,9 @@ class StateStore:
             db.executemany("INSERT OR IGNORE INTO pending_conferences (conference_sid, first_seen) VALUES (?, ?)", item.pending)
         if item.resolved:
             db.executemany("DELETE FROM pending_conferences WHERE conference_sid = ?", ((sid,) for sid in item.resolved))
-        if item.watermark is not None:
-            db.execute(
-                "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", (WATERMARK, item.watermark)
-            )
+        for name, mark in ((WATERMARK, item.watermark), (CALL_WATERMARK, item.call_watermark)):
+            if mark is not None:
+                db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, mark))
 
     def _write_snapshot(self, db: sqlite3.Connection, item: _Snapshot) -> None:
         db.executemany(
@@ -413,13 +418,16 @@ class StateStore:
         pending: Sequence[tuple[str, float]] = (),
         resolved: Sequence[str] = (),
         watermark: float | None = None,
+        call_watermark: float | None = None,
     ) -> asyncio.Future[None] | None:
         """Queue the poller's bookkeeping as one commit, like a delivery's; None for a store in memory.
 
-        ``done``: conferences finished with, and when; ``pending``: conferences still in progress
-        and when first seen (a conference already pending keeps its first time); ``resolved``: no
-        longer pending; ``watermark``: how far the conference list was read. The values read on
-        the loop (:meth:`watermark`, :meth:`pending_conferences`) change at once.
+        ``done``: conferences whose participants are finished with, and when; ``pending``:
+        conferences the poller reads again (summaries still in progress) and when first seen (a
+        conference already pending keeps its first time); ``resolved``: no longer pending;
+        ``watermark``: how far the conference list was read; ``call_watermark``: how far the Call
+        Summaries list was. The values read on the loop (:meth:`watermark`, :meth:`call_watermark`,
+        :meth:`pending_conferences`) change at once.
         """
         for sid, first_seen in pending:
             self._pending.setdefault(sid, first_seen)
@@ -427,12 +435,18 @@ class StateStore:
             self._pending.pop(sid, None)
         if watermark is not None:
             self._watermark = watermark
+        if call_watermark is not None:
+            self._call_watermark = call_watermark
         keys = [(CONFERENCE_SID, sid, at) for sid, at in done]
-        return self.commit(Commit([], keys, pending=list(pending), resolved=list(resolved), watermark=watermark))
+        return self.commit(Commit([], keys, pending=list(pending), resolved=list(resolved), watermark=watermark, call_watermark=call_watermark))
 
     def watermark(self) -> float | None:
         """Unix time up to which the poller has listed conferences, or None before its first poll."""
         return self._watermark
+
+    def call_watermark(self) -> float | None:
+        """Unix time up to which the poller has listed Call Summaries (by call start), or None before it first did."""
+        return self._call_watermark
 
     def pending_conferences(self) -> dict[str, float]:
         """``{conference SID: when first seen pending}``."""

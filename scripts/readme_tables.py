@@ -27,6 +27,8 @@ def _default(field: FieldInfo) -> str:
         return "true" if value else "false"
     if isinstance(value, (dict, list)) and not value:
         return ""
+    if isinstance(value, list):  # as a flag writes it (--pull.summaries)
+        return f"`{','.join(map(str, value))}`"
     if any(isinstance(m, BeforeValidator) and m.func is parse_size for m in field.metadata):
         return f"`{format_size(value)}`"
     return f"`{value}`"

@@ -1,4 +1,8 @@
-"""Pull mode against a fake Voice Insights API: each complete summary recorded exactly once.
+"""Pull mode against a fake Voice Insights API: each complete participant summary recorded exactly once.
+
+These tests read participant summaries only (``--pull.summaries=participant``, what pull mode
+read before Call and Conference Summaries), so that each count is the participants' alone;
+tests/test_pull_summaries.py reads the calls and the conference summaries.
 
 Most tests build the poller from the real configuration and drive it with ``poll_once()``, a
 clock and a sleep of their own: no test waits for a timer, and every retry wait is asserted. The
@@ -40,6 +44,7 @@ P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"
 PULL = E + "pull_"
 HOUR = 3600.0
+PARTICIPANTS_ONLY = "--pull.summaries=participant"
 CREDENTIALS = {"TWILIO_ACCOUNT_SID": fi.ACCOUNT_SID, "TWILIO_AUTH_TOKEN": fi.AUTH_TOKEN}
 GB = REST_PARTICIPANT_LABELS
 
@@ -104,7 +109,9 @@ async def make_rig(fake: fi.FakeInsights, fake_server: TestServer, monkeypatch: 
         for name, value in (CREDENTIALS if env is None else env).items():
             monkeypatch.setenv(name, value)
         state_flag = [f"--state.path={state}"] if state is not None else []
-        config = load_config(["--pull.enabled", f"--pull.api-url=http://127.0.0.1:{fake_server.port}", "--pull.page-size=2", *state_flag, *flags])
+        config = load_config(
+            ["--pull.enabled", f"--pull.api-url=http://127.0.0.1:{fake_server.port}", "--pull.page-size=2", PARTICIPANTS_ONLY, *state_flag, *flags]
+        )
         registry = CollectorRegistry()
         t = clock or FakeClock()
         runtime = Runtime.build(config, registry, clock=t)
@@ -493,7 +500,7 @@ class Service:
 
 async def start_service(aiohttp_client: Any, *flags: str) -> Service:
     registry = CollectorRegistry()
-    apps = create_apps(load_config(["--pull.enabled", "--pull.interval=1h", *flags]), registry)
+    apps = create_apps(load_config(["--pull.enabled", "--pull.interval=1h", PARTICIPANTS_ONLY, *flags]), registry)
     # Metrics first, as __main__ starts them; the webhook application holds the state store and the poller.
     metrics = await aiohttp_client(apps.metrics)
     webhook = await aiohttp_client(apps.webhook)
@@ -577,6 +584,7 @@ async def test_real_process_stays_ready_while_the_api_fails_then_catches_up_and_
         fake.fail(fi.BROKEN)
     args = (
         "--pull.enabled",
+        PARTICIPANTS_ONLY,
         f"--pull.api-url=http://127.0.0.1:{fake_server.port}",
         "--pull.interval=50ms",
         "--pull.retries=1",
@@ -660,7 +668,9 @@ def test_docs_flag_table_matches_the_settings() -> None:
     expected = {}
     for section, model in (("pull", PullSettings), ("state", StateSettings)):
         for name, info in model.model_fields.items():
-            default = info.get_default()
+            default = info.get_default(call_default_factory=True)
+            if isinstance(default, list):
+                default = ",".join(default)
             shown = "(in memory)" if default is None else ("false" if default is False else f"`{default}`")
             expected[f"--{section}.{name.replace('_', '-')}"] = (f"{ENV_PREFIX}{section.upper()}__{name.upper()}", shown)
 
