@@ -82,6 +82,9 @@ class FakeInsights:
     credentials: frozenset[tuple[str, str]] = frozenset({(ACCOUNT_SID, AUTH_TOKEN), (API_KEY, API_SECRET)})
     # "Now" for the relative StartTime/EndTime filters and their defaults.
     clock: Any = time.time
+    # True: the Call Summaries list answers calls in every processing state whatever ProcessingState
+    # asks (a client must not trust the filter alone).
+    ignore_processing_state: bool = False
 
     def __post_init__(self) -> None:
         self.gate.set()
@@ -188,6 +191,8 @@ class FakeInsights:
             return self._error(request, CALL_SUMMARIES, 400, 20001, "Invalid StartTime or EndTime")
         state = q.get("ProcessingState", "completed")
         wanted = {"completed": {"complete"}, "partial": {"partial"}, "started": {"partial", "complete"}, "all": None}.get(state, set())
+        if self.ignore_processing_state:
+            wanted = None
         items = [c for c in self.calls.values() if start <= c["start_time"] <= end and (wanted is None or c["processing_state"] in wanted)]
         for name, key in (("CallType", "call_type"), ("CallState", "call_state")):
             if name in q:
