@@ -246,6 +246,19 @@ async def test_a_call_list_failing_past_its_retries_fails_the_poll_keeps_the_cal
     assert rig.value(CALLS) == 1
 
 
+async def test_a_conference_list_failing_past_its_retries_spares_the_calls(rig: Rig) -> None:
+    rig.fake.add_call(call(1), started=rig.time.now - 600)
+    rig.fake.add_conference(cf(1), rig.time.now - 600)
+    rig.fake.fail(500, times=6, endpoint=fi.CONFERENCES)
+
+    assert await rig.poll() is False
+
+    assert rig.store.watermark() is None
+    assert rig.value(CONFERENCES) == 0
+    assert rig.value(CALLS) == 1
+    assert rig.store.call_watermark() == rig.time.now - sum(rig.time.waits)
+
+
 # --- conference summaries ------------------------------------------------------------------
 
 
