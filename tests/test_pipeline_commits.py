@@ -17,6 +17,7 @@ from exporter.metrics import Source
 from exporter.pipeline import CHUNK
 from exporter.runtime import Runtime
 from exporter.state import Commit, StateStore
+from exporter.subjects import PARTICIPANT
 from exporter.synthetic import cloud_event, generate_summary, sink_test_event
 from tests.conftest import sample_sum
 from tests.helpers import until
@@ -67,6 +68,96 @@ async def test_a_delivery_longer_than_a_chunk_is_committed_chunk_by_chunk_and_th
     assert runtime.pipeline.checkpoint("shard-1") == "seq-130"
     assert reopened(tmp_path / "state.db").checkpoints == {"shard-1": "seq-130"}
     assert sample_sum(runtime.registry, P + "summaries_total") == count
+
+
+async def test_a_delivery_of_exactly_two_chunks_commits_its_second_chunk_with_the_checkpoint(
+    durable: tuple[Runtime, list[Commit]], tmp_path: Path
+) -> None:
+    runtime, commits = durable
+
+    outcomes = await runtime.pipeline.deliver(events(2 * CHUNK), Source.KINESIS, ("shard-1", "seq-128"))
+
+    assert outcomes == {"recorded": 2 * CHUNK}
+    # Not a third commit holding the checkpoint alone: the last chunk carries it.
+    assert [(len(c.keys), c.checkpoint) for c in commits] == [(CHUNK, None), (CHUNK, ("shard-1", "seq-128"))]
+    assert reopened(tmp_path / "state.db").checkpoints == {"shard-1": "seq-128"}
+
+
+def fail_recording_at(runtime: Runtime, monkeypatch: pytest.MonkeyPatch, call: int) -> list[int]:
+    """Make the participant recorder's ``call``-th apply raise ``RuntimeError("forced")``; returns its call count."""
+    recorder = runtime.subjects[PARTICIPANT].recorder
+    real_apply = recorder.apply
+    calls = [0]
+
+    def failing(change: Any) -> None:
+        calls[0] += 1
+        if calls[0] == call:
+            raise RuntimeError("forced")
+        real_apply(change)
+
+    monkeypatch.setattr(recorder, "apply", failing)
+    return calls
+
+
+async def test_a_failure_in_the_second_chunk_is_raised_once_what_was_recorded_before_it_is_committed_and_the_retry_counts_each_summary_once(
+    durable: tuple[Runtime, list[Commit]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, commits = durable
+    count = CHUNK + 3
+    batch = events(count)
+    calls = fail_recording_at(runtime, monkeypatch, CHUNK + 2)  # the second chunk's second summary
+    held = HeldCommit()
+    runtime.state.commit_hook = held
+    delivery = asyncio.create_task(runtime.pipeline.deliver(batch, Source.KINESIS, ("shard-1", "seq-67")))
+    try:
+        await until(held.holding.is_set, "the writer holding the first chunk's commit")
+        await until(lambda: calls[0] == CHUNK + 2, "the failure in the second chunk")
+        await asyncio.sleep(0)  # one more turn of the loop: a delivery that waits for nothing would be done now
+        assert not delivery.done()  # its 5xx must wait until the retry will find these summaries duplicates
+    finally:
+        runtime.state.commit_hook = None
+        held.release()
+    with pytest.raises(RuntimeError, match=r"^forced$"):
+        await delivery
+
+    # The first chunk's 64 and the one summary recorded before the failure; the checkpoint stays.
+    assert [(len(c.keys), c.checkpoint) for c in commits] == [(CHUNK, None), (1, None)]
+    on_disk = reopened(tmp_path / "state.db")
+    assert (on_disk.count_keys(PARTICIPANT), on_disk.checkpoints) == (CHUNK + 1, {})
+
+    monkeypatch.undo()
+    assert await runtime.pipeline.deliver(batch, Source.KINESIS, ("shard-1", "seq-67")) == {"duplicate": CHUNK + 1, "recorded": 2}
+    assert sample_sum(runtime.registry, P + "summaries_total") == count
+    assert sample_sum(runtime.registry, E + "events_total", source="kinesis", outcome="recorded") == count
+    assert runtime.pipeline.checkpoint("shard-1") == "seq-67"
+
+
+class HeldThenFailing(HeldCommit):
+    """Holds the writer inside its first transaction until released, then fails it (a disk full)."""
+
+    def __call__(self) -> None:
+        super().__call__()
+        raise OSError("disk full")
+
+
+async def test_a_failure_while_recording_is_raised_even_when_the_commit_of_the_chunks_before_it_fails_too(
+    durable: tuple[Runtime, list[Commit]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, _ = durable
+    calls = fail_recording_at(runtime, monkeypatch, CHUNK + 2)
+    held = HeldThenFailing()
+    runtime.state.commit_hook = held
+    delivery = asyncio.create_task(runtime.pipeline.deliver(events(CHUNK + 3), Source.KINESIS))
+    try:
+        await until(held.holding.is_set, "the writer holding the first chunk's commit")
+        await until(lambda: calls[0] == CHUNK + 2, "the failure in the second chunk")
+    finally:
+        held.release()
+    # The recording's own error, not the commit's (the state's failure is reported by the writer).
+    with pytest.raises(RuntimeError, match=r"^forced$"):
+        await delivery
+    assert isinstance(runtime.state.failed, OSError)
+    runtime.state.commit_hook = None
 
 
 async def test_a_checkpoint_of_a_page_that_recorded_nothing_is_committed_alone(durable: tuple[Runtime, list[Commit]], tmp_path: Path) -> None:
