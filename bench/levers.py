@@ -340,7 +340,7 @@ def reply_lever(repeats: int) -> dict[str, float]:
             em.webhook_requests.labels("200").inc()
             em.webhook_request_duration.observe(0.002)
             em.events.labels("webhook", "summary", "recorded").inc()
-            em.last_summary.set(1.0)
+            em.last_summary.labels("participant").set(1.0)
         return n
 
     requests_200 = em.webhook_requests.labels("200")
@@ -351,7 +351,7 @@ def reply_lever(repeats: int) -> dict[str, float]:
             requests_200.inc()
             em.webhook_request_duration.observe(0.002)
             recorded.inc()
-            em.last_summary.set(1.0)
+            em.last_summary.labels("participant").set(1.0)
         return n
 
     return _passes(

@@ -115,6 +115,10 @@ def health_threshold(key: str) -> str:
     return f"{m.EXPORTER}:{key}:threshold"
 
 
+# Each summary subject (exporter/subjects.py) and the family that counts its recorded summaries.
+SUBJECT_SUMMARIES = {"participant": m.SUMMARIES, "call": m.CALL_SUMMARIES, "conference": m.CONFERENCE_SUMMARIES}
+
+
 # The numbers the exporter-health alerts compare with, each a series of the thresholds group (as
 # the quality thresholds are), so that the chart's values or one edit of that group change them.
 HEALTH_THRESHOLDS: dict[str, float] = {
@@ -327,18 +331,42 @@ def exporter_alerts() -> list[Alert]:
     signature_count = f"sum by ({target}) (increase({signature}[{w}]))"
     invalid_share = f"sum by ({target}) (rate({invalid}[{w}])) / sum by ({target}) (rate({events}[{w}]))"
     invalid_count = f"sum by ({target}) (increase({invalid}[{w}]))"
-    # The later of the last summary and the process start: a restart resets the gauge to 0, and
-    # "no summary since the exporter started" is what matters then. `A > B or B` is max(A, B).
-    last = f"{m.LAST_SUMMARY}"
-    started = f"(process_start_time_seconds and on ({target}) {m.BUILD}_info)"
-    since_last = f"time() - (({last} > on ({target}) {started}) or on ({target}) {started})"
-    overflow = f"sum by ({target}, label) (increase({m.LABEL_OVERFLOW}_total[{settings.LABEL_OVERFLOW_WINDOW}]))"
+    overflow = f"sum by ({target}, subject, label) (increase({m.LABEL_OVERFLOW}_total[{settings.LABEL_OVERFLOW_WINDOW}]))"
     after = health_threshold("no_summaries_after_seconds")
-    # The same time a week ago, per job (a rollout renames every instance; the job stays): fewer
-    # summaries than the minimum then means this is a quiet hour of the week (settings.py).
-    recorded = f'{m.EVENTS}_total{{outcome="{Outcome.RECORDED}"}}'
-    week_ago = f"sum by (job) (increase({recorded}[{settings.NO_SUMMARIES_WEEK_AGO_WINDOW}] offset 1w))"
     week_ago_min = health_threshold("no_summaries_week_ago_min")
+    # Per subject (participant, call, conference), and only for the subjects the job recorded in
+    # the last week: a user who never subscribed to call summaries has no call series, so nothing
+    # fires for calls. The unlabelled gauge of an older version (subject="") is not one of them.
+    last = f'{m.LAST_SUMMARY}{{subject!=""}}'
+    seen = f"max_over_time({last}[{settings.NO_SUMMARIES_SEEN_WINDOW}])"
+    # Per live target (its build info is scraped), the later of its process start and its last
+    # summary of each subject its job recorded in that window: a restart or a rollout drops the
+    # gauge's children, and "none since the exporter started" is what matters then. One term a
+    # subject: PromQL has no product of the job's targets and the job's subjects otherwise.
+    started = f"max by ({target}) (process_start_time_seconds and on ({target}) {m.BUILD}_info)"
+    started_per_subject = "({})".format(
+        " or ".join(
+            f'label_replace({started}, "subject", "{subject}", "", "") and on (job) '
+            f'max_over_time({m.LAST_SUMMARY}{{subject="{subject}"}}[{settings.NO_SUMMARIES_SEEN_WINDOW}])'
+            for subject in SUBJECT_SUMMARIES
+        )
+    )
+    latest = f"max by ({target}, subject) ({last})"
+    since_last = f"time() - (({latest} > on ({target}, subject) {started_per_subject}) or {started_per_subject})"
+    # The same time a week ago, per job and subject (a rollout renames every instance; the job
+    # stays): fewer summaries of the subject than the minimum then means a quiet hour of the week.
+    # `(A) < s` keeps only the quiet subjects (comparisons bind before unless).
+    w1 = settings.NO_SUMMARIES_WEEK_AGO_WINDOW
+    week_ago = " or ".join(
+        f'label_replace(sum by (job) (increase({family}_total[{w1}] offset 1w)), "subject", "{subject}", "", "")'
+        for subject, family in SUBJECT_SUMMARIES.items()
+    )
+    # A target whose job recorded nothing of any subject in the window (a new install, a sink
+    # broken since the start): the silence since its start decides, compared with the week before
+    # over every recorded event.
+    recorded = f'{m.EVENTS}_total{{outcome="{Outcome.RECORDED}"}}'
+    week_ago_any = f"sum by (job) (increase({recorded}[{w1}] offset 1w))"
+    since_start = f"time() - {started}"
     return [
         Alert(
             name="TwilioInsightsExporterDown",
@@ -354,17 +382,22 @@ def exporter_alerts() -> list[Alert]:
         ),
         Alert(
             name="TwilioInsightsNoSummaries",
-            expr=f"{since_last} > {scalar(after)} unless on (job) {week_ago} < {scalar(week_ago_min)}",
+            expr=(
+                f"({since_last} > {scalar(after)} unless on (job, subject) ({week_ago}) < {scalar(week_ago_min)}) "
+                f"or ({since_start} > {scalar(after)} unless on (job) {seen} unless on (job) {week_ago_any} < {scalar(week_ago_min)})"
+            ),
             duration="0m",
             severity="warning",
-            summary="No Twilio participant summary received",
+            summary="No Twilio {{ with $labels.subject }}{{ . }}{{ else }}Voice Insights{{ end }} summary received",
             description=(
-                "{{ $labels.instance }} of job {{ $labels.job }} is up but has recorded no participant summary for "
+                "{{ $labels.instance }} of job {{ $labels.job }} is up but has recorded no "
+                "{{ with $labels.subject }}{{ . }} summary (a subject the job recorded in the last "
+                f"{settings.NO_SUMMARIES_SEEN_WINDOW}){{{{ else }}}}summary of any subject{{{{ end }}}} for "
                 f"{{{{ $value | humanizeDuration }}}} (the alert fires after {shown(after, percent=False, duration=True)}, unless the job "
-                f"recorded fewer than {shown(week_ago_min, percent=False)} over the {settings.NO_SUMMARIES_WEEK_AGO_WINDOW} before this "
-                "time a week ago). Check the Event Streams sink, its subscription and the public webhook URL."
+                f"recorded fewer than {shown(week_ago_min, percent=False)} over the {w1} before this "
+                "time a week ago). Check the Event Streams sink, its subscriptions and the public webhook URL."
             ),
-            probes=(since_last,),
+            probes=(since_last, since_start),
         ),
         Alert(
             name="TwilioInsightsSignatureFailures",
@@ -416,7 +449,8 @@ def exporter_alerts() -> list[Alert]:
             severity="info",
             summary="A label of twilio-insights-exporter reached its cap",
             description=(
-                "{{ $labels.instance }} folded {{ $value | humanize }} new values of the label {{ $labels.label }} into "
+                "{{ $labels.instance }} folded {{ $value | humanize }} new values of the label {{ $labels.label }} of the "
+                "{{ $labels.subject }} families into "
                 f"'other' over the last {settings.LABEL_OVERFLOW_WINDOW}. Raise the label's cap or set an allowlist."
             ),
             probes=(overflow,),

@@ -36,6 +36,9 @@ NO_SUMMARIES_FOR_SECONDS = 2 * 60 * 60
 # history (a new install, a short retention) the silence alone decides, as it should.
 NO_SUMMARIES_WEEK_AGO_WINDOW = "1h"
 NO_SUMMARIES_WEEK_AGO_MIN = 10
+# The alert watches a subject (participant, call, conference) only if the job recorded one of its
+# summaries within this window: a subject the user never receives never fires.
+NO_SUMMARIES_SEEN_WINDOW = "1w"
 
 # Quality alerts: the share of media streams past Twilio's threshold over QUALITY_WINDOW, for
 # streams aggregated per scrape job and stream direction. QUALITY_MIN_STREAMS keeps one bad call

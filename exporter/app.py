@@ -79,7 +79,7 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
         metrics.middlewares.append(webconfig_middleware(web_config))
         metrics.on_response_prepare.append(add_headers(web_config))
     # The state, the poller and the Kinesis consumer live with the webhook application (which
-    # starts even with --webhook.enabled=false, only not listening): its cleanup_ctx loads the
+    # starts even with --no-webhook.enabled, only not listening): its cleanup_ctx loads the
     # state before the webhook listener takes a delivery and flushes it after the last one was
     # answered. Readiness last: ready once everything before it started, not ready before any of
     # it stops (contexts stop in reverse order).
@@ -161,7 +161,7 @@ async def healthy(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     """Ready once every door this process runs can take summaries, until shutdown begins.
 
-    - The webhook (unless ``--webhook.enabled=false``): without an auth token (and not in the
+    - The webhook (unless ``--no-webhook.enabled``): without an auth token (and not in the
       insecure mode) every delivery is answered 503, so not ready, unless the process also polls
       or reads Kinesis (those need no token).
     - Kinesis (``--kinesis.stream-name``): not ready until the stream's shards were listed, and

@@ -136,7 +136,7 @@ def warnings(config: Config) -> list[str]:
         found.append(
             "no TWILIO_AUTH_TOKEN set: every webhook delivery is answered 503 (Twilio retries it)"
             + (
-                "; without the webhook, set --webhook.enabled=false"
+                "; without the webhook, pass --no-webhook.enabled"
                 if settings.pull.enabled or settings.kinesis.stream_name
                 else " and /-/ready is 503"
             )

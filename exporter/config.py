@@ -203,7 +203,7 @@ class LabelSettings(_Section):
         DEFAULT_MAX_LABEL_SETS,
         ge=1,
         description="Most distinct combinations of the common labels; past it, new combinations are recorded under one set whose "
-        "labels are all 'other' (counted as label_overflow_total{label=\"label_set\"}). Bounds the participant series at about 200 per set.",
+        'labels are all \'other\' (counted as label_overflow_total{subject="participant",label="label_set"}). Bounds the participant series at about 200 per set.',
     )
 
     @field_validator("limits")

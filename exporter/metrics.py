@@ -462,11 +462,18 @@ def build_exporter_metrics(registry: CollectorRegistry) -> ExporterMetrics:
             SIGNATURE_FAILURES, "Webhook requests refused for their X-Twilio-Signature, by reason.", ["reason"], registry=registry
         ),
         basic_auth_failures=Counter(BASIC_AUTH_FAILURES, "Webhook requests refused for missing or wrong HTTP Basic credentials.", registry=registry),
+        # By subject as well as label: a label name (country_code, tag, label_set) means another
+        # thing, with its own cap, in each subject's families, so their overflows must not add up.
         label_overflow=Counter(
-            LABEL_OVERFLOW, "Label values replaced by 'other' because the label reached its cap, by label.", ["label"], registry=registry
+            LABEL_OVERFLOW,
+            "Label values replaced by 'other' because the label reached its cap, by summary subject and label.",
+            ["subject", "label"],
+            registry=registry,
         ),
         dedup_entries=Gauge(DEDUP_ENTRIES, "Keys remembered for deduplication, by kind of key.", ["key"], registry=registry),
-        last_summary=Gauge(LAST_SUMMARY, "Unix time at which the last summary was recorded.", registry=registry),
+        # A child per subject once it recorded a summary, none before: the no-summaries alert
+        # watches only the subjects a job has recorded (a user without call summaries has no call child).
+        last_summary=Gauge(LAST_SUMMARY, "Unix time at which the last summary of each subject was recorded.", ["subject"], registry=registry),
         build=Info(BUILD, "Version of the exporter.", registry=registry),
         webhook_in_flight=Gauge(
             WEBHOOK_IN_FLIGHT, "Deliveries being recorded now, their body read (bounded by --webhook.max-in-flight).", registry=registry

@@ -151,8 +151,8 @@ class Pipeline:
             batch.changes.append(subject.journaled(change))
             batch.keys.append((subject.name, key, now))
         for label in change.overflow:
-            self.metrics.label_overflow.labels(label).inc()
-        self.metrics.last_summary.set(now)
+            self.metrics.label_overflow.labels(subject.name, label).inc()
+        self.metrics.last_summary.labels(subject.name).set(now)
         return self._count(source, EventType.SUMMARY, Outcome.RECORDED)
 
     def _count(self, source: Source, event_type: EventType, outcome: Outcome) -> Outcome:

@@ -1,4 +1,4 @@
-"""Realistic synthetic participant summaries, for tests, benchmarks and demos.
+"""Realistic synthetic participant, call and conference summaries, for tests, benchmarks and demos.
 
 The shapes follow Twilio's published event and REST resource; the distributions follow what a
 contact centre sees: most calls are clean, a tail is degraded, and a degraded stream carries the
@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from .models import CALL_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_COMPLETE
 
 SUMMARY_TYPE = "com.twilio.voice.insights.conference-participant-summary.complete"
 LEGACY_SUMMARY_TYPE = "com.twilio.voice.insights.participant-summary.complete"
@@ -137,6 +139,155 @@ def cloud_event(summary: dict[str, Any], *, event_id: str | None = None, event_t
         "dataschema": "https://events-schemas.twilio.com/VoiceInsights.ConferenceParticipantSummary/2",
         "datacontenttype": "application/json",
         "time": summary.get("leave_time") or "2026-11-01T00:00:00Z",
+        "data": summary,
+    }
+
+
+# Call Summaries: the far end's carriers (a few, so labels stay within the call caps), Twilio
+# edge locations, and the directions of properties.direction.
+CARRIERS = ("T-Mobile USA, Inc.", "Verizon Wireless", "AT&T Wireless", "Vodafone UK", "Deutsche Telekom", "Twilio")
+CONNECTIONS = ("mobile", "landline", "voip")
+EDGE_LOCATIONS = ("ashburn", "umatilla", "dublin", "frankfurt", "sydney", "singapore", "tokyo", "sao-paulo")
+CALL_DIRECTIONS = ("inbound", "outbound_api", "outbound_dial", "trunking_originating", "trunking_terminating")
+CALL_STATES = ("completed", "completed", "completed", "completed", "busy", "no-answer", "failed", "canceled")
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def generate_call_summary(rng: random.Random, **overrides: Any) -> dict[str, Any]:
+    """One complete Call Summary (the CloudEvent ``data`` / REST resource), its shape that of Twilio's schema 7.
+
+    Most calls are clean; a degraded tail has the jitter, loss, MOS and round trip past Twilio's
+    thresholds. ``overrides`` replace top-level fields after generation.
+    """
+    degraded = rng.random() < 0.15
+    start = datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(0, 86400 * 20))
+    connect = max(1, int(rng.lognormvariate(4.5, 1.0)))
+    call_type = rng.choice(CALL_TYPES)
+    direction = rng.choice(CALL_DIRECTIONS)
+    region = rng.choice(REGIONS)
+
+    def jitter() -> dict[str, float]:
+        avg = rng.uniform(6, 25) if degraded and rng.random() < 0.5 else rng.uniform(0.05, 4.0)
+        return {"avg": round(avg, 4), "max": round(avg * rng.uniform(1.5, 8), 4)}
+
+    def carrier_stream(received: bool) -> dict[str, Any]:
+        loss = rng.uniform(5, 15) if degraded and rng.random() < 0.4 else rng.choice((0.0, 0.0, rng.uniform(0, 1.0)))
+        packets = rng.randrange(500, 60_000)
+        stream: dict[str, Any] = {
+            "codec": 0,
+            "codec_name": "pcmu",
+            "packets_received" if received else "packets_sent": packets,
+            "packets_lost": int(packets * loss / 100),
+            "packets_loss_percentage": round(loss, 6),
+            "jitter": jitter(),
+        }
+        return stream
+
+    def end() -> dict[str, Any]:
+        return {"carrier": rng.choice(CARRIERS), "connection": rng.choice(CONNECTIONS), "country_code": rng.choice(COUNTRIES)}
+
+    gateway = "sip_edge" if call_type == "sip" else "carrier_edge"
+    summary: dict[str, Any] = {
+        "call_sid": _sid("CA", rng),
+        "account_sid": "AC" + "0" * 31 + "1",
+        "call_type": call_type,
+        "call_state": rng.choice(CALL_STATES),
+        "processing_state": "complete",
+        "start_time": _timestamp(start),
+        "end_time": _timestamp(start + timedelta(seconds=connect + 5)),
+        "duration": connect + 5,
+        "connect_duration": connect,
+        "tags": ["silence"] if rng.random() < 0.03 else None,
+        "from": {"caller": "+15005550006", **end()},
+        "to": {"callee": "+15005550009", **end()},
+        "attributes": {"conference_participant": False},
+        "properties": {
+            "direction": direction,
+            "disconnected_by": rng.choice(("caller", "callee")),
+            "last_sip_response_num": rng.choice((200, 200, 200, 486, 487, 503)),
+            "pdd_ms": rng.randrange(500, 6000),
+        },
+        gateway: {
+            "metrics": {"inbound": carrier_stream(True), "outbound": carrier_stream(False)},
+            "properties": {"direction": "outbound", "media_region": region, "edge_location": rng.choice(EDGE_LOCATIONS)},
+        },
+        "processing_version": 3,
+    }
+    if call_type == "client":
+        mos = round(rng.uniform(2.5, 3.4) if degraded else rng.uniform(4.0, 4.5), 2)
+        rtt = rng.uniform(300, 600) if degraded and rng.random() < 0.5 else rng.uniform(30, 150)
+        summary["sdk_edge"] = {
+            "metrics": {
+                "inbound": {
+                    "packets_received": rng.randrange(500, 60_000),
+                    "packets_lost": 0,
+                    "packets_loss_percentage": 0.0,
+                    "jitter": jitter(),
+                    "mos": {"avg": mos, "min": round(mos * 0.95, 2), "max": mos},
+                    "rtt": {"avg": round(rtt, 1), "min": round(rtt * 0.8, 1), "max": round(rtt * 1.3, 1)},
+                },
+                "outbound": {"codec": 111, "codec_name": "opus", "packets_sent": rng.randrange(500, 60_000)},
+            },
+        }
+    summary.update(overrides)
+    return summary
+
+
+def generate_conference_summary(rng: random.Random, **overrides: Any) -> dict[str, Any]:
+    """One final Conference Summary (``processing_state`` complete), its shape that of Twilio's schema 2."""
+    start = datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(0, 86400 * 20))
+    duration = max(5, int(rng.lognormvariate(6.0, 0.8)))
+    issues = {name: rng.choice((0, 0, 0, 1, 2)) for name in ("call_quality", "region_configuration", "participant_behavior")}
+    summary: dict[str, Any] = {
+        "conference_sid": _sid("CF", rng),
+        "account_sid": "AC" + "0" * 31 + "1",
+        "create_time": _timestamp(start),
+        "start_time": _timestamp(start + timedelta(seconds=3)),
+        "end_time": _timestamp(start + timedelta(seconds=duration)),
+        "duration_seconds": duration,
+        "connect_duration_seconds": max(1, duration - 3),
+        "status": "completed",
+        "max_participants": 250,
+        "max_concurrent_participants": rng.randrange(2, 8),
+        "unique_participants": rng.randrange(2, 10),
+        "end_reason": rng.choice(("last_participant_left", "participant_with_end_conference_on_exit_left", "conference_ended_via_api")),
+        "mixer_region": rng.choice(REGIONS),
+        "recording_enabled": rng.random() < 0.3,
+        "detected_issues": issues,
+        "tags": (["high_packet_loss", "quality_warnings"] if issues["call_quality"] else None),
+        "processing_state": rng.choice(("complete", "complete", "complete", "timeout")),
+    }
+    summary.update(overrides)
+    return summary
+
+
+def call_event(summary: dict[str, Any], *, event_id: str | None = None, event_type: str = CALL_SUMMARY_COMPLETE) -> dict[str, Any]:
+    """Wrap a Call Summary in the CloudEvent Event Streams delivers (``partial`` and ``predicted-complete`` by ``event_type``)."""
+    return {
+        "specversion": "1.0",
+        "type": event_type,
+        "source": f"/v1/Voice/{summary.get('call_sid')}/Summary",
+        "id": event_id or "EZ" + uuid.uuid4().hex,
+        "dataschema": "https://events-schemas.twilio.com/VoiceInsights.CallSummary/7",
+        "datacontenttype": "application/json",
+        "time": summary.get("end_time") or "2026-11-01T00:00:00Z",
+        "data": summary,
+    }
+
+
+def conference_event(summary: dict[str, Any], *, event_id: str | None = None, event_type: str = CONFERENCE_SUMMARY_COMPLETE) -> dict[str, Any]:
+    """Wrap a Conference Summary in its CloudEvent (a ``complete`` one may still say ``in_progress``)."""
+    return {
+        "specversion": "1.0",
+        "type": event_type,
+        "source": "/v1/Conferences/" + str(summary.get("conference_sid")),
+        "id": event_id or "EZ" + uuid.uuid4().hex,
+        "dataschema": "https://events-schemas.twilio.com/VoiceInsights.ConferenceSummary/2",
+        "datacontenttype": "application/json",
+        "time": summary.get("end_time") or "2026-11-01T00:00:00Z",
         "data": summary,
     }
 

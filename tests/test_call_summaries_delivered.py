@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from exporter.models import CONFERENCE_SUMMARY_COMPLETE
+from exporter.synthetic import cloud_event, generate_summary
 from tests.conftest import Harness, HarnessFactory, fixture
 
 C = "twilio_call_"
@@ -95,3 +97,34 @@ async def test_a_restart_on_the_state_file_keeps_the_call_and_conference_counts_
     assert second.value(C + "post_dial_delay_seconds_sum") == pytest.approx(2.917, rel=1e-9)
     assert await deliver(second, fixture("call_summary_complete.json"), fixture("conference_summary_complete.json")) == {"duplicate": 2}
     assert second.value(C + "summaries_total") == 1
+
+
+async def test_the_last_recorded_time_is_per_subject_and_a_subject_never_recorded_has_no_series(make_harness: HarnessFactory) -> None:
+    clock = [1_800_000_000.0]
+    harness = await make_harness()
+    harness.runtime.pipeline._clock = lambda: clock[0]
+    assert await deliver(harness, fixture("call_summary_complete.json")) == {"recorded": 1}
+    clock[0] += 60
+    assert await deliver(harness, fixture("conference_summary_complete.json"), fixture("call_summary_partial.json")) == {
+        "recorded": 1,
+        "not_final": 1,
+    }
+
+    last = E + "last_recorded_timestamp_seconds"
+    assert harness.registry.get_sample_value(last, {"subject": "call"}) == 1_800_000_000.0
+    assert harness.registry.get_sample_value(last, {"subject": "conference"}) == 1_800_000_060.0
+    # No participant summary came: no child, so the no-summaries alert never watches that subject.
+    assert harness.registry.get_sample_value(last, {"subject": "participant"}) is None
+
+
+async def test_label_overflows_are_counted_by_subject_and_a_label_name_of_two_subjects_does_not_add_up(make_harness: HarnessFactory) -> None:
+    harness = await make_harness("--labels.limits", '{"call_type": {"max_values": 1}}')
+    participants = [cloud_event(generate_summary(random.Random(i), call_type=kind), event_id=f"EZp{i}") for i, kind in enumerate(["sip", "carrier"])]
+    odd_call = copy.deepcopy(fixture("call_summary_complete.json"))
+    odd_call["data"]["call_type"] = "pigeon"  # not in the call allowlist: 'other' at once
+
+    assert await deliver(harness, *participants, odd_call) == {"recorded": 3}
+    overflow = E + "label_overflow_total"
+    assert harness.value(overflow, subject="participant", label="call_type") == 1
+    assert harness.value(overflow, subject="call", label="call_type") == 1
+    assert harness.value(overflow, subject="conference", label="call_type") == 0

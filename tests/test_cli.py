@@ -72,7 +72,7 @@ def test_check_config_is_silent_with_a_token_or_without_the_webhook(capsys: pyte
 def test_without_the_webhook_in_kinesis_mode_the_token_warning_says_how_to_turn_it_off() -> None:
     config = load_config(["--kinesis.stream-name=events", "--kinesis.region=eu-west-1"])
     assert warnings(config) == [
-        "no TWILIO_AUTH_TOKEN set: every webhook delivery is answered 503 (Twilio retries it); without the webhook, set --webhook.enabled=false"
+        "no TWILIO_AUTH_TOKEN set: every webhook delivery is answered 503 (Twilio retries it); without the webhook, pass --no-webhook.enabled"
     ]
 
 

@@ -1,8 +1,9 @@
-"""No acknowledged summary lost: with --state.path the participant counts survive restarts and kill -9.
+"""No acknowledged summary lost: with --state.path the counts of every subject survive restarts and kill -9.
 
 In-process tests reopen the same state file in a second exporter while the first is left as a
 crash leaves it (nothing flushed beyond what each 2xx waited for); the subprocess test kills the
-real exporter with SIGKILL at seeded random points while Twilio-like senders stream deliveries.
+real exporter with SIGKILL at seeded random points while Twilio-like senders stream deliveries,
+of participant summaries alone and of every kind of summary mixed.
 """
 
 from __future__ import annotations
@@ -22,8 +23,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import create_apps
 from exporter.config import load_config
-from exporter.subjects import PARTICIPANT
-from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
+from exporter.models import CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED
+from exporter.subjects import CALL, CONFERENCE, PARTICIPANT
+from exporter.synthetic import (
+    batch_body,
+    call_event,
+    cloud_event,
+    conference_event,
+    generate_call_summary,
+    generate_conference_summary,
+    generate_summary,
+    sign,
+)
 from tests.conftest import TOKEN, Harness, HarnessFactory, snapshot
 from tests.exporter_process import start_exporter
 
@@ -39,8 +50,47 @@ def deliveries(count: int, seed: int = 7, per_delivery: int = 1) -> list[list[di
     return out
 
 
-async def reference(batches: list[list[dict[str, Any]]]) -> dict[Any, float]:
-    """The participant samples of an in-memory exporter that got every delivery once."""
+def mixed_deliveries(count: int, seed: int) -> tuple[list[list[dict[str, Any]]], list[dict[str, set[str]]]]:
+    """``count`` summaries, a third of each kind, in deliveries of two events mixed in a seeded order.
+
+    Each call comes as its ``partial``, ``predicted-complete`` and ``complete`` events, each
+    conference as a ``complete`` still ``in_progress`` and its final one, apart (in other
+    deliveries, any order). Also returns, per delivery, the keys it records of each subject.
+    """
+    rng = random.Random(seed)
+    events: list[tuple[str | None, str, dict[str, Any]]] = []  # (subject recorded or None, key, event)
+    for n in range(count):
+        i = f"EZ{seed}-{n}"
+        kind = n % 3
+        if kind == 0:
+            participant = generate_summary(rng)
+            events.append((PARTICIPANT, participant["participant_sid"], cloud_event(participant, event_id=i)))
+        elif kind == 1:
+            call = generate_call_summary(rng)
+            partial = call | {"processing_state": "partial"}
+            events.append((None, "", call_event(partial, event_id=i + "p", event_type=CALL_SUMMARY_PARTIAL)))
+            events.append((None, "", call_event(partial, event_id=i + "f", event_type=CALL_SUMMARY_PREDICTED)))
+            events.append((CALL, call["call_sid"], call_event(call, event_id=i)))
+        else:
+            conference = generate_conference_summary(rng)
+            still_open = conference | {"processing_state": "in_progress"}
+            events.append((None, "", conference_event(still_open, event_id=i + "o")))
+            events.append((CONFERENCE, conference["conference_sid"], conference_event(conference, event_id=i)))
+    rng.shuffle(events)
+    batches, keys = [], []
+    for start in range(0, len(events), 2):
+        chunk = events[start : start + 2]
+        batches.append([event for _, _, event in chunk])
+        recorded: dict[str, set[str]] = {PARTICIPANT: set(), CALL: set(), CONFERENCE: set()}
+        for subject, key, _ in chunk:
+            if subject is not None:
+                recorded[subject].add(key)
+        keys.append(recorded)
+    return batches, keys
+
+
+async def reference(batches: list[list[dict[str, Any]]], prefixes: tuple[str, ...] = (P,)) -> dict[Any, float]:
+    """The samples under ``prefixes`` of an in-memory exporter that got every delivery once."""
     os.environ["TWILIO_AUTH_TOKEN"] = TOKEN
     try:
         apps = create_apps(load_config([]), registry := CollectorRegistry())
@@ -48,7 +98,7 @@ async def reference(batches: list[list[dict[str, Any]]]) -> dict[Any, float]:
         del os.environ["TWILIO_AUTH_TOKEN"]
     for batch in batches:
         await apps.runtime.pipeline.deliver(batch, "webhook")
-    return snapshot(registry)
+    return {key: value for prefix in prefixes for key, value in snapshot(registry, prefix).items()}
 
 
 async def post_all(harness: Harness, batches: list[list[dict[str, Any]]]) -> None:
@@ -219,6 +269,79 @@ async def test_kill_9_at_random_points_loses_no_acknowledged_summary_and_counts_
 
     assert sum(v for k, v in final.items() if k[0] == P + "summaries_total") == 2 * len(batches)
     assert_same(final, await reference(batches))
+
+
+SUMMARIES = {PARTICIPANT: P + "summaries_total", CALL: "twilio_call_summaries_total", CONFERENCE: "twilio_conference_summaries_total"}
+EVERY_KIND = ("twilio_call_", "twilio_conference_")  # the conference prefix holds the participant families too
+
+
+async def samples_of(session: aiohttp.ClientSession, metrics_url: str, prefixes: tuple[str, ...]) -> dict[Any, float]:
+    async with session.get(metrics_url + "/metrics") as response:
+        text = await response.text()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name.startswith(prefixes)
+    }
+
+
+def recorded_per_subject(samples: dict[Any, float]) -> dict[str, float]:
+    return {subject: sum(v for k, v in samples.items() if k[0] == name) for subject, name in SUMMARIES.items()}
+
+
+async def test_kill_9_with_every_kind_of_summary_mixed_loses_none_acknowledged_and_counts_none_twice(tmp_path: Path) -> None:
+    rng = random.Random(20261202)
+    batches, keys = mixed_deliveries(240, seed=13)  # 480 events in 240 deliveries: they outlast the kills
+    state = tmp_path / "state.db"
+    args = (f"--state.path={state}", "--state.snapshot-changes=50")
+    acknowledged: set[int] = set()
+    last_seen = dict.fromkeys(SUMMARIES, 0.0)
+    kills = [rng.randrange(10, 60) for _ in range(3)]
+    env = {"TWILIO_AUTH_TOKEN": TOKEN}
+
+    def promised() -> dict[str, int]:
+        """Per subject, the distinct keys of every acknowledged delivery: each must be recorded."""
+        return {subject: len(set().union(*(keys[i][subject] for i in acknowledged))) for subject in SUMMARIES}
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        for kill_after in kills:
+            with start_exporter(*args, env=env, tmp_path=tmp_path) as exporter:
+                after_restart = recorded_per_subject(await samples_of(session, exporter.metrics_url, EVERY_KIND))
+                for subject, count in promised().items():
+                    assert after_restart[subject] >= count, subject  # nothing acknowledged is missing
+                    assert after_restart[subject] >= last_seen[subject], subject  # no counter went down
+                pending = [i for i in range(len(batches)) if i not in acknowledged]
+                rng.shuffle(pending)
+                queue = iter(pending)
+                acked_now = 0
+
+                async def sender() -> None:
+                    nonlocal acked_now
+                    for i in queue:
+                        if exporter.proc.poll() is not None:
+                            return
+                        if await send(session, exporter.webhook_url, batches[i]):
+                            acknowledged.add(i)
+                            acked_now += 1
+                            if acked_now == kill_after and exporter.proc.poll() is None:
+                                os.kill(exporter.proc.pid, signal.SIGKILL)
+
+                await asyncio.gather(*(sender() for _ in range(8)))
+                assert acked_now >= kill_after
+                exporter.proc.wait()
+                assert exporter.proc.returncode == -signal.SIGKILL
+                last_seen = after_restart
+
+        with start_exporter(*args, env=env, tmp_path=tmp_path) as exporter:
+            for batch in batches:
+                assert await send(session, exporter.webhook_url, batch)
+            final = await samples_of(session, exporter.metrics_url, EVERY_KIND)
+
+    everything = {subject: sum(len(k[subject]) for k in keys) for subject in SUMMARIES}
+    assert recorded_per_subject(final) == everything
+    assert all(everything.values())
+    assert_same(final, await reference(batches, EVERY_KIND))
 
 
 def test_state_file_stays_readable_json_rows(tmp_path: Path) -> None:

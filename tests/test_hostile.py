@@ -220,7 +220,7 @@ async def test_past_the_label_set_budget_new_combinations_fold_into_one_overflow
     assert harness.value(P + "summaries_total", country_code="GB") == 1
     overflow = dict.fromkeys(("call_type", "call_direction", "participant_region", "conference_region", "country_code", "participant_label"), "other")
     assert harness.value(P + "summaries_total", **overflow) == 2
-    assert harness.value(E + "label_overflow_total", label="label_set") == 2
+    assert harness.value(E + "label_overflow_total", subject="participant", label="label_set") == 2
     # The series stay bounded: three label sets, whatever arrives.
     sets = {tuple(labels for name, labels in key[1] if name in overflow) for key in snapshot(harness.registry)}
     assert len(sets) == 3

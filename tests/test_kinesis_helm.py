@@ -28,8 +28,21 @@ def test_kinesis_mode_passes_flags_the_exporter_accepts_and_annotates_the_servic
     settings = load_config([arg for arg in container["args"] if arg.startswith("--kinesis.")]).settings.kinesis
     assert (settings.stream_name, settings.region, settings.start_position) == ("twilio-events", "eu-west-1", "trim_horizon")
     assert rendering.one("ServiceAccount")["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": ROLE}
-    # The webhook stays reachable inside the cluster, but nothing exposes it: no Ingress needed.
+    # No webhook listener in Kinesis mode, and nothing exposes one: no Ingress.
     assert rendering.of_kind("Ingress") == []
+
+
+def test_kinesis_mode_turns_the_webhook_off_with_a_flag_the_exporter_parses():
+    args = render({"kinesis": KINESIS}).deployment_container()["args"]
+    assert "--no-webhook.enabled" in args
+    flags = [arg for arg in args if arg.startswith(("--kinesis.", "--webhook.", "--no-webhook."))]
+    settings = load_config(flags).settings
+    assert settings.webhook.enabled is False
+    assert settings.kinesis.stream_name == "twilio-events"
+    # Without a stream the webhook is the door, left on.
+    webhook_only = [arg for arg in render({}).deployment_container()["args"] if arg.startswith(("--webhook.", "--no-webhook."))]
+    assert "--no-webhook.enabled" not in webhook_only
+    assert load_config(webhook_only).settings.webhook.enabled is True
 
 
 def test_without_a_stream_no_kinesis_flag_and_no_role_annotation():

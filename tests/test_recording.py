@@ -57,7 +57,7 @@ async def test_reference_event_is_recorded_with_every_metric_of_the_contract(har
         assert r.get_sample_value(P + "actions_total", {**common, "action": action}) == 1
     assert harness.value(P + "region_mismatch_total") == 0
     assert harness.value(E + "events_total", source="webhook", type="summary", outcome="recorded") == 1
-    assert r.get_sample_value(E + "last_recorded_timestamp_seconds") > 1.7e9
+    assert r.get_sample_value(E + "last_recorded_timestamp_seconds", {"subject": "participant"}) > 1.7e9
 
 
 async def test_v1_schema_and_the_legacy_type_name_are_recorded_alike(harness: Harness) -> None:

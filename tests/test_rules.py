@@ -111,7 +111,7 @@ def test_promtool_unit_tests_fail_when_the_no_summaries_alert_forgets_the_week_b
     """Without the comparison with the same hour a week ago, the business-hours contact centre's
     quiet night pages: the unit test of that night catches it."""
     text = RULES_FILE.read_text(encoding="utf-8")
-    comparison = re.search(r" unless on \(job\) sum by \(job\) \(increase\([^\n]+offset 1w\)\) < scalar\([^)]+\)", text)
+    comparison = re.search(r" unless on \(job, subject\) \(label_replace\([^\n]+?\"conference\", \"\", \"\"\)\) < scalar\([^)]+\)", text)
     assert comparison
     result = unit_tests_against(text.replace(comparison.group(0), ""), tmp_path, tests=[ROOT / "rules" / "tests" / "exporter.test.yml"])
     assert result.returncode != 0
@@ -336,6 +336,29 @@ def test_chart_values_default_to_the_generators_settings():
         "sloObjectives": settings.SLO_OBJECTIVES,
     }
     assert values["grafanaUrl"] == settings.GRAFANA_URL
+    assert tuple(values["callSliceDimensions"]) == settings.CALL_SLICE_DIMENSIONS
+    assert values["callThresholds"] == {
+        "alertShare": settings.QUALITY_ALERT_SHARE,
+        "minStreams": settings.QUALITY_MIN_STREAMS,
+        "sloObjectives": settings.CALL_SLO_OBJECTIVES,
+    }
+
+
+def test_chart_sets_the_call_threshold_series_and_keeps_only_the_chosen_call_slice_groups():
+    objectives = {"low_mos": 0.99, "high_jitter": 0.9, "high_packet_loss": 0.995, "high_rtt": 0.98}
+    rendered = rendered_groups(callThresholds={"alertShare": 0.3, "minStreams": 40, "sloObjectives": objectives}, callSliceDimensions=["carrier"])
+    recorded = {(rule["record"], rule.get("labels", {}).get("signal")): rule["expr"] for rule in rendered[call_rules.THRESHOLDS_GROUP]["rules"]}
+    assert recorded == {
+        (call_rules.ALERT_SHARE, None): "vector(0.3)",
+        (call_rules.MIN_OBSERVATIONS, None): "vector(40)",
+        **{(call_rules.OBJECTIVE, signal): f"vector({value:g})" for signal, value in objectives.items()},
+    }
+    assert {name for name in rendered if name.startswith(call_rules.SLICE_GROUP_PREFIX)} == {f"{call_rules.SLICE_GROUP_PREFIX}carrier"}
+    # The participant slice groups do not follow the call list, nor the other way round.
+    assert {name for name in rendered if name.startswith(rules.SLICE_GROUP_PREFIX)} == {
+        f"{rules.SLICE_GROUP_PREFIX}{d}" for d in settings.SLICE_DIMENSIONS
+    }
+    assert not {name for name in rendered_groups(callSliceDimensions=[]) if name.startswith(call_rules.SLICE_GROUP_PREFIX)}
 
 
 def test_chart_renders_the_rules_files_unchanged_with_its_default_values():

@@ -394,7 +394,7 @@ async def test_label_cap_turns_a_flood_of_distinct_values_into_other(make_harnes
     assert kept == {"agent-0", "agent-1", "agent-2", "agent-3", "agent-4", "other"}
     assert harness.value(P + "summaries_total") == 40
     assert harness.value(P + "summaries_total", participant_label="other") == 35
-    assert harness.value(E + "label_overflow_total", label="participant_label") == 35
+    assert harness.value(E + "label_overflow_total", subject="participant", label="participant_label") == 35
 
 
 async def test_label_allowlist_keeps_only_the_listed_values(make_harness: HarnessFactory, tmp_path) -> None:
@@ -411,7 +411,7 @@ async def test_label_allowlist_keeps_only_the_listed_values(make_harness: Harnes
 
     for label, count in {"agent": 1, "customer": 1, "other": 1, "unknown": 1}.items():
         assert harness.value(P + "summaries_total", participant_label=label) == count
-    assert harness.value(E + "label_overflow_total", label="participant_label") == 1
+    assert harness.value(E + "label_overflow_total", subject="participant", label="participant_label") == 1
 
 
 async def test_optional_labels_appear_only_when_enabled(make_harness: HarnessFactory) -> None:
