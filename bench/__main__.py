@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import httpbench, inprocess, parse
+from . import httpbench, inprocess, kinds, parse
 from .procs import ROOT
 
 # Another commit's exporter measured in the same rounds as "today" (--baseline REV): off by
@@ -69,6 +69,10 @@ def main() -> int:
             for regime in httpbench.REGIMES:
                 results["stages"][regime] = inprocess.stage_costs(500 if quick else 2000, 3 if quick else 5, regime)
                 print(f"  {regime}: " + ", ".join(f"{k} {v:.1f} µs" for k, v in results["stages"][regime].items()), flush=True)
+            step("3b/7 in-process CPU per summary of each kind (participant, call, conference), single and batched, in memory and durable")
+            results["kinds"] = kinds.kind_costs(200 if quick else 1000, 3 if quick else 5)
+            for kind, figures in results["kinds"].items():
+                print(f"  {kind}: " + ", ".join(f"{k} {v:.0f} µs" for k, v in figures.items()), flush=True)
             step("4/7 the parse lever: pydantic JSON mode into a narrow model vs python mode (a recommendation, not in the exporter)")
             results["parse"] = parse.parse_costs(5 if quick else 9)
             for shape, figures in results["parse"].items():
@@ -169,6 +173,14 @@ def table(r: dict) -> str:
              f"(generate_latest {r['render'][100_000]['generate_latest']:.0f} ms); longest loop stall {r['render'][100_000]['stall_openmetrics']:.1f} ms",
              "<= 300 ms", r["render"][100_000]["handler_openmetrics"] <= 300)
         )  # fmt: skip
+    for kind, k in r.get("kinds", {}).items():
+        # In process, no HTTP; the naive peer takes participant summaries only (bench/kinds.py).
+        for shape in ("single", "batch of 50"):
+            memory, durable = k[f"{shape}, in memory"], k[f"{shape}, durable"]
+            rows.append(
+                (f"{kind} summaries, {shape}, in process: `--state.path` vs in-memory", f"{memory:.0f} vs {durable:.0f} µs CPU/summary = **{memory / durable:.2f} x**",
+                 ">= 0.8 x", memory / durable >= 0.8)
+            )  # fmt: skip
     if "rss" in r:
         rows.append(
             ("peak RSS, 100k samples + 1M participant keys", f"{r['rss']['rss_peak_mib']:.0f} MiB", "<= 200 MiB", r["rss"]["rss_peak_mib"] <= 200)

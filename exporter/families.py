@@ -174,13 +174,14 @@ class HistogramSeries:
         self._bucket_close = bucket_close
         self._plain = plain
 
-    def observe(self, value: float, exemplar: dict[str, str] | None = None) -> None:
-        """Count ``value`` in its bucket (the first upper bound >= value), like ``Histogram.observe``."""
+    def observe(self, value: float, exemplar: dict[str, str] | None = None, at: float | None = None) -> None:
+        """Count ``value`` in its bucket (the first upper bound >= value), like ``Histogram.observe``;
+        an exemplar is stamped ``at`` (now when None)."""
         i = bisect_left(self._upper, value)
         self.counts[i] += 1
         self.sum += value
         if exemplar:
-            self.exemplars[i] = (exemplar, value, time.time())
+            self.exemplars[i] = (exemplar, value, time.time() if at is None else at)
 
     def add_samples(self, metric: Metric, labels: dict[str, str]) -> None:
         total = 0

@@ -22,11 +22,14 @@ committed waits for that commit. The state's load and snapshots are in exporter/
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client import Counter
 
 from . import parse
 from .logs import Throttle
@@ -40,6 +43,13 @@ log = logging.getLogger(__name__)
 # Events handled between two yields to the loop: a batch of thousands never holds the loop for
 # long, and each chunk is queued for commit as it is done.
 CHUNK = 64
+
+
+@functools.lru_cache(maxsize=1024)
+def counter_child(counter: Counter, *labels: str) -> Counter:
+    """``counter.labels(*labels)`` resolved once: the fast path's self-metrics 3.5 -> 1.7 µs a
+    request (bench/levers.py reply, issue 21). Valid because these children are never removed."""
+    return counter.labels(*labels)
 
 
 @dataclass
@@ -156,7 +166,7 @@ class Pipeline:
         return self._count(source, EventType.SUMMARY, Outcome.RECORDED)
 
     def _count(self, source: Source, event_type: EventType, outcome: Outcome) -> Outcome:
-        self.metrics.events.labels(source, event_type, outcome).inc()
+        counter_child(self.metrics.events, source, event_type, outcome).inc()
         return outcome
 
     def _invalid(self, source: Source, event_type: EventType, invalid: parse.InvalidEvent) -> Outcome:

@@ -25,6 +25,8 @@ journal replay consume, so a change to that shape is made for all subjects at on
 from __future__ import annotations
 
 import re
+import time
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Generic, TypeVar
@@ -105,7 +107,12 @@ class SummaryRecorder(Generic[M]):
         if series_of is None:
             series_of = self._series_of[common] = {}
         exemplar = change.exemplar
-        saved: list[tuple[Series, Any]] = []
+        now = time.time() if exemplar else 0.0  # one timestamp for all of a summary's exemplars
+        # The undo log holds only what each observation overwrote: (series, bucket index, its old
+        # count, old sum, old exemplar), or (series, -1, 0, old value, None) for a counter; not a
+        # copy of every histogram's buckets (issue 21: plan + apply 47.7 -> ~40 µs a summary).
+        # An entry is written before its step, so a step that raised is undone too (a no-op).
+        undo: list[tuple[Any, int, int, float, Any]] = []
         created: list[tuple[dict[tuple[Any, ...], Series], tuple[Any, ...]]] = []
         dirty = self.dirty
         try:
@@ -117,19 +124,22 @@ class SummaryRecorder(Generic[M]):
                     series_of[key] = series
                     created.append((series_of, key))
                 if type(series) is HistogramSeries:
-                    saved.append((series, (series.counts.copy(), series.sum, series.exemplars.copy())))
-                    series.observe(value, exemplar)
+                    i = bisect_left(series._upper, value)
+                    undo.append((series, i, series.counts[i], series.sum, series.exemplars[i]))
+                    series.observe(value, exemplar, now)
                 else:
-                    saved.append((series, series.value))
+                    undo.append((series, -1, 0, series.value, None))
                     series.inc(value)
                 if dirty is not None:
                     dirty.add(series)
         except BaseException:
-            for series, old in reversed(saved):
-                if type(series) is HistogramSeries:
-                    series.counts[:], series.sum, series.exemplars[:] = old
-                else:
+            for series, i, count, old, old_exemplar in reversed(undo):
+                if i < 0:
                     series.value = old
+                else:
+                    series.counts[i] = count
+                    series.sum = old
+                    series.exemplars[i] = old_exemplar
             for owner, key in reversed(created):
                 series = owner.pop(key)
                 family, values = self._key_of.pop(series)
