@@ -349,7 +349,8 @@ class TaskRouterSettings(_Section):
         "both are personal data.",
     )
     label_values: Literal["name", "sid"] = Field(
-        "name", description="task_queue and workflow labels from the queue and workflow names, or their SIDs (Twilio flags the names as personal data)."
+        "name",
+        description="task_queue and workflow labels from the queue and workflow names, or their SIDs (Twilio flags the names as personal data).",
     )
 
 

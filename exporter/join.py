@@ -108,7 +108,10 @@ class Record:
     def loads(cls, text: str) -> Record:
         data = json.loads(text)
         first = data.get("first")
-        return cls({name: (int(c[0]), float(c[1]), str(c[2])) for name, c in data["values"].items() if name in FIELDS}, math.inf if first is None else float(first))
+        return cls(
+            {name: (int(c[0]), float(c[1]), str(c[2])) for name, c in data["values"].items() if name in FIELDS},
+            math.inf if first is None else float(first),
+        )
 
 
 @dataclass(slots=True)
@@ -147,7 +150,10 @@ def build_join_metrics(registry: CollectorRegistry) -> JoinMetrics:
     """The join's own health, every kind and result pre-created at 0 (an alert divides by them)."""
     m = JoinMetrics(
         joins=Counter(
-            JOIN_TOTAL, "Summaries recorded, by kind and whether the TaskRouter join knew their call (hit) or not (miss).", ["kind", "result"], registry=registry
+            JOIN_TOTAL,
+            "Summaries recorded, by kind and whether the TaskRouter join knew their call (hit) or not (miss).",
+            ["kind", "result"],
+            registry=registry,
         ),
         entries=Gauge(JOIN_ENTRIES, "Tasks the TaskRouter join map holds now.", registry=registry),
         evictions=Counter(JOIN_EVICTIONS, "Tasks evicted from the TaskRouter join map to stay within --taskrouter.max-joins.", registry=registry),
@@ -331,9 +337,7 @@ class JoinMap:
     @staticmethod
     def _worker_record(task: Task, call_sid: str) -> Record | None:
         claims = [
-            (record.values["worker_call"], sid, record)
-            for sid, record in task.records.items()
-            if sid and record.get("worker_call") == call_sid
+            (record.values["worker_call"], sid, record) for sid, record in task.records.items() if sid and record.get("worker_call") == call_sid
         ]
         if not claims:
             return None

@@ -132,7 +132,10 @@ def _upgrade_3_to_4(db: sqlite3.Connection) -> None:
     db.executemany(
         "UPDATE journal SET changes = ? WHERE id = ?",
         (
-            (json.dumps([[[*_JOIN_LABELS_ADDED, *common], observations] for common, observations in json.loads(changes)], separators=(",", ":")), row_id)
+            (
+                json.dumps([[[*_JOIN_LABELS_ADDED, *common], observations] for common, observations in json.loads(changes)], separators=(",", ":")),
+                row_id,
+            )
             for row_id, changes in journal
         ),
     )

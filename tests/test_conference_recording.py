@@ -109,7 +109,12 @@ def test_odd_values_in_fields_no_metric_is_made_of_never_drop_the_summary_and_la
 
     change = conferences.record(odd)
 
-    assert dict(zip(CONFERENCE_COMMON_LABELS, change.common, strict=True)) == {**JOINLESS, "mixer_region": OTHER, "status": "unknown", "end_reason": OTHER}
+    assert dict(zip(CONFERENCE_COMMON_LABELS, change.common, strict=True)) == {
+        **JOINLESS,
+        "mixer_region": OTHER,
+        "status": "unknown",
+        "end_reason": OTHER,
+    }
     assert sorted(change.overflow) == ["end_reason", "mixer_region"]
     assert sample_sum(conferences.registry, F + "summaries_total") == 2
 
