@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -137,9 +138,20 @@ WARM_TRANSFER = [
 ]
 
 
-@pytest.mark.parametrize("reverse", [False, True], ids=["in_order", "reversed"])
-async def test_a_warm_transfer_between_two_queues_attributes_each_agents_leg_to_its_own_queue(harness: Harness, reverse: bool) -> None:
-    events = list(reversed(WARM_TRANSFER)) if reverse else WARM_TRANSFER
+def transfer_order(seed: int) -> list[dict[str, Any]]:
+    """The transfer's events in order (0), reversed (1), or shuffled by ``seed``."""
+    if seed == 0:
+        return list(WARM_TRANSFER)
+    if seed == 1:
+        return list(reversed(WARM_TRANSFER))
+    events = list(WARM_TRANSFER)
+    random.Random(seed).shuffle(events)
+    return events
+
+
+@pytest.mark.parametrize("seed", range(6), ids=["in_order", "reversed", *(f"shuffled{n}" for n in range(2, 6))])
+async def test_a_warm_transfer_between_two_queues_attributes_each_agents_leg_to_its_own_queue(harness: Harness, seed: int) -> None:
+    events = transfer_order(seed)
     assert await deliver(harness, [*events, *events[:2]]) == {"recorded": len(events) + 2}
 
     assert await deliver(harness, [participant(AGENT_CALL, "CP1"), participant(SECOND_AGENT_CALL, "CP2"), participant(CUSTOMER_CALL, "CP3")]) == {
@@ -244,7 +256,7 @@ def test_past_max_joins_the_oldest_task_is_evicted_and_counted() -> None:
 
     assert join.labels_for("participant", Leg(AGENT_CALL, CONFERENCE)) is None
     assert join.labels_for("participant", Leg("CA2")) == {"task_queue": "Support", "workflow": "Inbound", "team": "Billing"}
-    assert join.metrics.evictions._value.get() == 1  # noqa: SLF001
+    assert join.metrics.evictions._value.get() == 1
 
 
 def test_a_conference_summary_joins_by_its_friendly_name_the_task_sid() -> None:
