@@ -226,7 +226,7 @@ def test_one_slice_group_per_configured_dimension_evaluated_at_the_fixed_interva
     document = yaml.safe_load(SLICES_FILE.read_text())
     assert [group["name"] for group in document["groups"]] == [f"{rules.SLICE_GROUP_PREFIX}{d}" for d in settings.SLICE_DIMENSIONS]
     assert {group["interval"] for group in document["groups"]} == {settings.SLICE_EVALUATION_INTERVAL}
-    assert settings.SLICE_DIMENSIONS == ("participant_region", "conference_region", "call_type", "country_code", "participant_label")
+    assert settings.SLICE_DIMENSIONS == ("participant_region", "conference_region", "call_type", "country_code", "participant_label", "task_queue")
 
 
 @pytest.mark.parametrize("dimension", settings.SLICE_DIMENSIONS)
@@ -445,6 +445,13 @@ def test_readme_and_alerts_doc_tables_are_generated():
 
 def test_the_documented_cost_is_the_formula_at_the_default_caps():
     """1 value per dimension is 56 series; the caps are the exporter's, plus unknown and other."""
-    assert docs.at_caps() == {"participant_region": 22, "conference_region": 22, "call_type": 12, "country_code": 102, "participant_label": 52}
+    assert docs.at_caps() == {
+        "participant_region": 22,
+        "conference_region": 22,
+        "call_type": 12,
+        "country_code": 102,
+        "participant_label": 52,
+        "task_queue": 102,
+    }
     assert rules.slice_series(docs.at_caps()) == 210 * 56 == 11_760
     assert rules.slice_series(docs.CONTACT_CENTRE) == 25 * 56
