@@ -171,7 +171,7 @@ class JoinMap:
         self,
         metrics: JoinMetrics,
         ttl: float = 5 * 3600.0,
-        max_tasks: int = 100_000,
+        max_tasks: int = 50_000,
         team_attributes: Sequence[str] = ("team_name",),
         label_values: str = "name",
         clock: Callable[[], float] = time.time,
