@@ -342,9 +342,7 @@ class TaskRouterSettings(_Section):
         description="How long a task's join is kept after its last TaskRouter event: the summaries come up to 30 min after the call, "
         "and Event Streams redelivers for up to 4 h.",
     )
-    max_joins: int = Field(
-        50_000, gt=0, description="Most tasks the join map holds (about 3 KB each); the oldest are evicted first (counted)."
-    )
+    max_joins: int = Field(50_000, gt=0, description="Most tasks the join map holds (about 3 KB each); the oldest are evicted first (counted).")
     team_attributes: list[str] = Field(
         ["team_name"],
         description="Keys of worker_attributes giving the team label, the first present wins. Never the worker's name or SID: "
