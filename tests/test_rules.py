@@ -44,9 +44,9 @@ def test_promtool_check_rules_passes():
     result = promtool("check", "rules", *map(str, RULES_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
     # 16 thresholds (6 of quality, 10 of exporter health), 8 account-wide recording rules, 14 alerts (2 of Kinesis mode);
-    # per dimension (5) and signal (4), 14 recording rules (2 base rates, 7 shares, 5 counts) and 3 alerts.
+    # per dimension (6) and signal (4), 14 recording rules (2 base rates, 7 shares, 5 counts) and 3 alerts.
     assert "SUCCESS: 38 rules found" in result.stdout
-    assert f"SUCCESS: {5 * 4 * (14 + 3)} rules found" in result.stdout
+    assert f"SUCCESS: {6 * 4 * (14 + 3)} rules found" in result.stdout
 
 
 def test_promtool_unit_tests_pass():
@@ -453,5 +453,5 @@ def test_the_documented_cost_is_the_formula_at_the_default_caps():
         "participant_label": 52,
         "task_queue": 102,
     }
-    assert rules.slice_series(docs.at_caps()) == 210 * 56 == 11_760
+    assert rules.slice_series(docs.at_caps()) == 312 * 56 == 17_472
     assert rules.slice_series(docs.CONTACT_CENTRE) == 25 * 56
