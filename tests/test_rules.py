@@ -454,4 +454,4 @@ def test_the_documented_cost_is_the_formula_at_the_default_caps():
         "task_queue": 102,
     }
     assert rules.slice_series(docs.at_caps()) == 312 * 56 == 17_472
-    assert rules.slice_series(docs.CONTACT_CENTRE) == 25 * 56
+    assert rules.slice_series(docs.CONTACT_CENTRE) == 76 * 56
