@@ -18,7 +18,7 @@ from .promql import ALERT_SHARE, MIN_STREAMS, OBJECTIVE, QUALITY_THRESHOLDS, bur
 # A contact centre on two continents: agents and customers media-anchored in three Twilio regions
 # (plus unknown), conferences mixed in two, PSTN, SIP trunk and browser calls, customers from a
 # dozen countries, and the three roles of a contact-centre conference (plus unknown).
-CONTACT_CENTRE = {"participant_region": 4, "conference_region": 2, "call_type": 3, "country_code": 12, "participant_label": 4}
+CONTACT_CENTRE = {"participant_region": 4, "conference_region": 2, "call_type": 3, "country_code": 12, "participant_label": 4, "task_queue": 51}
 
 
 def at_caps() -> dict[str, int]:

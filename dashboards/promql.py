@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from prometheus_client.utils import floatToGoString
 
 from exporter import metrics as m
-from exporter.labels import COMMON_LABELS
+from exporter.labels import COMMON_LABELS, JOIN_LABELS
 
 from . import settings
 
@@ -25,7 +25,7 @@ OBJECTIVE = f"{m.PARTICIPANT}:slo_objective:ratio"
 
 # Template variables of the quality dashboard: scrape target first, then each common label.
 TARGET_VARIABLES = ("job", "instance")
-LABEL_VARIABLES = COMMON_LABELS
+LABEL_VARIABLES = COMMON_LABELS + JOIN_LABELS
 
 
 def le(edge: float) -> str:

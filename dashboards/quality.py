@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporter import metrics as m
+from exporter.join import JOIN_TOTAL
 
 from . import settings
 from .grafana import (
@@ -265,6 +266,57 @@ def breakdown() -> Section:
         for threshold in QUALITY_THRESHOLDS
     ]
     return Section("Breakdown by $breakdown", cells)
+
+
+def queues_and_teams() -> Section:
+    """Flex: the TaskRouter join's labels (exporter/join.py), the first question of a bad hour: which queue, which team."""
+    cells = []
+    for name, title in (("task_queue", "queue"), ("team", "team")):
+        cells.append(
+            Cell(
+                timeseries(
+                    f"Summaries per minute by {title}",
+                    f"Participant summaries recorded per minute, by the {name} the TaskRouter join gave them (unknown: no TaskRouter event "
+                    "of the call was received before its summary).",
+                    [query(per_minute(m.SUMMARIES, (name,)))],
+                    "cpm",
+                    stack=True,
+                )
+            )
+        )
+        cells += [
+            Cell(
+                timeseries(
+                    f"{threshold.title} by {title}",
+                    f"Share of media streams with {threshold.title}, by {name}: an agent's leg counts in the queue and team of the "
+                    "reservation that agent accepted, the customer's leg in the queue the call entered (README, TaskRouter).",
+                    [query(threshold.share(RATE, FILTERS, (name,)))],
+                    "percentunit",
+                    maximum=1,
+                    threshold=settings.QUALITY_ALERT_SHARE,
+                )
+            )
+            for threshold in QUALITY_THRESHOLDS[:1]
+        ]
+    joins = selector(*joins_matchers())
+    hits = selector(*joins_matchers(), 'result="hit"')
+    cells.append(
+        Cell(
+            timeseries(
+                "TaskRouter join hits by kind",
+                "Share of the summaries recorded whose call the TaskRouter join knew. Near 0 with Flex traffic: the TaskRouter "
+                "event types are not subscribed on the sink (README, TaskRouter).",
+                [query(f"sum by (kind) (rate({JOIN_TOTAL}_total{hits}[{RATE}])) / sum by (kind) (rate({JOIN_TOTAL}_total{joins}[{RATE}]))")],
+                "percentunit",
+                maximum=1,
+            )
+        )
+    )
+    return Section("Queues and teams (Flex)", cells)
+
+
+def joins_matchers() -> tuple[str, ...]:
+    return ('job=~"$job"', 'instance=~"$instance"')
 
 
 def slice_excess(threshold: QualityThreshold, dimension: str) -> str:
@@ -549,6 +601,7 @@ def build(generated: str) -> dict[str, Any]:
             error_budget(),
             distributions(),
             breakdown(),
+            queues_and_teams(),
             volume_and_regions(),
             tags(),
             durations(),

@@ -83,7 +83,9 @@ PULL_EXPIRED_MIN = 1
 # common labels; each one costs series, see docs/alerts.md). The share and the volume guard
 # above (QUALITY_ALERT_SHARE, QUALITY_MIN_STREAMS over QUALITY_WINDOW) apply to every slice too.
 # ---------------------------------------------------------------------------------------------
-SLICE_DIMENSIONS = ("participant_region", "conference_region", "call_type", "country_code", "participant_label")
+# task_queue: the TaskRouter join's queue (exporter/join.py), so one Flex queue's degradation
+# fires with its queue; its cost is the queue cap's (docs/alerts.md).
+SLICE_DIMENSIONS = ("participant_region", "conference_region", "call_type", "country_code", "participant_label", "task_queue")
 # The slice groups are evaluated at this fixed interval (whatever Prometheus' global one): a
 # slice's stream count over a window is the integral of its recorded rate, sum_over_time(rate) x
 # this interval, which stays exact for a slice younger than the window (a new country's first

@@ -35,7 +35,7 @@ from pydantic_settings import (
 )
 
 from . import metrics
-from .labels import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, OPTIONAL_LABELS
+from .labels import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, JOIN_LABELS, OPTIONAL_LABELS
 from .values import ByteSize, Duration, HttpUrl, ListenAddress, PositiveDuration
 from .values import format_duration as format_duration  # re-exported: scripts/readme_tables.py and the tests read them here
 from .values import format_size as format_size
@@ -216,7 +216,7 @@ class LabelSettings(_Section):
 
     def common_labels(self) -> tuple[str, ...]:
         """The common label names in exposition order."""
-        return COMMON_LABELS + tuple(name for name in OPTIONAL_LABELS if getattr(self, name))
+        return JOIN_LABELS + COMMON_LABELS + tuple(name for name in OPTIONAL_LABELS if getattr(self, name))
 
     def max_values(self, label: str) -> int:
         limit = self.limits.get(label)
@@ -379,6 +379,26 @@ class StateSettings(_Section):
     )
 
 
+class TaskRouterSettings(_Section):
+    """The TaskRouter join (exporter/join.py): task queue, workflow and team labels on every summary of a Flex call."""
+
+    join_ttl: Duration = Field(
+        Duration(hours=5),
+        description="How long a task's join is kept after its last TaskRouter event: the summaries come up to 30 min after the call, "
+        "and Event Streams redelivers for up to 4 h.",
+    )
+    max_joins: int = Field(50_000, gt=0, description="Most tasks the join map holds (about 3 KB each); the oldest are evicted first (counted).")
+    team_attributes: list[str] = Field(
+        ["team_name"],
+        description="Keys of worker_attributes giving the team label, the first present wins. Never the worker's name or SID: "
+        "both are personal data.",
+    )
+    label_values: Literal["name", "sid"] = Field(
+        "name",
+        description="task_queue and workflow labels from the queue and workflow names, or their SIDs (Twilio flags the names as personal data).",
+    )
+
+
 class KinesisSettings(_Section):
     """Consumer mode: read the events a Twilio Kinesis sink writes (AWS credentials from the standard chain)."""
 
@@ -456,6 +476,7 @@ class Settings(BaseSettings):
     pull: PullSettings = Field(default_factory=PullSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     kinesis: KinesisSettings = Field(default_factory=KinesisSettings)
+    taskrouter: TaskRouterSettings = Field(default_factory=TaskRouterSettings)
     check_config: bool = Field(False, description="Load and validate the configuration, print it (secrets masked) and exit.")
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 
 At start every subject's dedup keys are loaded into its window and, with ``--state.path``, its
 saved series and the journal after them are replayed into its recorder (exporter/state.py
-describes the file). While running, the values of the series changed since the last snapshot
+describes the file), and the TaskRouter join map gets back its tasks (exporter/join.py). While running, the values of the series changed since the last snapshot
 are copied on the loop in one synchronous step and queued behind every commit before them, every
 ``--state.snapshot-interval`` or sooner after ``--state.snapshot-changes`` journaled summaries;
 once more at the end, so a clean restart replays nothing.
@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from .join import JoinMap
 from .state import SeriesRow, StateStore
 from .subjects import Subjects
 
@@ -29,8 +30,11 @@ log = logging.getLogger(__name__)
 class DurableState:
     """Opens, restores, snapshots and closes the state of every subject."""
 
-    def __init__(self, store: StateStore, subjects: Subjects, snapshot_interval: float = 60.0, snapshot_changes: int = 200_000) -> None:
+    def __init__(
+        self, store: StateStore, subjects: Subjects, snapshot_interval: float = 60.0, snapshot_changes: int = 200_000, join: JoinMap | None = None
+    ) -> None:
         self.store = store
+        self.join = join
         self.subjects = subjects
         self._snapshot_interval = snapshot_interval
         self._snapshot_changes = snapshot_changes
@@ -83,6 +87,8 @@ class DurableState:
             store.load_window(subject.name, subject.window)
         if not store.persistent:
             return 0
+        if self.join is not None:
+            self.join.restore(store.load_joins())
         loaded = store.load()
         series: dict[str, list[tuple[str, tuple[str, ...], list[float]]]] = {}
         for name, family, labels, data in loaded.series:

@@ -33,6 +33,12 @@ MAX_VALUE_LENGTH = 64
 
 # The labels every participant series carries, in exposition order.
 COMMON_LABELS = ("call_type", "call_direction", "participant_region", "conference_region", "country_code", "participant_label")
+# The TaskRouter join's labels (exporter/join.py), first among every kind's common labels: a
+# state file of schema 3 gains them as 'unknown' in front of each saved label set (state.py).
+JOIN_LABELS = ("task_queue", "workflow", "team")
+# A Workspace allows 5,000 queues and 1,000 workflows (taskrouter-join-facts.md §5.1): the caps
+# are what a dashboard can still show, a centre of 50 queues and 20 teams with headroom.
+JOIN_MAX_VALUES = {"task_queue": 100, "workflow": 20, "team": 50}
 # Common labels an operator can switch on.
 OPTIONAL_LABELS = ("account_sid", "jitter_buffer_size")
 
@@ -54,13 +60,20 @@ DEFAULT_MAX_VALUES = {
     "severity": 10,
     "metric": 20,
     "action": 30,
+    **JOIN_MAX_VALUES,
 }
 
 # Distinct common label sets kept before new combinations fold into the overflow set. A contact
 # centre uses a few hundred (a handful of regions x call types x a few dozen countries x a few
 # roles); each set costs about 200 samples, so the default bounds the participant families at
 # about 200k samples whatever arrives (README, "Cardinality").
-DEFAULT_MAX_LABEL_SETS = 1000
+#
+# The join labels multiply the sets: a centre of 50 queues x 20 teams, with up to four sets of
+# the other labels per (queue, team) pair (the customer's and the agent's legs, a country or
+# two), needs 4,000 more; so the budget is today's 1000 (kept whole: an upgrade's sets, all
+# 'unknown' in the join labels, never fold) plus 4,000.
+JOIN_LABEL_SETS = 50 * 20
+DEFAULT_MAX_LABEL_SETS = 1000 + 4 * JOIN_LABEL_SETS
 
 # The name under which a folded label set is counted in label_overflow_total.
 LABEL_SET = "label_set"
@@ -228,7 +241,7 @@ class LabelPolicy:
 # kind's families (README, "Labels"): ``country_code`` is the participant's own country in the
 # participant families and the far end's in the call families.
 # ---------------------------------------------------------------------------------------------
-CALL_COMMON_LABELS = ("call_type", "call_status", "direction", "media_region", "edge_location", "country_code", "carrier", "connection")
+CALL_COMMON_LABELS = (*JOIN_LABELS, "call_type", "call_status", "direction", "media_region", "edge_location", "country_code", "carrier", "connection")
 
 # Twilio documents these vocabularies (call-and-conference-summary-facts.md): anything else is
 # 'other' at once, so a typo or a hostile value never takes a place. call_type's whatsapp
@@ -255,12 +268,15 @@ CALL_MAX_VALUES = {
     "disconnected_by": 10,
     "codec": 10,
     "tag": 50,
+    **JOIN_MAX_VALUES,
 }
 
 # A call label set is the costliest of the three kinds (every edge and direction, MOS and RTT
 # stats, codecs): fewer sets than the participants' budget keep the call families' worst case in
 # the same range (README, "Call and Conference Summaries", computed from these caps).
-CALL_MAX_LABEL_SETS = 300
+# With the join labels: today's 300 plus two sets (the customer's and the agent's leg) per
+# (queue, team) pair of a 50 x 20 centre.
+CALL_MAX_LABEL_SETS = 300 + 2 * JOIN_LABEL_SETS
 
 
 def call_label_policy(
@@ -276,7 +292,7 @@ def call_label_policy(
 # Conference Summaries (twilio_conference_* without participant_). The common labels say where
 # the conference mixed, how it ended and why: all three are documented vocabularies.
 # ---------------------------------------------------------------------------------------------
-CONFERENCE_COMMON_LABELS = ("mixer_region", "status", "end_reason")
+CONFERENCE_COMMON_LABELS = (*JOIN_LABELS, "mixer_region", "status", "end_reason")
 
 CONFERENCE_ALLOWLISTS = {
     "status": frozenset({"in_progress", "not_started", "completed", "summary_timeout"}),
@@ -299,10 +315,12 @@ CONFERENCE_MAX_VALUES = {
     **{name: len(values) for name, values in CONFERENCE_ALLOWLISTS.items()},
     "mixer_region": 20,
     "tag": 30,
+    **JOIN_MAX_VALUES,
 }
 
-# At most (20 + 2) x (4 + 2) x (5 + 2) = 924 combinations exist; 300 sets bound them (README).
-CONFERENCE_MAX_LABEL_SETS = 300
+# Without the join, at most (20 + 2) x (4 + 2) x (5 + 2) = 924 combinations exist; 300 sets bound
+# them (README); with it, one more set per (queue, team) pair of a 50 x 20 centre.
+CONFERENCE_MAX_LABEL_SETS = 300 + JOIN_LABEL_SETS
 
 
 def conference_label_policy(

@@ -183,6 +183,10 @@ class EventType(StrEnum):
     SUMMARY = "summary"
     TEST = "test"
     OTHER = "other"
+    # TaskRouter events (exporter/join.py): recorded (taken into the join map), ignored (a
+    # non-voice task, or a type the join does not use) or invalid. Not summaries: no summary
+    # ratio or alert counts them.
+    TASKROUTER = "taskrouter"
 
 
 class Outcome(StrEnum):
@@ -203,6 +207,7 @@ EVENT_CHILDREN: dict[EventType, tuple[Outcome, ...]] = {
     EventType.SUMMARY: (Outcome.RECORDED, Outcome.DUPLICATE, Outcome.INVALID),
     EventType.TEST: (Outcome.TEST,),
     EventType.OTHER: (Outcome.IGNORED, Outcome.INVALID),
+    EventType.TASKROUTER: (Outcome.RECORDED, Outcome.IGNORED, Outcome.INVALID),
 }
 
 

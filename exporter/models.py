@@ -487,6 +487,9 @@ class ConferenceSummary(_Tolerant):
     max_concurrent_participants: Participants | None = None
     detected_issues: DetectedIssues | None = None
     tags: list[str] | None = None
+    # A TaskRouter conference is named after its task (exporter/join.py looks it up by it); PII
+    # by Twilio's flags, so never a label. Anything but text counts as absent.
+    friendly_name: Annotated[str | None, BeforeValidator(lambda v: v if isinstance(v, str) and v else None)] = None
 
     @property
     def key(self) -> str:
@@ -549,3 +552,92 @@ def loads(raw: bytes | str) -> Any:
     ValueError: expected value at line 1 column 2
     """
     return from_json(raw, allow_inf_nan=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# TaskRouter events (schema TaskRouter.WDSEvent, any version: taskrouter-join-facts.md §2). They
+# are not recorded: they tell which task queue, workflow and team handled a call
+# (exporter/join.py). Only the fields the join reads are modelled; everything else, PII included
+# (from, to, caller, worker_name, contact_uri), is dropped here and never reaches the exporter.
+# ---------------------------------------------------------------------------------------------
+TASKROUTER_PREFIX = "com.twilio.taskrouter."
+
+
+def _json_object(value: Any) -> Any:
+    # task_attributes and worker_attributes are JSON text inside the payload (RNGD, VELO call
+    # JSON.parse): the same strict reader as every body, and an object or nothing.
+    if value is None or value == "":
+        return None
+    if isinstance(value, str | bytes):
+        try:
+            value = loads(value)
+        except ValueError as exc:
+            raise ValueError("not JSON") from exc
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+def _timestamp(value: Any) -> float | None:
+    """Unix seconds from an ISO 8601 text or a number (seconds or milliseconds); None if neither."""
+    from datetime import datetime
+
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        seconds = float(value)
+        return seconds / 1000 if seconds > 1e11 else seconds
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def _text_or_none(value: Any) -> Any:
+    return value if isinstance(value, str) and value else None
+
+
+TolerantText = Annotated[str | None, BeforeValidator(_text_or_none)]
+
+
+class TaskConferenceParticipants(_Tolerant):
+    customer: TolerantText = None
+    worker: TolerantText = None
+
+
+class TaskConference(_Tolerant):
+    sid: TolerantText = None
+    participants: Annotated[TaskConferenceParticipants | None, BeforeValidator(_tolerant)] = None
+
+
+class TaskAttributes(_Tolerant):
+    """What the join reads of a voice task's attributes (``conference`` is written by TaskRouter's conference instruction)."""
+
+    call_sid: TolerantText = None
+    direction: TolerantText = None
+    conference: Annotated[TaskConference | None, BeforeValidator(_tolerant)] = None
+
+
+class TaskRouterPayload(_Tolerant):
+    """The ``data.payload`` of a TaskRouter event: the task's (and reservation's) snapshot."""
+
+    task_sid: Annotated[str, Field(min_length=1)]
+    eventtype: TolerantText = None
+    timestamp: Annotated[float | None, BeforeValidator(_timestamp)] = None
+    reservation_sid: TolerantText = None
+    task_channel_unique_name: TolerantText = None
+    task_queue_sid: TolerantText = None
+    task_queue_name: TolerantText = None
+    workflow_sid: TolerantText = None
+    workflow_name: TolerantText = None
+    # Strict: an attribute text that is not a JSON object is a broken event, not a join.
+    task_attributes: Annotated[TaskAttributes | None, BeforeValidator(_json_object)] = None
+    worker_attributes: Annotated[dict[str, Any] | None, BeforeValidator(_json_object)] = None
+
+
+class TaskRouterData(_Tolerant):
+    """A TaskRouter CloudEvent's ``data``: the payload inside Event Streams' wrapper."""
+
+    payload: TaskRouterPayload

@@ -6,7 +6,9 @@ Whatever door an item came through, it meets these functions and their reasons, 
   fixes: the webhook answers 400);
 - :func:`event`: one CloudEvent, decoded (a webhook batch's element) or as bytes (a Kinesis
   record's ``Data``), into its envelope;
-- :func:`summary`: a summary (an envelope's ``data``, or a REST item) into its subject's model.
+- :func:`summary`: a summary (an envelope's ``data``, or a REST item) into its subject's model;
+- :func:`taskrouter`: a TaskRouter event's ``data`` into its payload (its ``task_attributes``
+  and ``worker_attributes`` JSON texts read by the same strict reader).
 
 :func:`event` and :func:`summary` raise :class:`InvalidEvent`, which carries the reason counted
 in ``twilio_insights_exporter_invalid_events_total`` and what may be logged of it (a location and
@@ -22,7 +24,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .models import CloudEvent, loads
+from .models import CloudEvent, TaskRouterData, TaskRouterPayload, loads
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -86,6 +88,27 @@ def summary(model: type[M], key_field: str, data: Any) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise _invalid(_summary_reason(exc, key_field), exc) from None
+
+
+def taskrouter(data: Any) -> TaskRouterPayload:
+    """A TaskRouter event's ``data`` as its payload; attributes that are not a JSON object are ``bad_task_attributes``."""
+    try:
+        return TaskRouterData.model_validate(data).payload
+    except ValidationError as exc:
+        raise _invalid(_taskrouter_reason(exc), exc) from None
+
+
+def _taskrouter_reason(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False)
+    if errors[0]["type"] == "model_type" and errors[0]["loc"] == ():
+        return "data_not_an_object"
+    for error in errors:
+        loc = error["loc"]
+        if loc == ("payload", "task_sid") or (loc == ("payload",) and error["type"] == "missing"):
+            return "missing_task_sid"
+        if loc[:2] in (("payload", "task_attributes"), ("payload", "worker_attributes")):
+            return f"bad_{loc[1]}"
+    return "bad_field"
 
 
 def _invalid(reason: str, exc: ValidationError) -> InvalidEvent:

@@ -9,6 +9,13 @@ and ends in exactly one outcome, counted here and nowhere else in
 is acknowledged, not recorded), ``ignored`` (a type no subject has) or ``test`` (the Event
 Streams sink test).
 
+TaskRouter events (``com.twilio.taskrouter.*``) are no subject's: they are merged into the join
+map (exporter/join.py), counted as ``type="taskrouter"`` (``recorded`` when taken, ``ignored``
+for a non-voice task or a type the join does not use, ``invalid`` with a reason), and their
+rows committed like a delivery's changes. Every summary recorded is given its call's
+``task_queue``, ``workflow`` and ``team`` from the map, ``unknown`` when the map does not know
+it yet (counted as a miss): nothing is held back.
+
 A summary is deduplicated by its subject's key (a participant's SID): one participant has one
 summary, whichever door it came through and however often. Recording it is all or nothing
 (:meth:`~exporter.recorder.Recorder.plan` then :meth:`~exporter.recorder.Recorder.apply`), and
@@ -32,6 +39,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from . import parse
+from .join import JoinMap, JoinRow
 from .logs import Throttle
 from .metrics import EventType, ExporterMetrics, Outcome, Source
 from .models import TEST_EVENT_TYPE
@@ -59,13 +67,23 @@ class _Batch:
     changes: list[tuple[str, JournaledChange]] = field(default_factory=list)
     keys: list[tuple[str, str, float]] = field(default_factory=list)
     waits: list[asyncio.Future[None]] = field(default_factory=list)
+    joins: list[JoinRow] = field(default_factory=list)
+    unjoined: list[str] = field(default_factory=list)
 
 
 class Pipeline:
     """Takes raw items from any door and records each summary once, in its subject."""
 
-    def __init__(self, subjects: Subjects, exporter_metrics: ExporterMetrics, store: StateStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        subjects: Subjects,
+        exporter_metrics: ExporterMetrics,
+        store: StateStore,
+        clock: Callable[[], float] = time.time,
+        join: JoinMap | None = None,
+    ) -> None:
         self.subjects = subjects
+        self.join = join
         self.metrics = exporter_metrics
         self.store = store
         self._clock = clock
@@ -132,6 +150,8 @@ class Pipeline:
                 return self._count(source, EventType.TEST, Outcome.TEST)
             carried = self.subjects.carried_by(event.type)
             if carried is None:
+                if self.join is not None and self.join.takes(event.type):
+                    return self._taskrouter(self.join, event.type, event.data, source, batch)
                 return self._count(source, EventType.OTHER, Outcome.IGNORED)
             subject, final = carried
             if not final:
@@ -153,8 +173,11 @@ class Pipeline:
                 batch.waits.append(pending)
             return self._count(source, EventType.SUMMARY, Outcome.DUPLICATE)
         recorder = subject.recorder
-        change = recorder.plan(summary)  # changes nothing
+        joined = None if self.join is None else self.join.labels_for(subject.name, summary)
+        change = recorder.plan(summary, joined)  # changes nothing
         recorder.apply(change)  # all or nothing
+        if self.join is not None:
+            self.join.count(subject.name, joined is not None)
         now = self._clock()
         subject.window.add(key, at=now)
         if self.store.persistent:
@@ -164,6 +187,20 @@ class Pipeline:
             self.metrics.label_overflow.labels(subject.name, label).inc()
         self.metrics.last_summary.labels(subject.name).set(now)
         return self._count(source, EventType.SUMMARY, Outcome.RECORDED)
+
+    def _taskrouter(self, join: JoinMap, event_type: str, data: Any, source: Source, batch: _Batch) -> Outcome:
+        try:
+            payload = parse.taskrouter(data)
+        except parse.InvalidEvent as invalid:
+            return self._invalid(source, EventType.TASKROUTER, invalid)
+        offered = join.offered(event_type, payload)
+        if offered is None:
+            return self._count(source, EventType.TASKROUTER, Outcome.IGNORED)
+        upsert = join.upsert(payload, offered)
+        if self.store.persistent:
+            batch.joins.extend(upsert.rows)
+            batch.unjoined.extend(upsert.evicted)
+        return self._count(source, EventType.TASKROUTER, Outcome.RECORDED)
 
     def _count(self, source: Source, event_type: EventType, outcome: Outcome) -> Outcome:
         counter_child(self.metrics.events, source, event_type, outcome).inc()
@@ -180,9 +217,9 @@ class Pipeline:
     # -- commits --------------------------------------------------------------------------------
 
     def _commit(self, batch: _Batch, checkpoint: tuple[str, str] | None, commits: list[asyncio.Future[None]]) -> None:
-        if not (batch.changes or batch.keys or checkpoint):
+        if not (batch.changes or batch.keys or checkpoint or batch.joins or batch.unjoined):
             return
-        future = self.store.commit(Commit(batch.changes, batch.keys, checkpoint))
+        future = self.store.commit(Commit(batch.changes, batch.keys, checkpoint, joins=batch.joins, unjoined=batch.unjoined))
         if future is None:
             return
         commits.append(future)

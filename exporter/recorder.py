@@ -92,8 +92,12 @@ class SummaryRecorder(Generic[M]):
         metrics: Any = self.metrics  # a dataclass of families, whichever subject's
         return [getattr(metrics, f.name) for f in fields(metrics)]
 
-    def plan(self, summary: Any) -> Change:
-        """What recording ``summary`` would add. Changes nothing."""
+    def plan(self, summary: Any, joined: Mapping[str, str | None] | None = None) -> Change:
+        """What recording ``summary`` would add. Changes nothing.
+
+        ``joined``: common label values from outside the summary (the TaskRouter join's
+        task_queue, workflow and team, exporter/join.py); absent ones are ``unknown``.
+        """
         raise NotImplementedError
 
     # -- apply: all or nothing ---------------------------------------------------------------
@@ -234,7 +238,7 @@ class Recorder(SummaryRecorder[ParticipantMetrics]):
 
     # -- plan: read only ---------------------------------------------------------------------
 
-    def plan(self, summary: ParticipantSummary) -> Change:
+    def plan(self, summary: ParticipantSummary, joined: Mapping[str, str | None] | None = None) -> Change:
         """What recording ``summary`` would add. Changes nothing."""
         m = self.metrics
         lp = self.labels
@@ -249,6 +253,7 @@ class Recorder(SummaryRecorder[ParticipantMetrics]):
 
         common = lp.common(
             {
+                **(joined or {}),
                 "call_type": summary.call_type,
                 "call_direction": summary.call_direction,
                 "participant_region": summary.participant_region,
@@ -347,7 +352,7 @@ class CallRecorder(SummaryRecorder[CallMetrics]):
     def __init__(self, registry: CollectorRegistry, labels: LabelPolicy, buckets: Mapping[str, tuple[float, ...]] | None = None) -> None:
         super().__init__(labels, build_call_metrics(registry, labels.common_names, dict(buckets or {})))
 
-    def plan(self, summary: CallSummary) -> Change:
+    def plan(self, summary: CallSummary, joined: Mapping[str, str | None] | None = None) -> Change:
         """What recording ``summary`` would add. Changes nothing."""
         m = self.metrics
         draft = _Draft(self.labels)
@@ -355,6 +360,7 @@ class CallRecorder(SummaryRecorder[CallMetrics]):
         props = summary.properties
         common = draft.common(
             {
+                **(joined or {}),
                 "call_type": summary.call_type,
                 "call_status": summary.call_state,
                 "direction": props.direction if props is not None else None,
@@ -425,11 +431,11 @@ class ConferenceRecorder(SummaryRecorder[ConferenceMetrics]):
     def __init__(self, registry: CollectorRegistry, labels: LabelPolicy, buckets: Mapping[str, tuple[float, ...]] | None = None) -> None:
         super().__init__(labels, build_conference_metrics(registry, labels.common_names, dict(buckets or {})))
 
-    def plan(self, summary: ConferenceSummary) -> Change:
+    def plan(self, summary: ConferenceSummary, joined: Mapping[str, str | None] | None = None) -> Change:
         """What recording ``summary`` would add. Changes nothing."""
         m = self.metrics
         draft = _Draft(self.labels)
-        common = draft.common({"mixer_region": summary.mixer_region, "status": summary.status, "end_reason": summary.end_reason})
+        common = draft.common({**(joined or {}), "mixer_region": summary.mixer_region, "status": summary.status, "end_reason": summary.end_reason})
         obs: list[Observation] = [(m.summaries, (draft.detail("processing_state", summary.processing_state),), 1)]
         if summary.duration_seconds is not None:
             obs.append((m.duration, (), summary.duration_seconds))

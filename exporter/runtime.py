@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from .config import Config
 from .durable import DurableState
 from .intake import Intake, MemoryBudget
+from .join import build_join
 from .metrics import ExporterMetrics, build_exporter_metrics
 from .network import SourceNetworks
 from .pipeline import Pipeline
@@ -56,8 +57,10 @@ class Runtime:
         em = build_exporter_metrics(registry)
         subjects = build_subjects(config, registry, clock=clock)
         state = StateStore(settings.state.path, settings.dedup.window.total_seconds(), clock=clock, fsync=settings.state.sync == "full")
-        pipeline = Pipeline(subjects, em, state, clock=clock)
-        durable = DurableState(state, subjects, settings.state.snapshot_interval.total_seconds(), settings.state.snapshot_changes)
+        join = build_join(config, registry, clock=clock)
+        state.join_ttl = join.ttl
+        pipeline = Pipeline(subjects, em, state, clock=clock, join=join)
+        durable = DurableState(state, subjects, settings.state.snapshot_interval.total_seconds(), settings.state.snapshot_changes, join=join)
         intake = Intake(settings.webhook.max_in_flight, MemoryBudget(settings.webhook.memory_budget))
         em.webhook_in_flight.set_function(lambda: intake.in_flight)
         em.webhook_memory_reserved.set_function(lambda: intake.budget.reserved)

@@ -67,7 +67,7 @@ _LEGACY_EVENT_ID = "event_id"
 _LEGACY_PARTICIPANT_KIND = "participant_sid"
 _LEGACY_SUBJECT = "participant"
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dedup_keys (
     kind TEXT NOT NULL,
@@ -105,6 +105,44 @@ CREATE TABLE IF NOT EXISTS series (
     PRIMARY KEY (subject, family, labels)
 ) WITHOUT ROWID"""
 
+# -- Schema 4: the TaskRouter join (exporter/join.py) -------------------------------------------
+# One row per (task, reservation) of the join map, upserted with the delivery that changed it and
+# dropped once its task is past --taskrouter.join-ttl (seen_at: the exporter's clock at the task's
+# last TaskRouter event) or evicted. A file of schema 3 gains the table, and every saved series and
+# journaled label set of the summary subjects gains the join labels (JOIN_LABELS, first among the
+# common ones) as 'unknown': its series go on, and its label sets keep their place in the budget.
+_JOINS = """
+CREATE TABLE IF NOT EXISTS taskrouter_joins (
+    task_sid TEXT NOT NULL,
+    reservation_sid TEXT NOT NULL,
+    data TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (task_sid, reservation_sid)
+) WITHOUT ROWID"""
+_JOIN_LABELS_ADDED = ("unknown", "unknown", "unknown")  # task_queue, workflow, team
+
+
+def _upgrade_3_to_4(db: sqlite3.Connection) -> None:
+    """Schema 3 -> 4, inside the caller's transaction: the join labels, 'unknown', in front of every label set."""
+    db.execute(_JOINS)
+    rows = db.execute("SELECT subject, family, labels FROM series").fetchall()
+    db.executemany(
+        "UPDATE series SET labels = ? WHERE subject = ? AND family = ? AND labels = ?",
+        ((json.dumps([*_JOIN_LABELS_ADDED, *json.loads(labels)]), subject, family, labels) for subject, family, labels in rows),
+    )
+    journal = db.execute("SELECT id, changes FROM journal").fetchall()
+    db.executemany(
+        "UPDATE journal SET changes = ? WHERE id = ?",
+        (
+            (
+                json.dumps([[[*_JOIN_LABELS_ADDED, *common], observations] for common, observations in json.loads(changes)], separators=(",", ":")),
+                row_id,
+            )
+            for row_id, changes in journal
+        ),
+    )
+
+
 WATERMARK = "pull_watermark"
 CALL_WATERMARK = "pull_call_watermark"  # how far the poller has listed Call Summaries (a row of meta, like WATERMARK)
 
@@ -132,6 +170,9 @@ class Commit:
     resolved: list[str] = field(default_factory=list)
     watermark: float | None = None
     call_watermark: float | None = None
+    # The TaskRouter join's rows to upsert, (task, reservation, data, seen_at), and tasks evicted.
+    joins: list[tuple[str, str, str, float]] = field(default_factory=list)
+    unjoined: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -181,6 +222,8 @@ class StateStore:
         # Called by the writer inside each transaction, before COMMIT: tests hold a commit open with it.
         self.commit_hook: Callable[[], None] | None = None
         self.journaled = 0  # changes journaled since the last snapshot
+        # How long a TaskRouter join row is kept after its task's last event (--taskrouter.join-ttl).
+        self.join_ttl = 5 * 3600.0
 
     @property
     def persistent(self) -> bool:
@@ -198,9 +241,9 @@ class StateStore:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RuntimeError(f"state file {self.path} has schema {version}, newer than this exporter's {SCHEMA_VERSION}")
-            if version in (1, 2):
+            if version in (1, 2, 3):
                 _upgrade(db, version)
-            db.executescript(f"{_SCHEMA}{_JOURNAL};{_SERIES};")
+            db.executescript(f"{_SCHEMA}{_JOURNAL};{_SERIES};{_JOINS};")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             db.close()
@@ -256,8 +299,19 @@ class StateStore:
         return int(self.db.execute("SELECT count(*) FROM dedup_keys WHERE kind = ?", (kind,)).fetchone()[0])
 
     def expire(self) -> int:
-        """Delete keys older than the window; returns how many went."""
+        """Delete keys older than the window (and joins past their TTL); returns how many keys went."""
+        self.db.execute("DELETE FROM taskrouter_joins WHERE seen_at <= ?", (self._clock() - self.join_ttl,))
         return int(self.db.execute("DELETE FROM dedup_keys WHERE added_at <= ?", (self._clock() - self.window,)).rowcount)
+
+    def load_joins(self) -> list[tuple[str, str, str, float]]:
+        """The TaskRouter join's rows within their TTL (exporter/join.py restores them)."""
+        if not self.persistent:
+            return []
+        return list(
+            self.db.execute(
+                "SELECT task_sid, reservation_sid, data, seen_at FROM taskrouter_joins WHERE seen_at > ?", (self._clock() - self.join_ttl,)
+            )
+        )
 
     # -- the writer ------------------------------------------------------------------------
 
@@ -346,6 +400,7 @@ class StateStore:
                 if error is None and since_expiry >= _EXPIRE_EVERY:
                     since_expiry = 0
                     db.execute("DELETE FROM dedup_keys WHERE added_at <= ?", (self._clock() - self.window,))
+                    db.execute("DELETE FROM taskrouter_joins WHERE seen_at <= ?", (self._clock() - self.join_ttl,))
                 if stop is not None:
                     self._resolve([stop], None)
                     return
@@ -376,6 +431,14 @@ class StateStore:
         for name, mark in ((WATERMARK, item.watermark), (CALL_WATERMARK, item.call_watermark)):
             if mark is not None:
                 db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, mark))
+        if item.joins:
+            db.executemany(
+                "INSERT INTO taskrouter_joins (task_sid, reservation_sid, data, seen_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (task_sid, reservation_sid) DO UPDATE SET data = excluded.data, seen_at = excluded.seen_at",
+                item.joins,
+            )
+        if item.unjoined:
+            db.executemany("DELETE FROM taskrouter_joins WHERE task_sid = ?", ((sid,) for sid in item.unjoined))
 
     def _write_snapshot(self, db: sqlite3.Connection, item: _Snapshot) -> None:
         db.executemany(
@@ -458,32 +521,41 @@ class StateStore:
 
 
 def _upgrade(db: sqlite3.Connection, version: int) -> None:
-    """Upgrade a file of schema 1 or 2 to this one in place, in one transaction.
+    """Upgrade a file of schema 1, 2 or 3 to this one in place, in one transaction.
 
     Schema 1 kept delivery ids (gone: participant SIDs say the same) and had no journal or series;
     schemas 1 and 2 held participant summaries only, so every row they have is the participant
     subject's: the journal and series rows gain that subject, the participant keys its name.
     The poller's state (watermark, pending and done conferences) and the checkpoints are kept.
+    Schema 3 -> 4 (every older file passes through it): :func:`_upgrade_3_to_4`.
     """
     db.execute("BEGIN IMMEDIATE")
     try:
-        db.execute("DELETE FROM dedup_keys WHERE kind = ?", (_LEGACY_EVENT_ID,))
-        db.execute("UPDATE dedup_keys SET kind = ? WHERE kind = ?", (_LEGACY_SUBJECT, _LEGACY_PARTICIPANT_KIND))
-        if version == 2:
-            db.execute("ALTER TABLE journal RENAME TO journal_v2")
-            db.execute("ALTER TABLE series RENAME TO series_v2")
-            db.execute(_JOURNAL)
-            db.execute(_SERIES)
-            db.execute("INSERT INTO journal (id, subject, changes) SELECT id, ?, changes FROM journal_v2", (_LEGACY_SUBJECT,))
-            db.execute("INSERT INTO series (subject, family, labels, data) SELECT ?, family, labels, data FROM series_v2", (_LEGACY_SUBJECT,))
-            db.execute("DROP TABLE journal_v2")
-            db.execute("DROP TABLE series_v2")
+        if version in (1, 2):
+            _upgrade_to_3(db, version)
+        _upgrade_3_to_4(db)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
     log.info("state file upgraded", extra={"from_schema": version, "to_schema": SCHEMA_VERSION})
+
+
+def _upgrade_to_3(db: sqlite3.Connection, version: int) -> None:
+    """Schema 1 or 2 -> 3, inside the caller's transaction (see :func:`_upgrade`)."""
+    db.execute("DELETE FROM dedup_keys WHERE kind = ?", (_LEGACY_EVENT_ID,))
+    db.execute("UPDATE dedup_keys SET kind = ? WHERE kind = ?", (_LEGACY_SUBJECT, _LEGACY_PARTICIPANT_KIND))
+    if version == 2:
+        db.execute("ALTER TABLE journal RENAME TO journal_v2")
+        db.execute("ALTER TABLE series RENAME TO series_v2")
+    db.execute(_JOURNAL)
+    db.execute(_SERIES)
+    if version == 2:
+        db.execute("INSERT INTO journal (id, subject, changes) SELECT id, ?, changes FROM journal_v2", (_LEGACY_SUBJECT,))
+        db.execute("INSERT INTO series (subject, family, labels, data) SELECT ?, family, labels, data FROM series_v2", (_LEGACY_SUBJECT,))
+        db.execute("DROP TABLE journal_v2")
+        db.execute("DROP TABLE series_v2")
 
 
 class StateWriteError(RuntimeError):

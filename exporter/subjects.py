@@ -15,7 +15,7 @@ error kinds. A subject's name is what the state file writes on each of its rows 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -58,7 +58,7 @@ class SummaryRecorder(Protocol):
 
     def families(self) -> list[Family]: ...
 
-    def plan(self, summary: Any) -> Change: ...
+    def plan(self, summary: Any, joined: Mapping[str, str | None] | None = None) -> Change: ...
 
     def apply(self, change: Change) -> None: ...
 

@@ -15,7 +15,7 @@ from exporter import families
 from exporter.labels import CALL_COMMON_LABELS, OTHER, call_label_policy
 from exporter.models import CALL_SUMMARY_COMPLETE, CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED, CallSummary, CloudEvent
 from exporter.recorder import CallRecorder, Change
-from tests.conftest import fixture, sample_sum, snapshot
+from tests.conftest import JOINLESS, fixture, sample_sum, snapshot
 
 C = "twilio_call_"
 
@@ -23,6 +23,7 @@ C = "twilio_call_"
 # API call, so the far end is the callee; the media region comes from the carrier edge (the
 # top-level properties name none) and no edge names its location.
 REALISTIC = {
+    **JOINLESS,
     "call_type": "carrier",
     "call_status": "completed",
     "direction": "outbound_api",

@@ -11,11 +11,11 @@ from pydantic import ValidationError
 from exporter.labels import CONFERENCE_COMMON_LABELS, OTHER, conference_label_policy
 from exporter.models import CONFERENCE_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_PARTIAL, CloudEvent, ConferenceSummary
 from exporter.recorder import Change, ConferenceRecorder
-from tests.conftest import fixture, sample_sum, snapshot
+from tests.conftest import JOINLESS, fixture, sample_sum, snapshot
 from tests.test_call_recording import Boom, failing_at
 
 F = "twilio_conference_"
-COMMON = {"mixer_region": "us1", "status": "completed", "end_reason": "participant_with_end_conference_on_exit_left"}
+COMMON = {**JOINLESS, "mixer_region": "us1", "status": "completed", "end_reason": "participant_with_end_conference_on_exit_left"}
 
 
 def data() -> dict[str, Any]:
@@ -109,7 +109,12 @@ def test_odd_values_in_fields_no_metric_is_made_of_never_drop_the_summary_and_la
 
     change = conferences.record(odd)
 
-    assert dict(zip(CONFERENCE_COMMON_LABELS, change.common, strict=True)) == {"mixer_region": OTHER, "status": "unknown", "end_reason": OTHER}
+    assert dict(zip(CONFERENCE_COMMON_LABELS, change.common, strict=True)) == {
+        **JOINLESS,
+        "mixer_region": OTHER,
+        "status": "unknown",
+        "end_reason": OTHER,
+    }
     assert sorted(change.overflow) == ["end_reason", "mixer_region"]
     assert sample_sum(conferences.registry, F + "summaries_total") == 2
 

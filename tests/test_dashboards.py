@@ -123,7 +123,17 @@ def test_every_variable_a_query_uses_is_defined(uid):
 def test_quality_dashboard_has_a_variable_for_datasource_target_and_each_common_label():
     names = [variable["name"] for variable in load(quality.UID)["templating"]["list"]]
     assert names == ["datasource", "job", "instance", *LABEL_VARIABLES, "stat", "breakdown"]
-    assert LABEL_VARIABLES == ("call_type", "call_direction", "participant_region", "conference_region", "country_code", "participant_label")
+    assert LABEL_VARIABLES == (
+        "call_type",
+        "call_direction",
+        "participant_region",
+        "conference_region",
+        "country_code",
+        "participant_label",
+        "task_queue",
+        "workflow",
+        "team",
+    )
 
 
 def test_every_distribution_of_a_quality_metric_shows_exemplars():

@@ -6,12 +6,13 @@ import json
 
 import pytest
 
-from tests.conftest import REST_PARTICIPANT_LABELS, Harness, fixture
+from tests.conftest import JOINLESS, REST_PARTICIPANT_LABELS, Harness, fixture
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"
 
 REFERENCE_LABELS = {
+    **JOINLESS,
     "call_type": "sip",
     "call_direction": "inbound",
     "participant_region": "us1",

@@ -44,9 +44,9 @@ def test_promtool_check_rules_passes():
     result = promtool("check", "rules", *map(str, RULES_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
     # 16 thresholds (6 of quality, 10 of exporter health), 8 account-wide recording rules, 14 alerts (2 of Kinesis mode);
-    # per dimension (5) and signal (4), 14 recording rules (2 base rates, 7 shares, 5 counts) and 3 alerts.
+    # per dimension (6) and signal (4), 14 recording rules (2 base rates, 7 shares, 5 counts) and 3 alerts.
     assert "SUCCESS: 38 rules found" in result.stdout
-    assert f"SUCCESS: {5 * 4 * (14 + 3)} rules found" in result.stdout
+    assert f"SUCCESS: {6 * 4 * (14 + 3)} rules found" in result.stdout
 
 
 def test_promtool_unit_tests_pass():
@@ -226,7 +226,7 @@ def test_one_slice_group_per_configured_dimension_evaluated_at_the_fixed_interva
     document = yaml.safe_load(SLICES_FILE.read_text())
     assert [group["name"] for group in document["groups"]] == [f"{rules.SLICE_GROUP_PREFIX}{d}" for d in settings.SLICE_DIMENSIONS]
     assert {group["interval"] for group in document["groups"]} == {settings.SLICE_EVALUATION_INTERVAL}
-    assert settings.SLICE_DIMENSIONS == ("participant_region", "conference_region", "call_type", "country_code", "participant_label")
+    assert settings.SLICE_DIMENSIONS == ("participant_region", "conference_region", "call_type", "country_code", "participant_label", "task_queue")
 
 
 @pytest.mark.parametrize("dimension", settings.SLICE_DIMENSIONS)
@@ -468,6 +468,13 @@ def test_readme_and_alerts_doc_tables_are_generated():
 
 def test_the_documented_cost_is_the_formula_at_the_default_caps():
     """1 value per dimension is 56 series; the caps are the exporter's, plus unknown and other."""
-    assert docs.at_caps() == {"participant_region": 22, "conference_region": 22, "call_type": 12, "country_code": 102, "participant_label": 52}
-    assert rules.slice_series(docs.at_caps()) == 210 * 56 == 11_760
-    assert rules.slice_series(docs.CONTACT_CENTRE) == 25 * 56
+    assert docs.at_caps() == {
+        "participant_region": 22,
+        "conference_region": 22,
+        "call_type": 12,
+        "country_code": 102,
+        "participant_label": 52,
+        "task_queue": 102,
+    }
+    assert rules.slice_series(docs.at_caps()) == 312 * 56 == 17_472
+    assert rules.slice_series(docs.CONTACT_CENTRE) == 76 * 56

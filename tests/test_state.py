@@ -117,7 +117,7 @@ def test_a_state_file_of_the_first_version_is_upgraded_in_place(tmp_path: Path) 
 
     store = reopen(path, FakeClock())
 
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert store.count_keys(PARTICIPANT) == 1 and store.count_keys(CONFERENCE_SID) == 1
     assert store.count_keys() == 2  # the delivery-id window is gone: participant SIDs say the same
     assert store.watermark() == 1_700_000_000.0
@@ -227,6 +227,16 @@ PRAGMA user_version=2;
 """
 
 
+def without_join_labels(labels: str) -> str:
+    values = json.loads(labels)
+    assert values[:3] == ["unknown"] * 3
+    return json.dumps(values[3:])
+
+
+def without_join_labels_journal(changes: str) -> str:
+    return json.dumps([[common[3:], observations] for common, observations in json.loads(changes)])
+
+
 async def test_a_state_file_of_schema_2_is_upgraded_in_place_and_every_count_goes_on(make_harness: HarnessFactory, tmp_path: Path) -> None:
     # What an exporter of this version writes for three summaries (one snapshotted, two journaled after it) ...
     written = tmp_path / "written.db"
@@ -244,12 +254,13 @@ async def test_a_state_file_of_schema_2_is_upgraded_in_place_and_every_count_goe
     assert {row[0] for row in series + [row[1:] for row in journal]} == {"participant"} and len(journal) == 1
     assert {kind for kind, _, _ in keys} == {"participant"} and len(keys) == 3
 
-    # ... written again as schema 2 wrote it: no subject, participant keys under "participant_sid".
+    # ... written again as schema 2 wrote it: no subject, participant keys under "participant_sid",
+    # no TaskRouter join labels (the first three, all unknown here).
     old = tmp_path / "schema2.db"
     with sqlite3.connect(old) as db2:
         db2.executescript(SCHEMA_2)
-        db2.executemany("INSERT INTO series VALUES (?, ?, ?)", [row[1:] for row in series])
-        db2.executemany("INSERT INTO journal VALUES (?, ?)", [(row[0], row[2]) for row in journal])
+        db2.executemany("INSERT INTO series VALUES (?, ?, ?)", [(row[1], without_join_labels(row[2]), row[3]) for row in series])
+        db2.executemany("INSERT INTO journal VALUES (?, ?)", [(row[0], without_join_labels_journal(row[2])) for row in journal])
         db2.executemany("INSERT INTO dedup_keys VALUES ('participant_sid', ?, ?)", [(key, at) for _, key, at in keys])
         db2.execute("INSERT INTO dedup_keys VALUES ('conference_sid', 'CF1', ?)", (keys[0][2],))
         db2.execute("INSERT INTO meta VALUES ('pull_watermark', 1700000000.0)")
@@ -260,7 +271,7 @@ async def test_a_state_file_of_schema_2_is_upgraded_in_place_and_every_count_goe
 
     assert snapshot(upgraded.registry) == expected  # the snapshot and the journal after it, both replayed
     state = upgraded.runtime.state
-    assert state.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert state.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert state.db.execute("SELECT DISTINCT subject FROM series").fetchall() == [("participant",)]
     assert state.db.execute("SELECT id, subject FROM journal").fetchall() == [(journal[0][0], "participant")]
     assert state.count_keys(PARTICIPANT) == 3 and state.count_keys(CONFERENCE_SID) == 1 and state.count_keys() == 4
