@@ -271,7 +271,7 @@ def test_prometheus_loaded_and_evaluates_every_rule_without_error(stack):
 
     stack.prometheus.poll("every rule evaluated", all_evaluated)
     loaded = [rule for group in stack.prometheus.api("rules")["groups"] for rule in group["rules"]]
-    assert len(loaded) == sum(len(group["rules"]) for group in rule_groups()) == 38 + 340
+    assert len(loaded) == sum(len(group["rules"]) for group in rule_groups()) == 38 + 408
     assert [(rule["name"], rule["health"], rule.get("lastError", "")) for rule in loaded] == [(rule["name"], "ok", "") for rule in loaded]
 
 
