@@ -34,6 +34,9 @@ delivery it came in, so a restart loses no join.
 
 Only what becomes a label is kept: SIDs (as keys), queue and workflow names and SIDs, the team
 (from ``--taskrouter.team-attributes``, never the worker's name or SID), channel and direction.
+
+Why one module: the merge rule, the attribution at lookup and the bounds are one data structure's
+invariants (a record evicted or expired must leave no index entry behind), read together.
 """
 
 from __future__ import annotations

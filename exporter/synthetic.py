@@ -3,6 +3,9 @@
 The shapes follow Twilio's published event and REST resource; the distributions follow what a
 contact centre sees: most calls are clean, a tail is degraded, and a degraded stream carries the
 tags, severities and occurrences that Voice Insights would attach to it.
+
+Why one module: the three kinds draw from one contact-centre mix (regions, countries, call types,
+SIDs from one seeded generator) and one envelope and signing helper, for every user of synthetic data.
 """
 
 from __future__ import annotations

@@ -344,10 +344,14 @@ def test_exporter_down_alert_expression_fires_when_a_target_stops(stack):
 
 def test_no_summaries_alert_counts_from_the_last_summary(stack):
     no_summaries = next(alert for alert in rules.alerts() if alert.name == "TwilioInsightsNoSummaries")
-    (since_last,) = no_summaries.probes
-    ages = {s["metric"]["instance"]: float(s["value"][1]) for s in stack.prometheus.query(since_last, stack.settled)}
-    # Both exporters started moments before; the busy one had just recorded summaries.
-    assert 0 <= ages[stack.instance] < 60
+    since_last, since_start = no_summaries.probes
+    ages = {(s["metric"]["instance"], s["metric"]["subject"]): float(s["value"][1]) for s in stack.prometheus.query(since_last, stack.settled)}
+    # Both exporters started moments before; the busy one had just recorded participant summaries
+    # (the subject it recorded: a subject never recorded has no series and is not watched).
+    assert 0 <= ages[(stack.instance, "participant")] < 60
+    assert {subject for instance, subject in ages if instance == stack.instance} == {"participant"}
+    started = {s["metric"]["instance"]: float(s["value"][1]) for s in stack.prometheus.query(since_start, stack.settled)}
+    assert 0 <= started[stack.instance] < 600
     assert stack.prometheus.query(no_summaries.expr, stack.settled) == []
 
 

@@ -27,12 +27,16 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("runtime",),
     # The steps of a delivery, and the transports the doors read through.
     ("intake", "verify", "network", "insights_api", "kinesis_api", "pipeline", "durable", "webconfig"),
+    # The TaskRouter join, which the pipeline feeds and the durable state restores.
+    ("join",),
     # What is recorded: one entry per kind of summary.
     ("subjects",),
     ("recorder", "state", "parse"),
     ("config",),
+    # Synthetic summaries for the demo, the bench and the tests: they use the models' type names.
+    ("synthetic",),
     ("metrics", "labels", "dedup", "models", "logs", "doors", "values"),
-    ("families", "synthetic"),
+    ("families",),
     ("__init__",),
 )
 
