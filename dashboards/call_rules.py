@@ -22,8 +22,8 @@ from typing import Any
 from exporter import metrics as m
 
 from . import settings
-from .promql import QualityThreshold, burn_factor, seconds
-from .rules import BASE_WINDOW, BURNS, COUNT_WINDOWS, PREFIX, RATIO_WINDOWS, Alert, label, scalar, shown
+from .promql import QualityThreshold, burn_factor
+from .rules import BASE_WINDOW, BURNS, PREFIX, Alert, SliceWording, alerts_of, label, recording_rules_of, scalar, shown
 
 UID = "twilio-call-quality"
 FILE = "twilio-insights-exporter-calls.rules.yml"
@@ -111,22 +111,7 @@ def threshold_rules() -> list[dict[str, Any]]:
 
 
 def slice_recording_rules(dimension: str) -> list[dict[str, str]]:
-    rules = []
-    for threshold in SIGNALS:
-        one = CallSlice(dimension, threshold)
-        rules.append({"record": one.bad_rate(), "expr": threshold.bad_rate(BASE_WINDOW, group=one.group)})
-        rules.append({"record": one.total_rate(), "expr": threshold.total_rate(BASE_WINDOW, group=one.group)})
-        for window in RATIO_WINDOWS:
-            if window == BASE_WINDOW:
-                expr = f"{one.bad_rate()} / {one.total_rate()}"
-            else:
-                expr = f"sum_over_time({one.bad_rate()}[{window}]) / sum_over_time({one.total_rate()}[{window}])"
-            rules.append({"record": one.ratio(window), "expr": expr})
-        for window in COUNT_WINDOWS:
-            rules.append(
-                {"record": one.count(window), "expr": f"sum_over_time({one.total_rate()}[{window}]) * {seconds(settings.SLICE_EVALUATION_INTERVAL)}"}
-            )
-    return rules
+    return recording_rules_of(CallSlice(dimension, threshold) for threshold in SIGNALS)
 
 
 def dashboard_url(**variables: str) -> str:
@@ -137,56 +122,28 @@ def dashboard_url(**variables: str) -> str:
 GUARD_TEXT = f"the alert fires above {shown(ALERT_SHARE, percent=True)} with at least {shown(MIN_OBSERVATIONS, percent=False)} streams"
 
 
+WORDING = SliceWording(
+    name_prefix="TwilioCall",
+    names=NAMES,
+    budget_names=BUDGET_NAME,
+    what=lambda threshold: WHAT[threshold.key],
+    what_note="",
+    many="calls",
+    streams="call media streams",
+    budget_of="calls' ",
+    burn_note="",
+    alert_share=ALERT_SHARE,
+    min_volume=MIN_OBSERVATIONS,
+    objective=OBJECTIVE,
+    guard_text=GUARD_TEXT,
+)
+
+
 def slice_alerts(dimension: str) -> list[Alert]:
-    alerts = []
     where = f"{dimension} {{{{ $labels.{dimension} }}}} at the {{{{ $labels.edge }}}}"
     link = dashboard_url(job=label("job"), edge=label("edge"), **{dimension: label(dimension)})
-    for threshold in SIGNALS:
-        one = CallSlice(dimension, threshold)
-        what = WHAT[threshold.key]
-        share, count = one.ratio(settings.QUALITY_WINDOW), one.count(settings.QUALITY_WINDOW)
-        alerts.append(
-            Alert(
-                name=f"TwilioCall{NAMES[threshold.key]}InSlice",
-                expr=f"{share} > {scalar(ALERT_SHARE)} and {count} >= {scalar(MIN_OBSERVATIONS)}",
-                duration=settings.QUALITY_ALERT_FOR,
-                severity="warning",
-                summary=f"Many calls with {what} in {where}",
-                description=(
-                    f"{{{{ $value | humanizePercentage }}}} of the call media streams of {where} reported by {{{{ $labels.job }}}} had "
-                    f"{what} over the last {settings.QUALITY_WINDOW}; {GUARD_TEXT}."
-                ),
-                probes=(share, count),
-                labels={"dimension": dimension},
-                dashboard_url=link,
-            )
-        )
-        objective = shown(OBJECTIVE, threshold, percent=True)
-        for speed, (windows, duration, severity) in BURNS.items():
-            conditions = [
-                f"({one.burn(w.long)} > {burn_factor(w):g} and {one.burn(w.short)} > {burn_factor(w):g} and {one.count(w.long)} >= {scalar(MIN_OBSERVATIONS)})"
-                for w in windows
-            ]
-            spelled = ", or ".join(f"above {burn_factor(w):g} over both {w.long} and {w.short}" for w in windows)
-            alerts.append(
-                Alert(
-                    name=f"TwilioCall{NAMES[threshold.key]}{speed}Burn",
-                    expr=" or ".join(conditions),
-                    duration=duration,
-                    severity=severity,
-                    summary=f"{speed} burn of the calls' {BUDGET_NAME[threshold.key]} error budget in {where}",
-                    description=(
-                        f"The call media streams of {where} reported by {{{{ $labels.job }}}} burn the error budget of the objective "
-                        f'"{objective} of streams without {what} over {settings.SLO_PERIOD}" {{{{ $value | humanize }}}} times '
-                        f"as fast as the objective allows: the alert fires at a burn rate {spelled}, with at least "
-                        f"{shown(MIN_OBSERVATIONS, percent=False)} streams in the long window."
-                    ),
-                    probes=tuple(one.burn(w.long) for w in windows) + tuple(one.count(w.long) for w in windows),
-                    labels={"dimension": dimension},
-                    dashboard_url=link,
-                )
-            )
-    return alerts
+    slices = [CallSlice(dimension, threshold) for threshold in SIGNALS]
+    return alerts_of(slices, WORDING, dimension=dimension, where=where, link=link)
 
 
 def alerts() -> list[Alert]:

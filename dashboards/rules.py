@@ -16,8 +16,9 @@ those few expressions from its values, and a user of the plain rules file edits 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from exporter import metrics as m
 from exporter.metrics import Outcome
@@ -228,6 +229,27 @@ class Slice:
         return f"{self.ratio(window)} / (1 - {scalar(OBJECTIVE, self.threshold)})"
 
 
+class SliceNames(Protocol):
+    """What the shared builders (:func:`recording_rules_of`, :func:`alerts_of`) need of one slice of
+    one kind: :class:`Slice` here, ``CallSlice`` (dashboards/call_rules.py) for the calls."""
+
+    @property
+    def threshold(self) -> QualityThreshold: ...
+
+    @property
+    def group(self) -> tuple[str, ...]: ...
+
+    def bad_rate(self) -> str: ...
+
+    def total_rate(self) -> str: ...
+
+    def ratio(self, window: str) -> str: ...
+
+    def count(self, window: str) -> str: ...
+
+    def burn(self, window: str) -> str: ...
+
+
 BURNS = {"Fast": (settings.FAST_BURN, settings.FAST_BURN_FOR, "critical"), "Slow": (settings.SLOW_BURN, settings.SLOW_BURN_FOR, "warning")}
 ALL_BURN_WINDOWS = [w for windows, _, _ in BURNS.values() for w in windows]
 # Every window a slice alert reads: the slice's share over each, and its volume over the long ones.
@@ -251,10 +273,12 @@ def slice_series(values: dict[str, int], jobs: int = 1) -> int:
     return jobs * per_value * sum(values[dimension] for dimension in settings.SLICE_DIMENSIONS)
 
 
-def slice_recording_rules(dimension: str) -> list[dict[str, str]]:
+def recording_rules_of(slices: Iterable[SliceNames]) -> list[dict[str, str]]:
+    """The recording rules of some slices (each a signal and a dimension): the base rates read from the
+    raw histograms, then every ratio and count window as an integral of them. Shared by every kind."""
     rules = []
-    for threshold in QUALITY_THRESHOLDS:
-        one = Slice(dimension, threshold)
+    for one in slices:
+        threshold = one.threshold
         rules.append({"record": one.bad_rate(), "expr": threshold.bad_rate(BASE_WINDOW, group=one.group)})
         rules.append({"record": one.total_rate(), "expr": threshold.total_rate(BASE_WINDOW, group=one.group)})
         for window in RATIO_WINDOWS:
@@ -269,55 +293,105 @@ def slice_recording_rules(dimension: str) -> list[dict[str, str]]:
     return rules
 
 
-def slice_alerts(dimension: str) -> list[Alert]:
+def slice_recording_rules(dimension: str) -> list[dict[str, str]]:
+    return recording_rules_of(Slice(dimension, threshold) for threshold in QUALITY_THRESHOLDS)
+
+
+@dataclass(frozen=True, slots=True)
+class SliceWording:
+    """What one kind's slice alerts are named and say, and which threshold series they read; the rest
+    of their construction (the share-and-guard alert, the burn-rate pairs) is :func:`alerts_of`'s."""
+
+    name_prefix: str  # "TwilioConference"
+    names: Mapping[str, str]  # threshold key -> "LowMOS"
+    budget_names: Mapping[str, str]  # threshold key -> "low-MOS"
+    what: Callable[[QualityThreshold], str]  # "MOS at or below 3.5"
+    what_note: str  # said after what in the share alert's description
+    many: str  # the summary's subject: "Many {many} with ..."
+    streams: str  # "media streams"
+    budget_of: str  # before the budget's name: "calls' "
+    burn_note: str  # said after "as fast as the objective allows"
+    alert_share: str
+    min_volume: str
+    objective: str
+    guard_text: str
+
+
+def alerts_of(slices: Iterable[SliceNames], wording: SliceWording, *, dimension: str, where: str, link: str) -> list[Alert]:
+    """The alerts of some slices of one dimension: per signal, the share over the alert share (with the
+    volume guard), then one alert per burn speed whose pairs of windows both burn too fast."""
     alerts = []
-    where = f"{dimension} {{{{ $labels.{dimension} }}}}"
-    link = dashboard_url(job=label("job"), **{dimension: label(dimension)}, breakdown=dimension)
-    for threshold in QUALITY_THRESHOLDS:
-        one = Slice(dimension, threshold)
+    w = wording
+    for one in slices:
+        threshold = one.threshold
+        what = w.what(threshold)
         share, count = one.ratio(settings.QUALITY_WINDOW), one.count(settings.QUALITY_WINDOW)
         alerts.append(
             Alert(
-                name=f"TwilioConference{NAMES[threshold.key]}InSlice",
-                expr=f"{share} > {scalar(ALERT_SHARE)} and {count} >= {scalar(MIN_STREAMS)}",
+                name=f"{w.name_prefix}{w.names[threshold.key]}InSlice",
+                expr=f"{share} > {scalar(w.alert_share)} and {count} >= {scalar(w.min_volume)}",
                 duration=settings.QUALITY_ALERT_FOR,
                 severity="warning",
-                summary=f"Many conference participants with {what(threshold)} in {where}",
+                summary=f"Many {w.many} with {what} in {where}",
                 description=(
-                    f"{{{{ $value | humanizePercentage }}}} of the media streams of {where} reported by {{{{ $labels.job }}}} had "
-                    f"{what(threshold)} (Twilio's threshold) over the last {settings.QUALITY_WINDOW}; {GUARD_TEXT}."
+                    f"{{{{ $value | humanizePercentage }}}} of the {w.streams} of {where} reported by {{{{ $labels.job }}}} had "
+                    f"{what}{w.what_note} over the last {settings.QUALITY_WINDOW}; {w.guard_text}."
                 ),
                 probes=(share, count),
                 labels={"dimension": dimension},
                 dashboard_url=link,
             )
         )
-        objective = shown(OBJECTIVE, threshold, percent=True)
+        objective = shown(w.objective, threshold, percent=True)
         for speed, (windows, duration, severity) in BURNS.items():
             conditions = [
-                f"({one.burn(w.long)} > {burn_factor(w):g} and {one.burn(w.short)} > {burn_factor(w):g} and {one.count(w.long)} >= {scalar(MIN_STREAMS)})"
-                for w in windows
+                f"({one.burn(b.long)} > {burn_factor(b):g} and {one.burn(b.short)} > {burn_factor(b):g} and {one.count(b.long)} >= {scalar(w.min_volume)})"
+                for b in windows
             ]
-            spelled = ", or ".join(f"above {burn_factor(w):g} over both {w.long} and {w.short}" for w in windows)
+            spelled = ", or ".join(f"above {burn_factor(b):g} over both {b.long} and {b.short}" for b in windows)
             alerts.append(
                 Alert(
-                    name=f"TwilioConference{NAMES[threshold.key]}{speed}Burn",
+                    name=f"{w.name_prefix}{w.names[threshold.key]}{speed}Burn",
                     expr=" or ".join(conditions),
                     duration=duration,
                     severity=severity,
-                    summary=f"{speed} burn of the {BUDGET_NAME[threshold.key]} error budget in {where}",
+                    summary=f"{speed} burn of the {w.budget_of}{w.budget_names[threshold.key]} error budget in {where}",
                     description=(
-                        f"The media streams of {where} reported by {{{{ $labels.job }}}} burn the error budget of the objective "
-                        f'"{objective} of streams without {what(threshold)} over {settings.SLO_PERIOD}" {{{{ $value | humanize }}}} times '
-                        f"as fast as the objective allows, over the long window of the pair that fired: the alert fires at a burn rate "
-                        f"{spelled}, with at least {shown(MIN_STREAMS, percent=False)} streams in the long window."
+                        f"The {w.streams} of {where} reported by {{{{ $labels.job }}}} burn the error budget of the objective "
+                        f'"{objective} of streams without {what} over {settings.SLO_PERIOD}" {{{{ $value | humanize }}}} times '
+                        f"as fast as the objective allows{w.burn_note}: the alert fires at a burn rate "
+                        f"{spelled}, with at least {shown(w.min_volume, percent=False)} streams in the long window."
                     ),
-                    probes=tuple(one.burn(w.long) for w in windows) + tuple(one.count(w.long) for w in windows),
+                    probes=tuple(one.burn(b.long) for b in windows) + tuple(one.count(b.long) for b in windows),
                     labels={"dimension": dimension},
                     dashboard_url=link,
                 )
             )
     return alerts
+
+
+PARTICIPANT_WORDING = SliceWording(
+    name_prefix="TwilioConference",
+    names=NAMES,
+    budget_names=BUDGET_NAME,
+    what=what,
+    what_note=" (Twilio's threshold)",
+    many="conference participants",
+    streams="media streams",
+    budget_of="",
+    burn_note=", over the long window of the pair that fired",
+    alert_share=ALERT_SHARE,
+    min_volume=MIN_STREAMS,
+    objective=OBJECTIVE,
+    guard_text=GUARD_TEXT,
+)
+
+
+def slice_alerts(dimension: str) -> list[Alert]:
+    where = f"{dimension} {{{{ $labels.{dimension} }}}}"
+    link = dashboard_url(job=label("job"), **{dimension: label(dimension)}, breakdown=dimension)
+    slices = [Slice(dimension, threshold) for threshold in QUALITY_THRESHOLDS]
+    return alerts_of(slices, PARTICIPANT_WORDING, dimension=dimension, where=where, link=link)
 
 
 def exporter_alerts() -> list[Alert]:

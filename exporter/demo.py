@@ -6,9 +6,11 @@
 For a trial, and for checking an ingress: each delivery is a batch of CloudEvents signed exactly as
 Event Streams signs it (:func:`exporter.synthetic.sign`, the ``twilio`` SDK's validator, with
 ``bodySHA256`` in the URL), so a 2xx here means Twilio's deliveries to the same URL will verify
-too. It sends every event type the exporter takes as a summary (:data:`exporter.models.SUMMARY_TYPES`,
-in turn), realistic summaries from :mod:`exporter.synthetic` (most clean, a degraded tail), and
-one sink test event. The auth token is read from an environment variable, never from the command
+too. It sends realistic summaries of every kind from :mod:`exporter.synthetic` (most clean, a
+degraded tail): participant summaries under both event types the exporter takes for them
+(:data:`exporter.models.SUMMARY_TYPES`, in turn); one ``partial`` Call Summary of a call still in
+progress (acknowledged, counted ``not_final``, never recorded), then ``complete`` Call Summaries;
+final Conference Summaries; and one sink test event. The auth token is read from an environment variable, never from the command
 line (where ``ps`` and shell history would keep it). Exit status 0 when every delivery was
 answered 2xx, 1 otherwise; each answer that is not is printed with its status and body.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import urllib.error
 import urllib.request
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import synthetic
-from .models import SUMMARY_TYPES
+from .models import CALL_SUMMARY_PARTIAL, SUMMARY_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +45,35 @@ class Delivery:
     types: Counter[str]
 
 
-def deliveries(url: str, auth_token: str, *, count: int, batch_size: int, seed: int) -> list[Delivery]:
-    """``count`` summaries, the event types of :data:`SUMMARY_TYPES` in turn, in batches of
-    ``batch_size``, then one sink test event; each batch signed for ``url``."""
+def events(*, count: int, calls: int, conferences: int, seed: int) -> list[dict[str, Any]]:
+    """The CloudEvents of one run, in the order sent: ``count`` participant summaries, one partial and
+    ``calls`` complete Call Summaries (no partial without calls), ``conferences`` Conference Summaries.
+
+    Each kind draws from a generator of its own seeded by ``seed``, so that the participants of a
+    seed stay those of earlier versions and one seed always gives the same SIDs (a second run of it
+    counts duplicates only).
+    """
     kinds = sorted(SUMMARY_TYPES)
-    events: list[dict[str, Any]] = [
+    sent: list[dict[str, Any]] = [
         synthetic.cloud_event(summary, event_type=kinds[i % len(kinds)]) for i, summary in enumerate(synthetic.summaries(count, seed))
     ]
-    batches = [events[i : i + batch_size] for i in range(0, len(events), batch_size)]
+    call_rng = random.Random(f"calls-{seed}")
+    if calls:
+        # Its own call SID: a partial of a call that also completes here would be deduplicated
+        # away if it were (wrongly) recorded, and no count would show it.
+        partial = synthetic.generate_call_summary(call_rng, processing_state="partial")
+        sent.append(synthetic.call_event(partial, event_type=CALL_SUMMARY_PARTIAL))
+    sent += [synthetic.call_event(synthetic.generate_call_summary(call_rng)) for _ in range(calls)]
+    conference_rng = random.Random(f"conferences-{seed}")
+    sent += [synthetic.conference_event(synthetic.generate_conference_summary(conference_rng)) for _ in range(conferences)]
+    return sent
+
+
+def deliveries(url: str, auth_token: str, *, count: int, calls: int, conferences: int, batch_size: int, seed: int) -> list[Delivery]:
+    """The :func:`events` of a run in batches of ``batch_size`` (a sink carries every kind, so a batch
+    may mix them), then one sink test event; each batch signed for ``url``."""
+    sent = events(count=count, calls=calls, conferences=conferences, seed=seed)
+    batches = [sent[i : i + batch_size] for i in range(0, len(sent), batch_size)]
     batches.append([synthetic.sink_test_event()])
     signed = []
     for batch in batches:
@@ -78,15 +102,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m exporter.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="the webhook URL, exactly as Twilio would call it (e.g. http://127.0.0.1:8080/events)")
     parser.add_argument("--token-env", default="TWILIO_AUTH_TOKEN", help="environment variable holding the auth token (default: %(default)s)")
-    parser.add_argument("--count", type=int, default=200, help="summaries to send (default: %(default)s)")
+    parser.add_argument("--count", type=int, default=200, help="participant summaries to send (default: %(default)s)")
+    parser.add_argument(
+        "--calls", type=int, default=50, help="complete Call Summaries to send, after one partial (default: %(default)s; 0: no calls)"
+    )
+    parser.add_argument("--conferences", type=int, default=20, help="final Conference Summaries to send (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=20, help="events per delivery (default: %(default)s)")
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the synthetic summaries; another seed, other participants (default: %(default)s)"
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the synthetic summaries; another seed, other participants, calls and conferences (default: %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.count < 0 or args.batch_size < 1:
-        parser.error("--count must be 0 or more and --batch-size 1 or more")
+    if min(args.count, args.calls, args.conferences) < 0 or args.batch_size < 1:
+        parser.error("--count, --calls and --conferences must be 0 or more and --batch-size 1 or more")
     return args
 
 
@@ -98,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     sent: Counter[str] = Counter()
     refused = 0
-    plan = deliveries(args.url, token, count=args.count, batch_size=args.batch_size, seed=args.seed)
+    plan = deliveries(args.url, token, count=args.count, calls=args.calls, conferences=args.conferences, batch_size=args.batch_size, seed=args.seed)
     for delivery in plan:
         try:
             status, text = send(delivery, args.timeout)

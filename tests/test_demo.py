@@ -9,7 +9,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import metrics
-from exporter.models import SUMMARY_TYPES
+from exporter.models import CALL_SUMMARY_COMPLETE, CALL_SUMMARY_PARTIAL, CONFERENCE_SUMMARY_COMPLETE, SUMMARY_TYPES
 from tests.exporter_process import ROOT, start_exporter
 from tests.helpers import clean_environ
 
@@ -39,37 +39,58 @@ def demo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_demo_sends_signed_deliveries_of_every_summary_type_that_are_each_counted_once(tmp_path):
+def total(scraped: dict, name: str) -> float:
+    """The sum of a family's samples over all its label sets; fails loudly for a family not exposed."""
+    found = [v for (sample, _), v in scraped.items() if sample == name]
+    assert found, f"{name} not exposed"
+    return sum(found)
+
+
+def test_the_demo_sends_signed_deliveries_of_every_summary_kind_that_are_each_counted_once(tmp_path):
     with start_exporter(env={"TWILIO_AUTH_TOKEN": TOKEN}, tmp_path=tmp_path) as exporter:
-        sent = demo("--url", exporter.webhook_url, "--token-env", "DEMO_TOKEN", "--count", "25", "--batch-size", "10", env={"DEMO_TOKEN": TOKEN})
+        shape = ("--count", "25", "--calls", "7", "--conferences", "4", "--batch-size", "10")
+        sent = demo("--url", exporter.webhook_url, "--token-env", "DEMO_TOKEN", *shape, env={"DEMO_TOKEN": TOKEN})
         assert sent.returncode == 0, sent.stdout + sent.stderr
         kinds = sorted(SUMMARY_TYPES)
         assert kinds == [
             "com.twilio.voice.insights.conference-participant-summary.complete",
             "com.twilio.voice.insights.participant-summary.complete",
         ]
-        # 25 summaries alternate between the two type names (13 and 12), in 3 batches, then the test event.
-        assert sent.stdout == (f"4 of 4 deliveries answered 2xx: 1 com.twilio.eventstreams.test-event, 13 {kinds[0]}, 12 {kinds[1]}\n")
+        # 25 participant summaries alternate between the two type names (13 and 12); then one partial
+        # and 7 complete calls, 4 conferences: 37 events in 4 batches, then the test event.
+        assert sent.stdout == (
+            "5 of 5 deliveries answered 2xx: 1 com.twilio.eventstreams.test-event, "
+            f"7 {CALL_SUMMARY_COMPLETE}, 1 {CALL_SUMMARY_PARTIAL}, 13 {kinds[0]}, 4 {CONFERENCE_SUMMARY_COMPLETE}, 12 {kinds[1]}\n"
+        )
         scraped = samples(exporter.metrics_url)
         events = f"{metrics.EVENTS}_total"
-        assert value(scraped, events, source="webhook", type="summary", outcome="recorded") == 25
+        assert value(scraped, events, source="webhook", type="summary", outcome="recorded") == 25 + 7 + 4
+        assert value(scraped, events, source="webhook", type="summary", outcome="not_final") == 1
         assert value(scraped, events, source="webhook", type="test", outcome="test") == 1
         assert value(scraped, events, source="webhook", type="summary", outcome="duplicate") == 0
+        assert not any(name == f"{metrics.INVALID_EVENTS}_total" and v for (name, _), v in scraped.items())
         assert sum(v for (name, _), v in scraped.items() if name == f"{metrics.SIGNATURE_FAILURES}_total") == 0
         # Both streams of every participant reach the quality histograms.
-        assert sum(v for (name, _), v in scraped.items() if name == f"{metrics.MOS}_count") == 2 * 25
+        assert total(scraped, f"{metrics.MOS}_count") == 2 * 25
+        # Each complete call once, the partial one not at all; each final conference once.
+        assert total(scraped, f"{metrics.CALL_SUMMARIES}_total") == 7
+        assert total(scraped, f"{metrics.CONFERENCE_SUMMARIES}_total") == 4
 
-        # Run again with the same seed: the same participants, acknowledged and not counted twice.
-        again = demo("--url", exporter.webhook_url, "--count", "25", "--batch-size", "10", env={"TWILIO_AUTH_TOKEN": TOKEN})
+        # Run again with the same seed: the same participants, calls and conferences, acknowledged
+        # and not counted twice; the partial is not_final again.
+        again = demo("--url", exporter.webhook_url, *shape, env={"TWILIO_AUTH_TOKEN": TOKEN})
         assert again.returncode == 0, again.stdout + again.stderr
         scraped = samples(exporter.metrics_url)
-        assert value(scraped, events, source="webhook", type="summary", outcome="recorded") == 25
-        assert value(scraped, events, source="webhook", type="summary", outcome="duplicate") == 25
+        assert value(scraped, events, source="webhook", type="summary", outcome="recorded") == 25 + 7 + 4
+        assert value(scraped, events, source="webhook", type="summary", outcome="duplicate") == 25 + 7 + 4
+        assert value(scraped, events, source="webhook", type="summary", outcome="not_final") == 2
+        assert total(scraped, f"{metrics.CALL_SUMMARIES}_total") == 7
+        assert total(scraped, f"{metrics.CONFERENCE_SUMMARIES}_total") == 4
 
 
 def test_a_wrong_token_is_refused_by_the_exporter_and_the_demo_says_so(tmp_path):
     with start_exporter(env={"TWILIO_AUTH_TOKEN": TOKEN}, tmp_path=tmp_path) as exporter:
-        sent = demo("--url", exporter.webhook_url, "--count", "3", env={"TWILIO_AUTH_TOKEN": "not-the-token"})
+        sent = demo("--url", exporter.webhook_url, "--count", "3", "--calls", "0", "--conferences", "0", env={"TWILIO_AUTH_TOKEN": "not-the-token"})
         assert sent.returncode == 1
         assert sent.stdout == "0 of 2 deliveries answered 2xx: nothing\n"
         assert sent.stderr.count("answered 403") == 2
