@@ -161,7 +161,8 @@ async def healthy(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     """Ready once every door this process runs can take summaries, until shutdown begins.
 
-    - The webhook (unless ``--no-webhook.enabled``): without an auth token (and not in the
+    - The webhook (unless ``--no-webhook.enabled``): not before its listener listens (a check
+      ``serve`` adds, exporter/listener.py); without an auth token (and not in the
       insecure mode) every delivery is answered 503, so not ready, unless the process also polls
       or reads Kinesis (those need no token).
     - Kinesis (``--kinesis.stream-name``): not ready until the stream's shards were listed, and

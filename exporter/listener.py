@@ -193,6 +193,12 @@ async def serve(config: Config) -> None:
     # still finds running has outlived --webhook.shutdown-timeout and is cancelled.
     webhook = web.AppRunner(apps.webhook, access_log=None, shutdown_timeout=RUNNER_SHUTDOWN_TIMEOUT)
     stop = asyncio.Event()
+    # The webhook's readiness context marks the state and the doors started at the end of
+    # setup(), before its site listens; until then the probe (answered from the metrics thread)
+    # says so, or a Service would route deliveries to a port still refusing them.
+    listening = threading.Event()
+    if settings.webhook.enabled:
+        runtime.ready_checks.append(lambda: None if listening.is_set() else "the webhook listener is not listening yet")
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     # Probes answer (not ready) from the start; the webhook's cleanup_ctx opens the state, reading
@@ -210,6 +216,7 @@ async def serve(config: Config) -> None:
             raise StartupError(f"cannot start: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")) from None
         if settings.webhook.enabled:
             await listen(webhook, settings.webhook.listen_address, "--webhook.listen-address")
+            listening.set()
         log.info(
             "listening",
             extra={

@@ -65,6 +65,8 @@ def start_exporter(*args: str, env: dict[str, str] | None = None, tmp_path: Path
     ``args`` come after the listen-address flags, so a test may override them.
     """
     metrics_port, webhook_port = free_port(), free_port()
+    while webhook_port == metrics_port:  # each socket closed before the next bind: the same port may come twice
+        webhook_port = free_port()
     log_path = tmp_path / f"exporter-{metrics_port}.log"
     full_env = clean_environ() | (env or {})
     with open(log_path, "w") as log:

@@ -8,17 +8,23 @@ the metrics application.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
+from exporter import listener
 from exporter.app import Apps, create_apps
 from exporter.config import load_config
+from tests.exporter_process import free_port
+from tests.helpers import until
 from tests.kinesis_server import AwsProxy
 from tests.test_kinesis import Stream, aws_environment, kinesalite, proxy, stream  # noqa: F401 (fixtures)
 
@@ -107,3 +113,41 @@ async def test_readiness_comes_after_the_state_is_open_and_goes_before_it_closes
     seen.append(("stopped", runtime.ready))
 
     assert seen == [("open", False), ("started", True), ("close", False), ("stopped", False)]
+
+
+async def test_serve_is_not_ready_until_the_webhook_listener_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The readiness context ends the webhook's setup(), before its site listens: the probe waits for the site.
+
+    Seen in CI as a restarted exporter answering ready while its webhook port still refused connections.
+    """
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "token")
+    metrics_port, webhook_port = free_port(), free_port()
+    config = load_config([f"--web.listen-address=127.0.0.1:{metrics_port}", f"--webhook.listen-address=127.0.0.1:{webhook_port}"])
+    seen: list[tuple[int, str]] = []
+    real_listen = listener.listen
+
+    async def probe() -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{metrics_port}/-/ready") as response:
+            return response.status, await response.text()
+
+    async def watched_listen(runner: web.AppRunner, address: str, flag: str, context: Any = None) -> web.TCPSite:
+        if flag == "--webhook.listen-address":  # not the metrics listener, on its own thread's loop
+            seen.append(await probe())
+        return await real_listen(runner, address, flag, context)
+
+    monkeypatch.setattr(listener, "listen", watched_listen)
+    serving = asyncio.ensure_future(listener.serve(config))
+    try:
+        await until(lambda: bool(seen) or serving.done())
+        assert seen == [(503, "Not ready: the webhook listener is not listening yet.\n")]
+
+        async def ready() -> bool:
+            return await probe() == (200, "Ready.\n")
+
+        await until(ready, "ready once listening")
+        # Ready, so the webhook port takes connections.
+        _, writer = await asyncio.open_connection("127.0.0.1", webhook_port)
+        writer.close()
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)  # serve's own handler: a graceful stop
+        await serving
