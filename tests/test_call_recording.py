@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from exporter import families
 from exporter.labels import CALL_COMMON_LABELS, OTHER, call_label_policy
+from exporter.metrics import CALL_DEFAULT_BUCKETS
 from exporter.models import CALL_SUMMARY_COMPLETE, CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED, CallSummary, CloudEvent
 from exporter.recorder import CallRecorder, Change
 from tests.conftest import JOINLESS, fixture, sample_sum, snapshot
@@ -395,3 +397,99 @@ def test_journaled_changes_and_saved_series_give_back_the_same_samples_after_a_r
     assert snapshot(replayed.registry, C) == expected
     assert snapshot(restored.registry, C) == expected
     assert policy_state(replayed) == policy_state(original) == policy_state(restored)
+
+
+# -- what the fixture does not carry: queue time, answered_by, averages, edges and exemplars --
+
+
+def exemplars(registry: CollectorRegistry, prefix: str = C) -> dict[tuple[str, tuple[tuple[str, str], ...]], Any]:
+    """Every bucket's exemplar under ``prefix`` (``snapshot`` compares values only)."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.exemplar
+        for family in registry.collect()
+        if family.name.startswith(prefix)
+        for s in family.samples
+        if s.exemplar is not None
+    }
+
+
+def test_queue_time_answered_by_and_the_average_jitter_are_recorded_exactly() -> None:
+    calls = Calls()
+
+    calls.record(realistic())
+    calls.record(tagged_inbound())  # queue_time 1500 ms, answered_by human, a client edge's jitter avg 1.0 ms
+
+    assert calls.value(C + "queue_time_seconds_sum") == pytest.approx(1.5, rel=1e-9)
+    assert calls.value(C + "queue_time_seconds_count") == 1
+    assert calls.value(C + "answered_by_total", answered_by="human") == 1
+    assert calls.value(C + "answered_by_total") == 1
+    assert calls.value(C + "jitter_seconds_sum", edge="client_edge", stream="inbound", stat="avg") == pytest.approx(0.001, rel=1e-9)
+    # The realistic call's SDK inbound jitter: avg 0.17 ms, max 3.0 ms.
+    assert calls.exact(C + "jitter_seconds_sum", edge="sdk_edge", stream="inbound", stat="avg") == pytest.approx(0.00017, rel=1e-9)
+    assert calls.exact(C + "jitter_seconds_sum", edge="sdk_edge", stream="inbound", stat="max") == pytest.approx(0.003, rel=1e-9)
+
+
+def test_an_edge_without_metrics_before_a_measured_one_hides_nothing_after_it() -> None:
+    data = realistic()
+    del data["carrier_edge"]["metrics"]  # the first edge in label order: properties only
+    calls = Calls()
+
+    calls.record(data)
+
+    assert calls.value(C + "packets_total", edge="carrier_edge") == 0
+    assert calls.exact(C + "mos_sum", edge="sdk_edge", stream="inbound", stat="avg") == pytest.approx(4.43, rel=1e-9)
+    assert calls.exact(C + "packets_total", edge="sdk_edge", stream="outbound") == 9997
+
+
+def test_a_call_sid_that_is_not_a_sid_gives_no_exemplar() -> None:
+    calls = Calls()
+
+    change = calls.record({**realistic(), "call_sid": "+15551234567"})  # a phone number must never be exposed
+
+    assert change.exemplar is None
+    assert exemplars(calls.registry) == {}
+    assert calls.exact(C + "summaries_total") == 1
+
+
+def test_custom_buckets_are_the_edges_the_call_histograms_count_in() -> None:
+    registry = CollectorRegistry()
+    recorder = CallRecorder(registry, call_label_policy(), {"mos": (2.0, 4.0)})
+    recorder.apply(recorder.plan(CallSummary.model_validate(realistic())))
+
+    assert {s.labels["le"] for f in registry.collect() for s in f.samples if s.name == C + "mos_bucket"} == {"2.0", "4.0", "+Inf"}
+    assert sample_sum(registry, C + "mos_bucket", le="4.0") == 0  # MOS 4.43 and 4.33: past 4.0
+    assert sample_sum(registry, C + "mos_bucket", le="+Inf") == 2
+    # The other histograms keep their default edges.
+    rtt = {s.labels["le"] for f in registry.collect() for s in f.samples if s.name == C + "rtt_seconds_bucket"}
+    assert len(rtt) == len(CALL_DEFAULT_BUCKETS["rtt"]) + 1
+
+
+def test_every_exemplar_of_one_summary_carries_one_timestamp_of_its_recording() -> None:
+    calls = Calls()
+    before = time.time()
+    calls.record(realistic())
+    after = time.time()
+
+    stamps = {exemplar.timestamp for exemplar in exemplars(calls.registry).values()}
+    assert len(exemplars(calls.registry)) > 10
+    assert len(stamps) == 1
+    assert before <= stamps.pop() <= after
+    assert {exemplar.labels["call_sid"] for exemplar in exemplars(calls.registry).values()} == {realistic()["call_sid"]}
+
+
+def test_a_failed_recording_gives_back_the_exemplars_it_overwrote_and_leaves_no_empty_label_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = Calls()
+    calls.record(realistic())
+    before, sets_before = exemplars(calls.registry), dict(calls.recorder._series_of)
+    # The same call again under a new SID: the same buckets, so each observation overwrites an exemplar.
+    same = calls.recorder.plan(CallSummary.model_validate({**realistic(), "call_sid": "CA" + "1" * 32}))
+    # A new label set, whose failure must not leave its (empty) set of series behind.
+    other = calls.recorder.plan(CallSummary.model_validate(tagged_inbound()))
+    steps = len(same.observations)
+
+    with failing_at(steps, monkeypatch), pytest.raises(Boom):
+        calls.recorder.apply(same)
+    assert exemplars(calls.registry) == before
+    with failing_at(1, monkeypatch), pytest.raises(Boom):
+        calls.recorder.apply(other)
+    assert calls.recorder._series_of.keys() == sets_before.keys()

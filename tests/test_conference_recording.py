@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from exporter.labels import CONFERENCE_COMMON_LABELS, OTHER, conference_label_policy
+from exporter.metrics import CONFERENCE_DEFAULT_BUCKETS
 from exporter.models import CONFERENCE_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_PARTIAL, CloudEvent, ConferenceSummary
 from exporter.recorder import Change, ConferenceRecorder
 from tests.conftest import JOINLESS, fixture, sample_sum, snapshot
@@ -153,3 +154,15 @@ def test_the_conference_families_are_not_the_participant_families() -> None:
     names = {family.name for family in Conferences().recorder.families()}
 
     assert names == {F + n for n in ("summaries", "duration_seconds", "concurrent_participants", "tags", "detected_issues")}
+
+
+def test_custom_buckets_are_the_edges_the_conference_histograms_count_in() -> None:
+    registry = CollectorRegistry()
+    recorder = ConferenceRecorder(registry, conference_label_policy(), {"duration": (10.0,)})
+    recorder.apply(recorder.plan(ConferenceSummary.model_validate(data())))
+
+    assert {s.labels["le"] for f in registry.collect() for s in f.samples if s.name == F + "duration_seconds_bucket"} == {"10.0", "+Inf"}
+    assert sample_sum(registry, F + "duration_seconds_bucket", le="10.0") == 0  # 32 s
+    assert sample_sum(registry, F + "duration_seconds_sum") == 32
+    participants = {s.labels["le"] for f in registry.collect() for s in f.samples if s.name == F + "concurrent_participants_bucket"}
+    assert len(participants) == len(CONFERENCE_DEFAULT_BUCKETS["concurrent_participants"]) + 1
