@@ -112,6 +112,7 @@ async def test_a_restart_between_the_taskrouter_events_and_the_summaries_loses_n
     flag = f"--state.path={tmp_path / 'state.db'}"
     first = await make_harness(flag)
     assert await deliver(first, inbound_call_events()) == {"recorded": 3}
+    assert first.value(E + "events_total", source="webhook", type="taskrouter", outcome="recorded") == 3
 
     second = await make_harness(flag)  # after the first was killed: only what each 2xx waited for is on disk
 
@@ -123,6 +124,28 @@ async def test_a_restart_between_the_taskrouter_events_and_the_summaries_loses_n
         (CF, "Support", "Inbound", "Billing"),
     }
     assert second.value(E + "taskrouter_join_total", result="miss") == 0
+
+
+async def test_a_task_evicted_past_max_joins_is_gone_from_the_state_file_too(make_harness: HarnessFactory, tmp_path: Path) -> None:
+    flags = (f"--state.path={tmp_path / 'state.db'}", "--taskrouter.max-joins=1")
+    first = await make_harness(*flags)
+    assert await deliver(first, inbound_call_events()) == {"recorded": 3}
+    other = taskrouter_event("reservation.accepted", SUPPORT, at="2026-11-01T11:00:00Z")
+    other["data"]["payload"]["task_sid"] = "WT" + "2" * 32
+    other["data"]["payload"]["task_attributes"] = json.dumps({"conference": {"sid": "CF2", "participants": {"worker": "CA2"}}})
+    assert await deliver(first, [other]) == {"recorded": 1}
+    assert first.value(E + "taskrouter_join_evictions_total") == 1
+    # The evicted task's rows were deleted with the commit that evicted it: the file holds at most
+    # max-joins tasks, not every task of the TTL.
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert {sid for (sid,) in db.execute("SELECT task_sid FROM taskrouter_joins")} == {"WT" + "2" * 32}
+
+    second = await make_harness(*flags)
+
+    assert second.value(E + "taskrouter_joins") == 1
+    assert await deliver(second, [participant(AGENT_CALL, "CP1"), participant("CA2", "CP2")]) == {"recorded": 2}
+    assert second.value(E + "taskrouter_join_total", kind="participant", result="miss") == 1
+    assert second.value(E + "taskrouter_join_total", kind="participant", result="hit") == 1
 
 
 WARM_TRANSFER = [
@@ -172,7 +195,7 @@ async def test_tasks_of_other_channels_are_ignored_and_counted(harness: Harness)
     created = taskrouter_event("worker.activity.update", SUPPORT, at="2026-11-01T10:00:10Z")
 
     assert await deliver(harness, [chat, created]) == {"ignored": 2}
-    assert harness.value(E + "events_total", type="taskrouter", outcome="ignored") == 2
+    assert harness.value(E + "events_total", source="webhook", type="taskrouter", outcome="ignored") == 2
     assert harness.value(E + "taskrouter_joins") == 0
     assert await deliver(harness, [participant(AGENT_CALL, "CP1")]) == {"recorded": 1}
     assert harness.value(P + "summaries_total", task_queue="unknown") == 1
@@ -183,8 +206,8 @@ async def test_task_attributes_that_are_not_a_json_object_are_a_counted_invalid_
     broken = taskrouter_event("reservation.accepted", SUPPORT, at="2026-11-01T10:00:10Z", task_attributes=attributes)
 
     assert await deliver(harness, [broken]) == {"invalid": 1}
-    assert harness.value(E + "invalid_events_total", reason="bad_task_attributes") == 1
-    assert harness.value(E + "events_total", type="taskrouter", outcome="invalid") == 1
+    assert harness.value(E + "invalid_events_total", source="webhook", reason="bad_task_attributes") == 1
+    assert harness.value(E + "events_total", source="webhook", type="taskrouter", outcome="invalid") == 1
     assert harness.value(E + "taskrouter_joins") == 0
 
 
