@@ -194,7 +194,7 @@ async def test_the_render_lets_other_work_run_on_the_loop_between_chunks() -> No
 
     response = await scrape(handler)
 
-    assert response.body.endswith(b"# chunk 0\n# chunk 1\n# chunk 2\n")
+    assert (await response.body.as_bytes()).endswith(b"# chunk 0\n# chunk 1\n# chunk 2\n")
     # Work scheduled while chunk 0 was written ran before chunk 1 was, and so on.
     assert family.seen == [[], [0], [0, 1]]
 
@@ -213,8 +213,40 @@ async def test_a_scraper_hanging_up_does_not_cancel_the_render_another_scraper_w
     response = await second
 
     assert response.status == 200
-    assert response.body.endswith(b"# chunk 0\n# chunk 1\n")
+    assert (await response.body.as_bytes()).endswith(b"# chunk 0\n# chunk 1\n")
     assert family.renders == 1
+
+
+async def test_a_scrape_is_written_chunk_by_chunk_and_never_joined_into_one_copy() -> None:
+    family = ChunkedFamily(chunks=3)
+    family.release = True
+    handler = make_metrics_handler(CollectorRegistry(), [family])
+    response = await scrape(handler)
+    writes: list[bytes] = []
+
+    class Writer:
+        async def write(self, chunk: bytes) -> None:
+            writes.append(bytes(chunk))
+
+    await response.body.write(Writer())  # type: ignore[arg-type]
+
+    # One write per rendered chunk (each drains before the next): a joined body would be one write.
+    assert writes[-3:] == [b"# chunk 0\n", b"# chunk 1\n", b"# chunk 2\n"]
+    assert response.body.size == sum(len(chunk) for chunk in writes)
+
+
+async def test_an_uncompressed_scrape_announces_its_length_and_a_compressed_one_is_the_same_text(small) -> None:
+    registry, _, client = small
+
+    plain = await client.get("/metrics", headers={"Accept": "text/plain", "Accept-Encoding": "identity"})
+    gzipped = await client.get("/metrics", headers={"Accept": "text/plain", "Accept-Encoding": "gzip"})
+
+    body = await plain.read()
+    assert "Content-Encoding" not in plain.headers
+    assert int(plain.headers["Content-Length"]) == len(body)
+    assert body == choose_encoder("text/plain")[0](registry)
+    assert gzipped.headers["Content-Encoding"] == "gzip"
+    assert await gzipped.read() == body  # decompressed by the client
 
 
 def test_the_app_factory_switches_the_created_series_off() -> None:
