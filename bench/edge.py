@@ -42,7 +42,7 @@ from .workload import AUTH_TOKEN
 
 MiB = 1024**2
 # The chart's default resources.limits.memory (helm/twilio-insights-exporter/values.yaml).
-CHART_LIMIT_MIB = 384
+CHART_LIMIT_MIB = 1024
 
 
 def delivery(seed: int, size: int = 0, count: int = 3) -> bytes:

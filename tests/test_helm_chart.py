@@ -165,7 +165,7 @@ def test_pods_are_hardened(scenario):
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert container["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
-    assert container["resources"]["limits"] == {"memory": "384Mi"}
+    assert container["resources"]["limits"] == {"memory": "1Gi"}
 
 
 def test_service_links_are_off_so_no_variable_lands_in_the_exporters_env_namespace():
