@@ -30,9 +30,7 @@ log = logging.getLogger(__name__)
 class DurableState:
     """Opens, restores, snapshots and closes the state of every subject."""
 
-    def __init__(
-        self, store: StateStore, subjects: Subjects, snapshot_interval: float = 60.0, snapshot_changes: int = 200_000, join: JoinMap | None = None
-    ) -> None:
+    def __init__(self, store: StateStore, subjects: Subjects, snapshot_interval: float, snapshot_changes: int, join: JoinMap | None = None) -> None:
         self.store = store
         self.join = join
         self.subjects = subjects

@@ -17,7 +17,7 @@ from exporter.metrics import Source
 from exporter.models import SUMMARY_TYPES
 from exporter.pipeline import Pipeline
 from exporter.runtime import Runtime
-from exporter.subjects import CALL, CONFERENCE, PARTICIPANT, Subjects
+from exporter.subjects import CALL, CONFERENCE, PARTICIPANT, Subjects, build_subjects
 from exporter.synthetic import cloud_event, generate_summary
 from tests.conftest import fixture, sample_sum
 
@@ -114,3 +114,38 @@ def test_the_exposition_serves_the_families_of_every_subject(runtime: Runtime) -
     assert runtime.subjects.families() == every
     assert [subject.name for subject in runtime.subjects] == [PARTICIPANT, CALL, CONFERENCE]
     assert [family.name for family in runtime.subjects.families()][:2] == [P + "summaries", P + "mos"]
+
+
+# -- build_subjects: each subject's window, buckets and event types, as configured -------------
+
+
+def test_every_subjects_dedup_window_keeps_the_clock_it_is_given() -> None:
+    from tests.helpers import FakeClock
+
+    clock = FakeClock()
+    config = load_config(["--dedup.window=4h"])
+    subjects = build_subjects(config, CollectorRegistry(), clock=clock)
+
+    for subject in subjects:
+        subject.window.add("KEY")
+    clock.now += 4 * 3600 - 1
+    assert all("KEY" in subject.window for subject in subjects)
+    clock.now += 2  # past the window on the given clock, whatever the wall clock says
+    assert [subject.name for subject in subjects if "KEY" in subject.window] == []
+
+
+def test_the_participant_buckets_come_from_the_configuration() -> None:
+    registry = CollectorRegistry()
+    subjects = build_subjects(load_config(["--buckets.mos=1.0,2.0,3.5,4.0,4.5"]), registry)
+
+    mos = next(family for family in subjects[PARTICIPANT].recorder.families() if family.name.endswith("_mos"))
+    assert tuple(mos.upper) == (1.0, 2.0, 3.5, 4.0, 4.5, float("inf"))
+
+
+def test_a_conference_summarys_partial_event_is_carried_but_not_final_and_its_complete_event_is_final() -> None:
+    from exporter.models import CONFERENCE_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_PARTIAL
+
+    subjects = build_subjects(load_config([]), CollectorRegistry())
+
+    assert subjects.carried_by(CONFERENCE_SUMMARY_PARTIAL) == (subjects[CONFERENCE], False)
+    assert subjects.carried_by(CONFERENCE_SUMMARY_COMPLETE) == (subjects[CONFERENCE], True)
