@@ -13,6 +13,7 @@ import pytest
 
 from exporter import durable as durable_module
 from exporter.durable import DurableState
+from exporter.state import StateStore
 from exporter.subjects import Subjects
 from tests.conftest import HarnessFactory
 from tests.helpers import FakeClock, until
@@ -186,8 +187,6 @@ async def test_a_journal_of_other_common_labels_is_not_replayed_and_does_not_sto
 async def test_closing_after_the_last_snapshot_failed_to_write_still_closes_the_store(
     make_harness: HarnessFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from exporter.state import StateStore
-
     harness = await make_harness(f"--state.path={tmp_path / 'state.db'}")
     await post_all(harness, deliveries(1))
 

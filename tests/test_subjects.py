@@ -14,12 +14,13 @@ from prometheus_client import CollectorRegistry
 
 from exporter.config import load_config
 from exporter.metrics import Source
-from exporter.models import SUMMARY_TYPES
+from exporter.models import CONFERENCE_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_PARTIAL, SUMMARY_TYPES
 from exporter.pipeline import Pipeline
 from exporter.runtime import Runtime
 from exporter.subjects import CALL, CONFERENCE, PARTICIPANT, Subjects, build_subjects
 from exporter.synthetic import cloud_event, generate_summary
 from tests.conftest import fixture, sample_sum
+from tests.helpers import FakeClock
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"
@@ -120,8 +121,6 @@ def test_the_exposition_serves_the_families_of_every_subject(runtime: Runtime) -
 
 
 def test_every_subjects_dedup_window_keeps_the_clock_it_is_given() -> None:
-    from tests.helpers import FakeClock
-
     clock = FakeClock()
     config = load_config(["--dedup.window=4h"])
     subjects = build_subjects(config, CollectorRegistry(), clock=clock)
@@ -143,8 +142,6 @@ def test_the_participant_buckets_come_from_the_configuration() -> None:
 
 
 def test_a_conference_summarys_partial_event_is_carried_but_not_final_and_its_complete_event_is_final() -> None:
-    from exporter.models import CONFERENCE_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_PARTIAL
-
     subjects = build_subjects(load_config([]), CollectorRegistry())
 
     assert subjects.carried_by(CONFERENCE_SUMMARY_PARTIAL) == (subjects[CONFERENCE], False)
