@@ -31,9 +31,10 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from . import parse
 from .config import PullSettings
 from .metrics import PULL_NETWORK_ERROR, PullMetrics
-from .models import loads
+from .reader import loads
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +217,9 @@ class InsightsApi:
             if response is not None:
                 if response.status_code == 200:
                     try:
-                        body = loads(response.text)
-                    except (ValueError, RecursionError):
+                        # Each summary of the page read on its own when the page as a whole cannot be.
+                        body = parse.page(response.text)
+                    except ValueError:
                         body = None
                     if isinstance(body, dict):
                         return body
@@ -309,7 +311,7 @@ def _error_message(response: Response) -> str:
     """Twilio's error ``code`` and ``message`` when the body has them (never the body itself)."""
     try:
         body = loads(response.text)
-    except (ValueError, RecursionError):
+    except ValueError:
         body = None
     if isinstance(body, dict) and ("code" in body or "message" in body):
         return f"HTTP {response.status_code}, Twilio error {body.get('code')}: {body.get('message')}"

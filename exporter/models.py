@@ -22,7 +22,8 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator
-from pydantic_core import from_json
+
+from .reader import loads as loads  # re-exported: the one JSON reader (exporter/reader.py)
 
 # The event types carrying a participant summary (exporter/subjects.py: the participant subject).
 SUMMARY_TYPES = frozenset(
@@ -533,25 +534,6 @@ class CloudEvent(_Tolerant):
             except ValueError as exc:
                 raise ValueError("data is a string but not JSON") from exc
         return value
-
-
-def loads(raw: bytes | str) -> Any:
-    """Strict JSON: no NaN or Infinity; ``ValueError`` for anything that is not JSON.
-
-    pydantic's own parser (``from_json``, in Rust) rather than ``json.loads``: about twice as fast
-    on a delivery body, the webhook's largest per-summary cost after validation
-    (docs/performance.md). It refuses what ``json.loads`` would have refused, and also two
-    things it would have accepted: a lone UTF-16 surrogate escape (``"\\ud800"``, which no
-    exposition could encode) and nesting deeper than 200 (a summary is 5 deep).
-
-    >>> loads(b'[{"mos": 4.2}]')
-    [{'mos': 4.2}]
-    >>> loads(b'[NaN]')
-    Traceback (most recent call last):
-    ...
-    ValueError: expected value at line 1 column 2
-    """
-    return from_json(raw, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------

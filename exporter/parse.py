@@ -4,9 +4,10 @@ Whatever door an item came through, it meets these functions and their reasons, 
 
 - :func:`batch`: a webhook body into its CloudEvents (or :class:`NotABatch`, which no retry
   fixes: the webhook answers 400);
+- :func:`page`: a REST page into its object, each summary of its lists decoded on its own;
 - :func:`event`: one CloudEvent, decoded (a webhook batch's element) or as bytes (a Kinesis
-  record's ``Data``), into its envelope;
-- :func:`summary`: a summary (an envelope's ``data``, or a REST item) into its subject's model;
+  record's ``Data``, or a batch element that could not be decoded with its neighbours), into its envelope;
+- :func:`summary`: a summary (an envelope's ``data``, or a REST item, decoded or as bytes) into its subject's model;
 - :func:`taskrouter`: a TaskRouter event's ``data`` into its payload (its ``task_attributes``
   and ``worker_attributes`` JSON texts read by the same strict reader).
 
@@ -14,8 +15,16 @@ Whatever door an item came through, it meets these functions and their reasons, 
 in ``twilio_insights_exporter_invalid_events_total`` and what may be logged of it (a location and
 a message, never a value: values may hold phone numbers). The pipeline alone counts them.
 
-The models and their tolerance live in exporter/models.py; this module turns their errors into
-reasons.
+**One event's bytes cost only that event.** A body, a record or a page is read in one call when it
+can be (the fast path). When it cannot, its members are cut apart undecoded
+(exporter/reader.py) and each is read on its own where the pipeline takes it, so a lone surrogate
+(decoded tolerantly, as U+FFFD), a nesting deeper than 200 (``nested_too_deep``) or a syntax error
+(``not_json``) in one event makes that event invalid and its neighbours are recorded. Undecoded
+members travel as ``bytes``: no decoded JSON value is ever ``bytes``, so they cannot be mistaken
+for one.
+
+The models and their tolerance live in exporter/models.py, the JSON reader in
+exporter/reader.py; this module turns their errors into reasons.
 """
 
 from __future__ import annotations
@@ -24,7 +33,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .models import CloudEvent, TaskRouterData, TaskRouterPayload, loads
+from .models import CloudEvent, TaskRouterData, TaskRouterPayload
+from .reader import TooDeep, loads, split_array, split_object
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -48,11 +58,16 @@ class InvalidEvent(ValueError):
         self.error = error
 
 
-def batch(body: bytes) -> list[dict[str, Any]]:
-    """A delivery body (a JSON array of CloudEvent objects, or one) as its list of objects.
+def batch(body: bytes) -> list[Any]:
+    """A delivery body (a JSON array of CloudEvent objects, or one) as its list of events.
+
+    Each event is an object, or the undecoded ``bytes`` of one that could not be read with the
+    rest (:func:`event` reads it alone, and counts it invalid if it cannot).
 
     >>> batch(b'{"id": "EZ1"}')
     [{'id': 'EZ1'}]
+    >>> batch(b'[{"id": "EZ1"}, {"id": NaN}]')
+    [b'{"id": "EZ1"}', b'{"id": NaN}']
     >>> batch(b'[1]')
     Traceback (most recent call last):
     ...
@@ -60,22 +75,73 @@ def batch(body: bytes) -> list[dict[str, Any]]:
     """
     try:
         document = loads(body)
-    except (ValueError, RecursionError):
-        raise NotABatch("invalid_json", "body is not valid JSON") from None
+    except ValueError:
+        return _split(body)
     if isinstance(document, dict):
         return [document]
     if isinstance(document, list) and all(isinstance(item, dict) for item in document):
         return document
-    raise NotABatch("not_cloudevents", "body is neither a CloudEvent object nor an array of them")
+    raise _NOT_CLOUDEVENTS
+
+
+def _split(body: bytes) -> list[Any]:
+    # The body as a whole could not be read: cut it into its events, each read on its own later.
+    members = split_array(body)
+    if members is None:
+        raise NotABatch("invalid_json", "body is not valid JSON")
+    if not all(member.startswith(b"{") for member in members):
+        raise _NOT_CLOUDEVENTS
+    return list(members)
+
+
+_NOT_CLOUDEVENTS = NotABatch("not_cloudevents", "body is neither a CloudEvent object nor an array of them")
+
+
+def page(text: str | bytes) -> Any:
+    """A REST page (a JSON object whose lists hold summaries) decoded; ``ValueError`` if it is not one.
+
+    An element of a list that cannot be read is left as its ``bytes``: :func:`summary` counts it
+    invalid, and the page's other summaries are recorded.
+
+    >>> page(b'{"meta": {"next_page_url": null}, "participants": [{"participant_sid": "CP1"}, [[1]] ]}')
+    {'meta': {'next_page_url': None}, 'participants': [{'participant_sid': 'CP1'}, [[1]]]}
+    >>> page(b'{"meta": {}, "participants": [{"participant_sid": "CP1"}, {"x": NaN}]}')
+    {'meta': {}, 'participants': [{'participant_sid': 'CP1'}, b'{"x": NaN}']}
+    """
+    try:
+        return loads(text)
+    except ValueError as refused:
+        data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+        members = split_object(data)
+        if members is None:
+            raise refused from None
+        document: dict[str, Any] = {}
+        for key, value in members:
+            elements = split_array(value)
+            document[loads(key)] = [_loads_or_bytes(element) for element in elements] if elements is not None else loads(value)
+        return document
+
+
+def _loads_or_bytes(text: bytes) -> Any:
+    try:
+        return loads(text)
+    except ValueError:
+        return text
+
+
+def _decode(raw: bytes | str) -> Any:
+    try:
+        return loads(raw)
+    except TooDeep:
+        raise InvalidEvent("nested_too_deep", "", "nested deeper than 200") from None
+    except ValueError as exc:
+        raise InvalidEvent("not_json", "", str(exc)) from None
 
 
 def event(raw: Any) -> CloudEvent:
     """One CloudEvent: a decoded JSON value, or its JSON text (a Kinesis record's ``Data``)."""
     if isinstance(raw, bytes | str):
-        try:
-            raw = loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise InvalidEvent("not_json", "", str(exc) if isinstance(exc, ValueError) else "nested too deep") from None
+        raw = _decode(raw)
     try:
         return CloudEvent.model_validate(raw)
     except ValidationError as exc:
@@ -83,7 +149,12 @@ def event(raw: Any) -> CloudEvent:
 
 
 def summary(model: type[M], key_field: str, data: Any) -> M:
-    """``data`` as a summary of ``model``; a summary without its ``key_field`` is ``missing_<key_field>``."""
+    """``data`` as a summary of ``model``; a summary without its ``key_field`` is ``missing_<key_field>``.
+
+    ``data`` as ``bytes`` is a page's element that could not be read with the page: read alone here.
+    """
+    if isinstance(data, bytes):
+        data = _decode(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

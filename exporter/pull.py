@@ -48,6 +48,7 @@ poll starts over from the unchanged watermark. Readiness never looks at the API.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -194,8 +195,13 @@ class Poller:
         results: list[bool] = []
         async for page in self.api.conferences(created_after=since):
             batch: list[Awaitable[bool]] = []
+            unreadable = [item for item in page if self._first_unreadable(CONFERENCE, item)]
+            if unreadable:
+                await self.pipeline.deliver(unreadable, Source.PULL, subject=CONFERENCE)  # counted invalid, once
             for conference in page:
                 sid = conference.get("conference_sid") if isinstance(conference, dict) else None
+                if isinstance(conference, bytes):
+                    continue
                 if not isinstance(sid, str) or not sid:
                     log.warning("conference without a conference_sid skipped")
                     continue
@@ -214,6 +220,20 @@ class Poller:
             *(self._read_conference(sid, None, first_seen, started) for sid, first_seen in pending.items() if sid not in handled)
         )
         return all(results)
+
+    def _first_unreadable(self, subject: str, item: Any) -> bool:
+        """Whether ``item`` is an element its page could not decode (bytes) not handed over before; it is remembered now.
+
+        The pipeline counts it invalid (it has no SID to record it by); remembered by its digest
+        so that the lists' overlap does not count it again on every poll.
+        """
+        if not isinstance(item, bytes):
+            return False
+        key = unreadable_key(item)
+        if key in self._offered[subject]:
+            return False
+        self._offered[subject].add(key)
+        return True
 
     def _participants_wanted(self, sid: str) -> bool:
         return self._participants and sid not in self.done
@@ -298,8 +318,12 @@ class Poller:
             return None
         offered = self._offered_participants.setdefault(sid, set())
         waiting = 0
-        final: list[dict[str, Any]] = []
+        final: list[Any] = []
         for raw in participants:
+            if isinstance(raw, bytes):
+                if unreadable_key(raw) not in offered:
+                    final.append(raw)  # counted invalid by the pipeline, once
+                continue
             state = raw.get("processing_state") if isinstance(raw, dict) else None
             self.metrics.participants_seen.labels(state if state in PROCESSING_STATES else "other").inc()
             if state not in FINAL_STATES:
@@ -313,6 +337,9 @@ class Poller:
         # conference is marked offered or done.
         await self.pipeline.deliver(final, Source.PULL, subject=PARTICIPANT)
         for raw in participants:
+            if isinstance(raw, bytes):
+                offered.add(unreadable_key(raw))
+                continue
             participant_sid = raw.get("participant_sid") if isinstance(raw, dict) else None
             if isinstance(participant_sid, str) and raw.get("processing_state") in FINAL_STATES:
                 offered.add(participant_sid)
@@ -333,7 +360,10 @@ class Poller:
         async for page in self.api.call_summaries(since):
             fresh: list[dict[str, Any]] = []
             sids: list[str] = []
+            unreadable = [item for item in page if self._first_unreadable(CALL, item)]
             for item in page:
+                if isinstance(item, bytes):
+                    continue
                 sid = item.get("call_sid") if isinstance(item, dict) else None
                 if not isinstance(sid, str) or not sid:
                     log.warning("call summary without a call_sid skipped")
@@ -344,7 +374,7 @@ class Poller:
                 fresh.append(item)
                 sids.append(sid)
             # Recorded and committed by the pipeline before the watermark may pass them.
-            await self.pipeline.deliver(fresh, Source.PULL, subject=CALL)
+            await self.pipeline.deliver(unreadable + fresh, Source.PULL, subject=CALL)
             for sid in sids:
                 offered.add(sid)
         # The list was read to its end: every call started before this poll began and complete by
@@ -367,6 +397,11 @@ class Poller:
         )
         if future is not None:
             await future
+
+
+def unreadable_key(item: bytes) -> str:
+    """The name a list element that could not be decoded is remembered by: it has no SID."""
+    return "unreadable:" + hashlib.sha256(item).hexdigest()
 
 
 def pull_context(poller: Poller) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -59,6 +60,11 @@ class Fault:
     endpoint: str | None
     path: str | None
     retry_after: str | None
+
+
+# An item whose JSON text the fake writes as given (``{RAW: text, ...filter fields}``): what
+# json.dumps cannot write, a lone surrogate escape, a NaN, a nesting 10,000 deep.
+RAW = "@raw"
 
 
 @dataclass
@@ -150,6 +156,19 @@ class FakeInsights:
         summary.setdefault("account_sid", ACCOUNT_SID)
         self.calls[sid] = summary
         return sid
+
+    @staticmethod
+    def spoil(item: dict[str, Any], how: str) -> None:
+        """Make ``item`` (a listed call, conference or participant) listed as JSON text the one-call parser refuses.
+
+        ``surrogate``: a lone surrogate escape in its ``account_sid`` (read tolerantly, still a
+        summary); ``deep``: a member nested 10,000 deep; ``nan``: a member that is NaN.
+        """
+        text = json.dumps(item)
+        if how == "surrogate":
+            item[RAW] = text.replace(json.dumps(item["account_sid"]), json.dumps(item["account_sid"])[:-1] + '\\ud83d"', 1)
+        else:
+            item[RAW] = text[:-1] + ', "x": ' + ("[" * 10_000 + "]" * 10_000 if how == "deep" else "NaN") + "}"
 
     def update_call(self, call_sid: str, /, **fields: Any) -> None:
         self.calls[call_sid].update(fields)
@@ -283,7 +302,10 @@ class FakeInsights:
             "key": endpoint,
         }
         self._record(request, endpoint, 200)
-        return web.json_response({"meta": meta, endpoint: copy.deepcopy(chunk)})
+        if not any(RAW in item for item in chunk):
+            return web.json_response({"meta": meta, endpoint: copy.deepcopy(chunk)})
+        texts = ",".join(item[RAW] if RAW in item else json.dumps(item) for item in chunk)
+        return web.Response(text=f'{{"meta": {json.dumps(meta)}, "{endpoint}": [{texts}]}}', content_type="application/json")
 
     def _error(self, request: web.Request, endpoint: str, status: int, code: int, message: str) -> web.Response:
         self._record(request, endpoint, status)

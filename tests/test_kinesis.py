@@ -353,6 +353,23 @@ async def test_test_event_poison_record_and_string_data(harness: Harness, stream
     assert harness.sink.checkpoint(f"kinesis/{stream.name}/shardId-000000000000") == last
 
 
+async def test_records_with_a_lone_surrogate_a_deep_nesting_or_a_nan_cost_only_themselves(harness: Harness, stream: Stream) -> None:
+    for n in range(3):
+        await stream.put(summary_event(n))
+    await stream.put(json.dumps(summary_event(3)).replace('"specversion": "1.0"', '"specversion": "1.0\\ud83d"').encode())
+    await stream.put(json.dumps(summary_event(4))[:-1].encode() + b', "x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}")
+    await stream.put(json.dumps(summary_event(5))[:-1].encode() + b', "x": NaN}')
+    for n in range(6, 9):
+        await stream.put(summary_event(n))
+
+    await harness.consumer.catch_up()
+
+    assert harness.recorded() == 7
+    assert harness.value(E + "invalid_events_total", source="kinesis", reason="nested_too_deep") == 1
+    assert harness.value(E + "invalid_events_total", source="kinesis", reason="not_json") == 1
+    assert harness.events("other", "invalid") == 2
+
+
 async def test_poison_records_meet_the_one_parser_counted_each_and_logged_once_a_minute(
     harness: Harness, stream: Stream, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -363,13 +380,17 @@ async def test_poison_records_meet_the_one_parser_counted_each_and_logged_once_a
     with caplog.at_level(logging.WARNING):
         await harness.consumer.catch_up()
 
-    assert harness.value(E + "invalid_events_total", source="kinesis", reason="not_json") == 3
+    assert harness.value(E + "invalid_events_total", source="kinesis", reason="not_json") == 2
+    assert harness.value(E + "invalid_events_total", source="kinesis", reason="nested_too_deep") == 1
     assert harness.events("other", "invalid") == 3
     assert harness.recorded() == 1
     assert harness.sink.checkpoint(f"kinesis/{stream.name}/shardId-000000000000") == last
-    # Through the pipeline's throttle, as every invalid event: one line for the three.
+    # Through the pipeline's throttle, as every invalid event: one line a reason for the three.
     invalid = [r for r in caplog.records if r.getMessage() == "invalid event"]
-    assert [(r.name, getattr(r, "source", None), getattr(r, "reason", None)) for r in invalid] == [("exporter.pipeline", "kinesis", "not_json")]
+    assert [(r.name, getattr(r, "source", None), getattr(r, "reason", None)) for r in invalid] == [
+        ("exporter.pipeline", "kinesis", "not_json"),
+        ("exporter.pipeline", "kinesis", "nested_too_deep"),
+    ]
 
 
 async def test_millis_behind_latest_is_a_gauge_of_seconds_per_shard(harness: Harness, stream: Stream, proxy: AwsProxy) -> None:

@@ -144,6 +144,22 @@ def conference_with(fake: fi.FakeInsights, n: int, created: float, participants:
 # --- every complete summary exactly once ------------------------------------------------------
 
 
+async def test_an_unreadable_participant_summary_costs_its_page_only_itself_and_is_counted_invalid_once(rig: Rig) -> None:
+    sid = conference_with(rig.fake, 1, rig.time.now - 600, [participant(n) for n in range(1, 6)])
+    for n, how in ((3, "surrogate"), (4, "deep"), (5, "nan")):
+        rig.fake.spoil(rig.fake.participants[sid][cp(n)], how)
+    rig.fake.add_conference(cf(2), rig.time.now - 500)
+    rig.fake.spoil(rig.fake.conferences[cf(2)], "deep")
+
+    for _ in range(3):
+        assert await rig.poll() is True
+
+    assert rig.value(P + "summaries_total") == 3
+    assert rig.value(E + "invalid_events_total", source="pull", reason="nested_too_deep") == 2
+    assert rig.value(E + "invalid_events_total", source="pull", reason="not_json") == 1
+    assert rig.value(E + "invalid_events_total", source="pull") == 3
+
+
 async def test_every_complete_participant_is_recorded_once_with_exact_values(rig: Rig) -> None:
     now = rig.time.now
     # Five conferences over three pages of two, participants over several pages too.

@@ -217,6 +217,22 @@ async def test_an_invalid_call_summary_is_counted_invalid_once_not_on_every_rere
     assert rig.value(E + "invalid_events_total", source="pull") == 1
 
 
+async def test_an_unreadable_call_summary_costs_its_page_only_itself_and_is_counted_invalid_once(rig: Rig) -> None:
+    for n in range(1, 7):
+        rig.fake.add_call(call(n), started=rig.time.now - 600 + n)
+    for n, how in ((4, "surrogate"), (5, "deep"), (6, "nan")):
+        rig.fake.spoil(rig.fake.calls[ca(n)], how)
+
+    for _ in range(3):  # the overlap lists them again
+        assert await rig.poll() is True
+        rig.time.now += 60
+
+    assert rig.value(CALLS) == 4
+    assert rig.value(E + "invalid_events_total", source="pull", reason="nested_too_deep") == 1
+    assert rig.value(E + "invalid_events_total", source="pull", reason="not_json") == 1
+    assert rig.value(E + "invalid_events_total", source="pull") == 2
+
+
 async def test_a_429_on_the_call_list_is_waited_out_and_the_poll_goes_on(rig: Rig) -> None:
     rig.fake.add_call(call(1), started=rig.time.now - 600)
     rig.fake.fail(429, endpoint=fi.CALL_SUMMARIES, retry_after="7")

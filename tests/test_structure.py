@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # Synthetic summaries for the demo, the bench and the tests: they use the models' type names.
     ("synthetic",),
     ("metrics", "labels", "dedup", "models", "logs", "doors", "values"),
-    ("families",),
+    ("families", "reader"),
     ("__init__",),
 )
 

@@ -219,7 +219,6 @@ async def test_chunked_body_over_the_size_limit_is_refused_with_413(make_harness
     [
         (b"{not json", "invalid_json"),
         (b"", "invalid_json"),
-        (b'[{"id": NaN}]', "invalid_json"),
         (b"\xff\xfe", "invalid_json"),
         (b"42", "not_cloudevents"),
         (b'"a string"', "not_cloudevents"),
