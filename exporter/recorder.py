@@ -34,7 +34,7 @@ from typing import Any, Generic, TypeVar
 from prometheus_client import CollectorRegistry
 
 from .families import CounterFamily, CounterSeries, HistogramFamily, HistogramSeries
-from .labels import LabelPolicy
+from .labels import OTHER, LabelPolicy
 from .metrics import (
     CallMetrics,
     ConferenceMetrics,
@@ -276,8 +276,8 @@ class Recorder(SummaryRecorder[ParticipantMetrics]):
         if summary.outbound_time_in_queue is not None:
             obs.append((m.queue_time, (), summary.outbound_time_in_queue))
         if summary.events is not None:
-            for action, count in summary.events.counts().items():
-                obs.append((m.actions, (detail("action", action),), count))
+            for action, count in _folded(detail, "action", summary.events.counts()).items():
+                obs.append((m.actions, (action,), count))
         if summary.participant_region and summary.conference_region and summary.participant_region != summary.conference_region:
             obs.append((m.region_mismatch, (), 1))
         return Change(common, tuple(obs), tuple(details), tuple(overflow), _exemplar(summary))
@@ -300,17 +300,59 @@ class Recorder(SummaryRecorder[ParticipantMetrics]):
         if sm.total_packets_lost is not None:
             obs.append((m.packets_lost, (stream,), sm.total_packets_lost))
         # A tag says "this stream had that condition": once per stream, however often listed.
-        for tag in dict.fromkeys(sm.tags or ()):
-            obs.append((m.tags, (stream, detail("tag", tag)), 1))
+        for tag in _distinct(detail, "tag", sm.tags):
+            obs.append((m.tags, (stream, tag), 1))
         if sm.tags_info is not None:
-            for issue, severity in sm.tags_info.severities().items():
+            severities = list(sm.tags_info.severities().items())
+            for issue, severity in severities[:MAX_DETAILS]:
                 obs.append((m.tag_severity, (stream, detail("issue", issue), detail("severity", severity)), 1))
+            if len(severities) > MAX_DETAILS:
+                obs.append((m.tag_severity, (stream, OTHER, OTHER), 1))
         if sm.occurrences is not None:
-            for metric, count in sm.occurrences.counts().items():
-                obs.append((m.degradations, (stream, detail("metric", metric)), count))
+            for metric, count in _folded(detail, "metric", sm.occurrences.counts()).items():
+                obs.append((m.degradations, (stream, metric), count))
 
 
 ParticipantRecorder = Recorder
+
+
+# At most this many distinct values of one detail list count per summary: Voice Insights documents
+# about a dozen tags, four tag issues, a handful of actions and degradation metrics. Past it, the
+# rest count once as ``other``: one summary adds at most MAX_DETAILS + 1 to a detail counter,
+# whatever it lists, and cannot fill a detail label's cap by itself.
+MAX_DETAILS = 16
+
+
+def _distinct(detail: Any, name: str, values: Iterable[str] | None) -> list[str]:
+    """The label values of a list that is a set (tags): each distinct value once, at most MAX_DETAILS + 1.
+
+    >>> _distinct(lambda name, raw: raw if raw.startswith("k") else "other", "tag", ["k1", "k1", "x", "y", "k2"])
+    ['k1', 'other', 'k2']
+    """
+    seen: dict[str, None] = {}
+    kept: dict[str, None] = {}
+    for raw in values or ():
+        if raw in seen:
+            continue
+        if len(seen) == MAX_DETAILS:
+            kept[OTHER] = None
+            break
+        seen[raw] = None
+        kept[detail(name, raw)] = None
+    return list(kept)
+
+
+def _folded(detail: Any, name: str, counts: Mapping[str, float]) -> dict[str, float]:
+    """Counts by label value (actions, degradations): the first MAX_DETAILS keys each their own, the rest summed as ``other``.
+
+    >>> _folded(lambda name, raw: raw, "action", {"mute": 2, "hold": 1})
+    {'mute': 2, 'hold': 1}
+    """
+    out: dict[str, float] = {}
+    for i, (raw, count) in enumerate(counts.items()):
+        value = detail(name, raw) if i < MAX_DETAILS else OTHER
+        out[value] = out.get(value, 0) + count
+    return out
 
 
 class _Draft:
@@ -392,8 +434,8 @@ class CallRecorder(SummaryRecorder[CallMetrics]):
         if summary.answered_by is not None:
             obs.append((m.answered_by, (draft.detail("answered_by", summary.answered_by),), 1))
         # A tag says "this call had that condition": once, however often listed.
-        for tag in dict.fromkeys(summary.tags or ()):
-            obs.append((m.tags, (draft.detail("tag", tag),), 1))
+        for tag in _distinct(draft.detail, "tag", summary.tags):
+            obs.append((m.tags, (tag,), 1))
         return draft.change(common, obs, _sid_exemplar("call_sid", summary.call_sid))
 
     def _plan_edge_stream(self, obs: list[Observation], draft: _Draft, where: tuple[str, str], es: EdgeStream) -> None:
@@ -441,8 +483,8 @@ class ConferenceRecorder(SummaryRecorder[ConferenceMetrics]):
             obs.append((m.duration, (), summary.duration_seconds))
         if summary.max_concurrent_participants is not None:
             obs.append((m.concurrent_participants, (), summary.max_concurrent_participants))
-        for tag in dict.fromkeys(summary.tags or ()):
-            obs.append((m.tags, (draft.detail("tag", tag),), 1))
+        for tag in _distinct(draft.detail, "tag", summary.tags):
+            obs.append((m.tags, (tag,), 1))
         # A zero is measured ("no issue of this category"), so it is recorded: the series exists at 0.
         for category, count in summary.issue_counts():
             obs.append((m.detected_issues, (draft.detail("category", category),), count))

@@ -16,7 +16,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from exporter.subjects import PARTICIPANT
-from exporter.synthetic import cloud_event, generate_summary
+from exporter.recorder import MAX_DETAILS
+from exporter.synthetic import call_event, cloud_event, conference_event, generate_call_summary, generate_conference_summary, generate_summary
 from tests.conftest import Harness, HarnessFactory, fixture, snapshot
 
 P = "twilio_conference_participant_"
@@ -251,3 +252,34 @@ async def test_every_accepted_oddity_at_once_still_gives_a_parseable_exposition(
     assert await response.json() == {"recorded": 1}
     await scrape_both(harness)
     assert not math.isnan(harness.value(P + "mos_sum"))
+
+
+# --- a summary's tags are a set, bounded -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("subject", "counter"),
+    [("participant", P + "tags_total"), ("call", "twilio_call_tags_total"), ("conference", "twilio_conference_tags_total")],
+)
+async def test_a_summary_with_200000_tags_adds_at_most_the_bound_to_its_tag_counter(harness: Harness, subject: str, counter: str) -> None:
+    rng = random.Random(29)
+    tags = ["silence"] * 3 + [f"t{i}" for i in range(200_000)]
+    if subject == "participant":
+        data = generate_summary(rng)
+        data["metrics"]["inbound"]["tags"] = tags
+        data["metrics"]["outbound"]["tags"] = ["silence", "silence"]
+        event = cloud_event(data)
+    elif subject == "call":
+        event = call_event(generate_call_summary(rng, tags=tags))
+    else:
+        event = conference_event(generate_conference_summary(rng, tags=tags))
+
+    response = await harness.post([event])
+
+    assert await response.json() == {"recorded": 1}
+    # silence, then t0..t14 (16 distinct in all, each once), then every other one once as `other`.
+    assert harness.value(counter) == MAX_DETAILS + 1 + (1 if subject == "participant" else 0)
+    assert harness.value(counter, tag="silence") == (2 if subject == "participant" else 1)
+    assert harness.value(counter, tag="t14") == 1
+    assert harness.value(counter, tag="t15") == 0
+    assert harness.value(counter, tag="other") == 1
