@@ -26,11 +26,18 @@ name the next agent's (facts §3.3, uncertain).
   the queue the call entered and the team that answered it; a task seen without reservations
   gives its own queue and workflow, and ``unknown`` team.
 
-**Bounds.** An entry (a task) lives ``--taskrouter.join-ttl`` after its last TaskRouter event
-(default 5 h: the summaries' 30 minutes plus Event Streams' 4 hours of redelivery), and at most
-``--taskrouter.max-joins`` tasks are kept, the oldest evicted first (counted). Every update is
-also a row of the state file (exporter/state.py, table ``taskrouter_joins``), committed with the
-delivery it came in, so a restart loses no join.
+**Bounds, in bytes.** An entry (a task) lives ``--taskrouter.join-ttl`` after its last TaskRouter
+event (default 5 h: the summaries' 30 minutes plus Event Streams' 4 hours of redelivery). Every
+value is cut and cleaned where it enters, by the rules of a label (exporter/labels.py
+``clean_value``: at most 64 characters), the task and reservation SIDs too, and a task keeps at
+most :data:`MAX_RESERVATIONS` reservations (a 17th is not kept: its legs take the task's
+first reservation's labels), so one task holds at most a known number of bytes. The map keeps its
+estimated size (:meth:`Task.size`, what tracemalloc measures of it, within the margin the tests
+hold) under ``--taskrouter.max-join-memory`` and at most ``--taskrouter.max-joins`` tasks, the
+oldest evicted first (counted). Every update is also a row of the state file
+(exporter/state.py, table ``taskrouter_joins``), committed with the delivery it came in, so a
+restart loses no join; a restart reads the rows one by one and cuts them the same way, so it
+holds no more than the live map did.
 
 Only what becomes a label is kept: SIDs (as keys), queue and workflow names and SIDs, the team
 (from ``--taskrouter.team-attributes``, never the worker's name or SID), channel and direction.
@@ -43,6 +50,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -52,6 +60,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .config import Config
+from .labels import clean_value
 from .models import TASKROUTER_PREFIX, TaskRouterPayload
 
 # The event types taken, by rank (their place in a reservation's life; see the module's docstring).
@@ -79,6 +88,19 @@ FIELDS = ("queue_name", "queue_sid", "workflow_name", "workflow_sid", "team", "w
 TASK_QUEUE, WORKFLOW, TEAM = "task_queue", "workflow", "team"
 
 Candidate = tuple[int, float, str]
+
+# A task's reservations kept: one per agent who accepted it, transfers included; a task offered to
+# more agents than this is not a contact centre's call but a flood, and its further reservations
+# would make every lookup of its legs slower.
+MAX_RESERVATIONS = 16
+# The estimated bytes of the map's parts besides the text of its values (sys.getsizeof of each):
+# a record (its object, its dict of ten candidates, their tuples and timestamps, its reservation
+# key and the task's entry for it), a task (its object, its records' dict, its SID and its entry
+# in the map), an entry of the call and conference indexes (its set). Measured with tracemalloc
+# (tests/test_taskrouter_join.py holds the estimate above the measure and within 1.5 x of it).
+RECORD_BYTES = 700
+TASK_BYTES = 450
+INDEX_BYTES = 150
 
 
 @dataclass(slots=True)
@@ -112,7 +134,7 @@ class Record:
         data = json.loads(text)
         first = data.get("first")
         return cls(
-            {name: (int(c[0]), float(c[1]), str(c[2])) for name, c in data["values"].items() if name in FIELDS},
+            {name: (int(c[0]), float(c[1]), clean_value(str(c[2]))) for name, c in data["values"].items() if name in FIELDS},
             math.inf if first is None else float(first),
         )
 
@@ -121,6 +143,16 @@ class Record:
 class Task:
     records: dict[str, Record] = field(default_factory=dict)  # by reservation SID ("" for the task's own events)
     seen_at: float = 0.0  # the exporter's clock at its last TaskRouter event
+    size: int = 0  # the estimated bytes it holds, as last counted into the map's total
+
+    def estimate(self) -> int:
+        """The bytes this task holds in the map, its index entries included (see RECORD_BYTES)."""
+        total = TASK_BYTES
+        indexed: set[str] = set()
+        for record in self.records.values():
+            total += RECORD_BYTES + sum(sys.getsizeof(candidate[2]) for candidate in record.values.values())
+            indexed.update(record.get(name) or "" for name in ("worker_call", "customer_call", "conference"))
+        return total + INDEX_BYTES * len(indexed - {""})
 
 
 # A row of the state file: (task SID, reservation SID or "", the record as JSON, seen_at).
@@ -140,11 +172,13 @@ class JoinMetrics:
     joins: Counter
     entries: Gauge
     evictions: Counter
+    memory: Gauge
 
 
 JOIN_TOTAL = "twilio_insights_exporter_taskrouter_join"
 JOIN_ENTRIES = "twilio_insights_exporter_taskrouter_joins"
 JOIN_EVICTIONS = "twilio_insights_exporter_taskrouter_join_evictions"
+JOIN_MEMORY = "twilio_insights_exporter_taskrouter_join_memory_bytes"
 JOIN_KINDS = ("participant", "call", "conference")
 JOIN_RESULTS = ("hit", "miss")
 
@@ -159,7 +193,12 @@ def build_join_metrics(registry: CollectorRegistry) -> JoinMetrics:
             registry=registry,
         ),
         entries=Gauge(JOIN_ENTRIES, "Tasks the TaskRouter join map holds now.", registry=registry),
-        evictions=Counter(JOIN_EVICTIONS, "Tasks evicted from the TaskRouter join map to stay within --taskrouter.max-joins.", registry=registry),
+        evictions=Counter(
+            JOIN_EVICTIONS,
+            "Tasks evicted from the TaskRouter join map to stay within --taskrouter.max-joins and --taskrouter.max-join-memory.",
+            registry=registry,
+        ),
+        memory=Gauge(JOIN_MEMORY, "Estimated bytes the TaskRouter join map holds (bounded by --taskrouter.max-join-memory).", registry=registry),
     )
     for kind in JOIN_KINDS:
         for result in JOIN_RESULTS:
@@ -175,6 +214,7 @@ class JoinMap:
         metrics: JoinMetrics,
         ttl: float = 5 * 3600.0,
         max_tasks: int = 50_000,
+        max_bytes: int = 192 * 1024**2,
         team_attributes: Sequence[str] = ("team_name",),
         label_values: str = "name",
         clock: Callable[[], float] = time.time,
@@ -182,6 +222,8 @@ class JoinMap:
         self.metrics = metrics
         self.ttl = ttl
         self.max_tasks = max_tasks
+        self.max_bytes = max_bytes
+        self.bytes = 0  # the estimated bytes of every task kept (Task.size)
         self.team_attributes = tuple(team_attributes)
         self.by_sid = label_values == "sid"
         self._clock = clock
@@ -189,6 +231,7 @@ class JoinMap:
         self._by_call: dict[str, set[str]] = {}
         self._by_conference: dict[str, set[str]] = {}
         metrics.entries.set_function(self._tasks.__len__)
+        metrics.memory.set_function(lambda: self.bytes)
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -224,7 +267,8 @@ class JoinMap:
                 if conference.participants is not None:
                     raw["customer_call"] = conference.participants.customer or attributes.call_sid
                     raw["worker_call"] = conference.participants.worker
-        return {name: (rank, ts, value) for name, value in raw.items() if value}
+        # Cut and cleaned as they enter, by a label's rules: what the map holds is bounded in bytes.
+        return {name: (rank, ts, kept) for name, value in raw.items() if value and (kept := clean_value(value))}
 
     def _team(self, attributes: Mapping[str, Any] | None) -> str | None:
         if not attributes:
@@ -240,22 +284,32 @@ class JoinMap:
         now = self._clock()
         out = Upsert()
         self._expire(now)
-        task_sid = payload.task_sid
+        task_sid = clean_value(payload.task_sid)
+        reservation = clean_value(payload.reservation_sid or "")
         task = self._tasks.get(task_sid)
+        if task is not None and reservation not in task.records and len(task.records) > MAX_RESERVATIONS:
+            return out  # past MAX_RESERVATIONS (plus the task's own record): not kept
         if task is None:
             while len(self._tasks) >= self.max_tasks:
                 out.evicted.append(self._evict())
             task = self._tasks[task_sid] = Task()
         else:
             self._tasks.move_to_end(task_sid)
-        reservation = payload.reservation_sid or ""
         record = task.records.setdefault(reservation, Record())
         record.merge(offered, payload.timestamp if payload.timestamp is not None else math.inf)
         task.seen_at = now
         self._index(task_sid, record)
+        self._resize(task)
+        while self.bytes > self.max_bytes and next(iter(self._tasks)) != task_sid:
+            out.evicted.append(self._evict())
         # seen_at moved: the row is written even when the facts did not change (its TTL restarts).
         out.rows.append((task_sid, reservation, record.dumps(), now))
         return out
+
+    def _resize(self, task: Task) -> None:
+        size = task.estimate()
+        self.bytes += size - task.size
+        task.size = size
 
     def _index(self, task_sid: str, record: Record) -> None:
         for name in ("worker_call", "customer_call"):
@@ -289,6 +343,7 @@ class JoinMap:
 
     def _remove(self, task_sid: str) -> None:
         task = self._tasks.pop(task_sid)
+        self.bytes -= task.size
         for record in task.records.values():
             for name in ("worker_call", "customer_call"):
                 sid = record.get(name)
@@ -299,14 +354,20 @@ class JoinMap:
                 self._drop(self._by_conference, conference, task_sid)
 
     def restore(self, rows: Iterable[JoinRow]) -> int:
-        """Load the state file's rows (any order); those past the TTL are left out. Returns how many tasks."""
+        """Load the state file's rows (any order, read one by one); those past the TTL are left out. Returns how many tasks.
+
+        Values are cut and cleaned as in :meth:`upsert` (a file written before that rule holds
+        them uncut), and the same bounds apply, so a restart holds no more than the live map.
+        """
         deadline = self._clock() - self.ttl
         tasks: dict[str, Task] = {}
         for task_sid, reservation, data, seen_at in rows:
             if seen_at <= deadline:
                 continue
-            task = tasks.setdefault(task_sid, Task())
-            task.records[reservation] = Record.loads(data)
+            task = tasks.setdefault(clean_value(task_sid), Task())
+            reservation = clean_value(reservation)
+            if reservation in task.records or len(task.records) <= MAX_RESERVATIONS:
+                task.records[reservation] = Record.loads(data)
             task.seen_at = max(task.seen_at, seen_at)
         for task_sid, task in sorted(tasks.items(), key=lambda item: item[1].seen_at):
             while len(self._tasks) >= self.max_tasks:
@@ -314,6 +375,9 @@ class JoinMap:
             self._tasks[task_sid] = task
             for record in task.records.values():
                 self._index(task_sid, record)
+            self._resize(task)
+            while self.bytes > self.max_bytes and len(self._tasks) > 1:
+                self._evict()
         return len(tasks)
 
     # -- lookups ------------------------------------------------------------------------------
@@ -378,6 +442,7 @@ def build_join(config: Config, registry: CollectorRegistry, clock: Callable[[], 
         build_join_metrics(registry),
         ttl=tr.join_ttl.total_seconds(),
         max_tasks=tr.max_joins,
+        max_bytes=tr.max_join_memory,
         team_attributes=tr.team_attributes,
         label_values=tr.label_values,
         clock=clock,

@@ -79,12 +79,12 @@ DEFAULT_MAX_LABEL_SETS = 1000 + 4 * JOIN_LABEL_SETS
 LABEL_SET = "label_set"
 
 
-def _clean(value: str) -> str:
-    """A label value the exposition can always write: valid Unicode, no control characters, at most 64 characters.
+def clean_value(value: str) -> str:
+    """A label value the exposition can always write: valid Unicode, no control characters, at most 64 characters (also what the TaskRouter join keeps).
 
-    >>> _clean(" agent\\x00\\n ")
+    >>> clean_value(" agent\\x00\\n ")
     'agent'
-    >>> _clean("caf\\udce9")
+    >>> clean_value("caf\\udce9")
     'caf\\ufffd'
     """
     if not value.isascii() or not value.isprintable():
@@ -127,7 +127,7 @@ class BoundedLabel:
         """
         if raw is None:
             return UNKNOWN
-        value = _clean(raw)
+        value = clean_value(raw)
         if not value:
             return UNKNOWN
         if value in self.kept:

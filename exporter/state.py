@@ -303,14 +303,12 @@ class StateStore:
         self.db.execute("DELETE FROM taskrouter_joins WHERE seen_at <= ?", (self._clock() - self.join_ttl,))
         return int(self.db.execute("DELETE FROM dedup_keys WHERE added_at <= ?", (self._clock() - self.window,)).rowcount)
 
-    def load_joins(self) -> list[tuple[str, str, str, float]]:
-        """The TaskRouter join's rows within their TTL (exporter/join.py restores them)."""
+    def load_joins(self) -> Iterator[tuple[str, str, str, float]]:
+        """The TaskRouter join's rows within their TTL, read one by one (exporter/join.py restores them, cutting each)."""
         if not self.persistent:
-            return []
-        return list(
-            self.db.execute(
-                "SELECT task_sid, reservation_sid, data, seen_at FROM taskrouter_joins WHERE seen_at > ?", (self._clock() - self.join_ttl,)
-            )
+            return
+        yield from self.db.execute(
+            "SELECT task_sid, reservation_sid, data, seen_at FROM taskrouter_joins WHERE seen_at > ?", (self._clock() - self.join_ttl,)
         )
 
     # -- the writer ------------------------------------------------------------------------

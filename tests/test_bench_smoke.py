@@ -6,7 +6,9 @@ only keeps bench/ from rotting unnoticed when the exporter's objects change unde
 
 from __future__ import annotations
 
-from bench import inprocess, kinds, levers
+import pytest
+
+from bench import inprocess, join_memory, kinds, levers
 from bench.__main__ import table
 
 
@@ -24,3 +26,11 @@ def test_the_in_process_stages_and_the_levers_run_against_the_real_objects() -> 
     # The record lever checks its prototype's registry against the recorder's, series by series.
     assert levers.record_lever(1)
     assert levers.reply_lever(1)
+
+
+def test_the_join_memory_bench_fills_a_real_exporter_kills_it_and_reads_the_restarted_one(capsys: pytest.CaptureFixture[str]) -> None:
+    join_memory.main(["--tasks", "60", "--name-length", "100"])
+
+    out = capsys.readouterr().out
+    assert "live: 60 tasks" in out
+    assert "restarted on the state file, before any delivery: 60 tasks" in out

@@ -6,13 +6,14 @@ import itertools
 import json
 import random
 import sqlite3
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.join import JoinMap, build_join_metrics
+from exporter.join import MAX_RESERVATIONS, JoinMap, build_join_metrics
 from exporter.parse import taskrouter
 from tests.conftest import Harness, HarnessFactory, snapshot
 from tests.flex import (
@@ -331,3 +332,100 @@ async def test_a_state_file_of_schema_3_is_upgraded_in_place_its_series_gaining_
     assert await deliver(upgraded, [*inbound_call_events(), participant(AGENT_CALL, "CP2")]) == {"recorded": 4}
     assert upgraded.value(P + "summaries_total", task_queue="Support") == 1
     assert upgraded.value(E + "label_overflow_total") == 0
+
+
+# -- memory bounded in bytes ------------------------------------------------------------------------
+
+
+def task_event(n: int, name_length: int = 0, reservation: int = 1) -> dict[str, Any]:
+    """A reservation.accepted of task ``n`` (its own conference and legs); names ``name_length`` long if given."""
+    event = taskrouter_event("reservation.accepted", SUPPORT, at="2026-11-01T10:00:10Z", event_id=f"EZ{n}-{reservation}")
+    payload = event["data"]["payload"]
+    payload["task_sid"] = f"WT{n:032d}"
+    payload["reservation_sid"] = f"WR{n:026d}{reservation:06d}"
+    conference = {"sid": f"CF{n:032d}", "participants": {"customer": f"CA{n:031d}1", "worker": f"CA{n:026d}{reservation:06d}"}}
+    payload["task_attributes"] = json.dumps({"call_sid": f"CA{n:031d}1", "direction": "inbound", "conference": conference})
+    if name_length:
+        payload["task_queue_name"] = "q" * name_length
+        payload["workflow_name"] = "w" * name_length
+        payload["worker_attributes"] = json.dumps({"team_name": "t" * name_length})
+    return event
+
+
+def test_values_are_cut_to_a_labels_64_characters_as_they_enter_the_map() -> None:
+    join = join_map(FakeClock())
+    upsert(join, task_event(1, name_length=10_000))
+
+    assert join.labels_for("participant", Leg(f"CA{1:026d}{1:06d}")) == {"task_queue": "q" * 64, "workflow": "w" * 64, "team": "t" * 64}
+    record = join._tasks[f"WT{1:032d}"].records[f"WR{1:026d}{1:06d}"]
+    assert max(len(candidate[2]) for candidate in record.values.values()) == 64
+
+
+def test_a_task_keeps_at_most_max_reservations_and_its_legs_still_join() -> None:
+    join = join_map(FakeClock())
+    for reservation in range(1, 5001):
+        upsert(join, task_event(7, reservation=reservation))
+
+    task = join._tasks[f"WT{7:032d}"]
+    assert len(task.records) == MAX_RESERVATIONS + 1  # its own record and the first reservations
+    assert join.labels_for("participant", Leg(f"CA{7:026d}{16:06d}")) == {"task_queue": "Support", "workflow": "Inbound", "team": "Billing"}
+    # A leg of a reservation not kept takes the task's first reservation's labels, as the customer's does.
+    assert join.labels_for("participant", Leg(f"CA{7:026d}{4999:06d}")) is None
+    assert join.labels_for("participant", Leg(f"CA{7:031d}1")) == {"task_queue": "Support", "workflow": "Inbound", "team": "Billing"}
+
+
+def task_updated(n: int) -> dict[str, Any]:
+    """A task.updated of task ``n``: the task's own record (no reservation)."""
+    event = task_event(n)
+    event["type"] = "com.twilio.taskrouter.task.updated"
+    for key in ("reservation_sid", "worker_sid", "worker_name", "worker_attributes"):
+        del event["data"]["payload"][key]
+    return event
+
+
+@pytest.mark.parametrize(("name_length", "with_task_record"), [(0, False), (10_000, False), (0, True)])
+def test_the_estimated_bytes_are_above_what_tracemalloc_measures_and_within_one_and_a_half_times_it(name_length: int, with_task_record: bool) -> None:
+    events = [task_event(n, name_length) for n in range(2000)] + ([task_updated(n) for n in range(2000)] if with_task_record else [])
+    payloads = [(event["type"], taskrouter(event["data"])) for event in events]
+    join = join_map(FakeClock(), max_tasks=10**6, max_bytes=10**12)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for event_type, payload in payloads:
+        offered = join.offered(event_type, payload)
+        assert offered is not None
+        join.upsert(payload, offered)
+    measured = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+
+    assert measured <= join.bytes <= 1.5 * measured, (measured, join.bytes)
+    assert next(iter(join.metrics.memory.collect())).samples[0].value == join.bytes
+
+
+def test_past_max_join_memory_the_oldest_tasks_are_evicted_and_the_estimate_stays_under_it() -> None:
+    clock = FakeClock()
+    join = join_map(clock, max_bytes=200_000)
+    for n in range(100):
+        clock.now += 1
+        upsert(join, task_event(n, name_length=10_000))
+        assert join.bytes <= 200_000
+
+    kept = len(join)
+    assert 0 < kept < 100
+    assert join.metrics.evictions._value.get() == 100 - kept
+    assert join.labels_for("participant", Leg(f"CA{99:026d}{1:06d}")) is not None  # the newest is kept
+    assert join.labels_for("participant", Leg(f"CA{0:026d}{1:06d}")) is None  # the oldest went
+
+
+def test_a_state_file_of_uncut_values_is_restored_cut_and_within_the_bound() -> None:
+    clock = FakeClock()
+    rows = []
+    for n in range(100):
+        values = {name: [0, 1.8e9, name[0] * 10_000] for name in ("queue_name", "workflow_name", "team")}
+        values["worker_call"] = [0, 1.8e9, f"CA{n:032d}"]
+        rows.append((f"WT{n:032d}", f"WR{n:032d}", json.dumps({"first": 1.8e9, "values": values}), clock.now - 10 + n / 100))
+    join = join_map(clock, max_bytes=50_000)
+
+    join.restore(iter(rows))
+
+    assert 0 < len(join) < 100 and join.bytes <= 50_000
+    assert join.labels_for("participant", Leg(f"CA{99:032d}")) == {"task_queue": "q" * 64, "workflow": "w" * 64, "team": "t" * 64}
