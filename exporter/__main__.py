@@ -1,8 +1,19 @@
-"""``python -m exporter``: the command line (exporter/cli.py)."""
+"""``python -m exporter``: the command line (exporter/cli.py); ``twilio ...`` connects Twilio (exporter/subscribe.py)."""
 
 import sys
 
-from .cli import main
+from . import cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The exporter, or with ``twilio`` first the command connecting Twilio to it (its own options only)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["twilio"]:
+        from . import subscribe  # only this command needs it
+
+        return subscribe.run(argv[1:])
+    return cli.main(argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,14 +25,12 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from .reader import loads as loads  # re-exported: the one JSON reader (exporter/reader.py)
 
+# The participant summary's event type, as Event Streams' catalogue names it (the one a
+# subscription names: exporter/subscribe.py), and the name one Twilio page gives the same event.
+PARTICIPANT_SUMMARY_COMPLETE = "com.twilio.voice.insights.conference-participant-summary.complete"
+PARTICIPANT_SUMMARY_ALIAS = "com.twilio.voice.insights.participant-summary.complete"
 # The event types carrying a participant summary (exporter/subjects.py: the participant subject).
-SUMMARY_TYPES = frozenset(
-    {
-        "com.twilio.voice.insights.conference-participant-summary.complete",
-        # The name one Twilio page gives the same event.
-        "com.twilio.voice.insights.participant-summary.complete",
-    }
-)
+SUMMARY_TYPES = frozenset({PARTICIPANT_SUMMARY_COMPLETE, PARTICIPANT_SUMMARY_ALIAS})
 TEST_EVENT_TYPE = "com.twilio.eventstreams.test-event"
 
 

@@ -18,6 +18,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "exporter"
 LAYERS: tuple[tuple[str, ...], ...] = (
     # Entries: the exporter, and the demo sender (a client of the webhook, not part of the exporter).
     ("__main__", "demo"),
+    # `twilio subscribe`: the Event Streams sink and subscriptions, from the subjects' event types.
+    ("subscribe",),
     ("cli",),
     ("listener",),
     ("app",),
