@@ -26,6 +26,23 @@ demo: venv
 	@$(VENV)/bin/pip install --quiet --constraint constraints.txt .
 	@$(VENV)/bin/python -m exporter.demo $(ARGS)
 
+# Try pull mode or Kinesis mode with no Twilio or AWS account: the local fake the tests use (the
+# Voice Insights REST API, or kinesalite with a stream), filled with synthetic Flex calls, and the
+# exporter against it in the foreground; it prints where /metrics is. Ctrl-C stops both.
+# ARGS go to tests/try_locally.py (--calls, --every, --metrics-port), the rest to the exporter.
+.PHONY: try-pull try-kinesis
+# (The fakes live under tests/ and need the test extras: installed once, quietly.)
+TRY_DEPS = $(VENV)/bin/python -c 'import pytest, exporter' 2>/dev/null || $(VENV)/bin/pip install --quiet --constraint constraints.txt -e '.[test]'
+try-pull: venv
+	@$(TRY_DEPS)
+	@$(VENV)/bin/python -m tests.try_locally pull $(ARGS)
+
+try-kinesis: venv
+	@$(TRY_DEPS)
+	@command -v npm >/dev/null || { echo "node and npm are needed for kinesalite: sudo apt-get install nodejs npm" >&2; exit 1; }
+	@[ -d tests/kinesalite/node_modules ] || npm ci --prefix tests/kinesalite --no-audit --no-fund --loglevel=error
+	@$(VENV)/bin/python -m tests.try_locally kinesis $(ARGS)
+
 # Debian's prometheus package brings the real server and promtool; podman, runc and debootstrap
 # build and run the image (tests/test_image.py). Root installs them, anyone else must have them
 # already (the check below says so instead of failing obscurely later).

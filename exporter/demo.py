@@ -6,13 +6,17 @@
 For a trial, and for checking an ingress: each delivery is a batch of CloudEvents signed exactly as
 Event Streams signs it (:func:`exporter.synthetic.sign`, the ``twilio`` SDK's validator, with
 ``bodySHA256`` in the URL), so a 2xx here means Twilio's deliveries to the same URL will verify
-too. It sends realistic summaries of every kind from :mod:`exporter.synthetic` (most clean, a
-degraded tail): participant summaries under both event types the exporter takes for them
+too. It plays a Flex contact centre's calls from :mod:`exporter.synthetic`, in Twilio's
+vocabulary (most clean, a degraded tail): first each call's TaskRouter events
+(``reservation.accepted``, ``reservation.wrapup``, ``task.completed``: the queue, workflow and
+team that handled it), then the summaries of its legs and conference, which the exporter joins
+to them: participant summaries under both event types the exporter takes for them
 (:data:`exporter.models.SUMMARY_TYPES`, in turn); one ``partial`` Call Summary of a call still in
 progress (acknowledged, counted ``not_final``, never recorded), then ``complete`` Call Summaries;
-final Conference Summaries; and one sink test event. The auth token is read from an environment variable, never from the command
-line (where ``ps`` and shell history would keep it). Exit status 0 when every delivery was
-answered 2xx, 1 otherwise; each answer that is not is printed with its status and body.
+final Conference Summaries; and one sink test event. The auth token is read from an environment
+variable, never from the command line (where ``ps`` and shell history would keep it). Exit
+status 0 when every delivery was answered 2xx, 1 otherwise; each answer that is not is printed
+with its status and body.
 
 A separate module entry rather than a subcommand, so that ``python -m exporter`` stays the
 exporter and nothing else.
@@ -45,34 +49,47 @@ class Delivery:
     types: Counter[str]
 
 
-def events(*, count: int, calls: int, conferences: int, seed: int) -> list[dict[str, Any]]:
-    """The CloudEvents of one run, in the order sent: ``count`` participant summaries, one partial and
-    ``calls`` complete Call Summaries (no partial without calls), ``conferences`` Conference Summaries.
+def events(*, count: int, calls: int, conferences: int, seed: int, taskrouter: bool = True) -> list[dict[str, Any]]:
+    """The CloudEvents of one run, in the order sent.
 
-    Each kind draws from a generator of its own seeded by ``seed``, so that the participants of a
-    seed stay those of earlier versions and one seed always gives the same SIDs (a second run of it
-    counts duplicates only).
+    The run is a Flex centre's day: Flex calls (:class:`exporter.synthetic.FlexCall`), as many as
+    the summaries asked for need (each has two legs and one conference). First every call's
+    TaskRouter events (unless ``taskrouter`` is false), as Twilio sends them while the call goes
+    on; then ``count`` participant summaries (the legs of the calls in turn, under both event
+    types the exporter takes for them), one partial and ``calls`` complete Call Summaries (no
+    partial without calls), ``conferences`` Conference Summaries: each summary belongs to a call
+    whose TaskRouter events came before it, so each carries a queue and a team.
+
+    Each kind draws from a generator of its own seeded by ``seed``, so that one seed always gives
+    the same SIDs (a second run of it counts duplicates only).
     """
+    legs = max(count, calls)
+    flex_rng = random.Random(f"flex-{seed}")
+    flex = [synthetic.generate_flex_call(flex_rng) for _ in range(max((legs + 1) // 2, conferences))]
+    sent: list[dict[str, Any]] = [event for call in flex for event in synthetic.taskrouter_events(call)] if taskrouter else []
     kinds = sorted(SUMMARY_TYPES)
-    sent: list[dict[str, Any]] = [
-        synthetic.cloud_event(summary, event_type=kinds[i % len(kinds)]) for i, summary in enumerate(synthetic.summaries(count, seed))
-    ]
+    participant_rng = random.Random(seed)
+    for i in range(count):
+        summary = synthetic.flex_participant_summary(participant_rng, flex[i // 2], synthetic.LEGS[i % 2])
+        sent.append(synthetic.cloud_event(summary, event_type=kinds[i % len(kinds)]))
     call_rng = random.Random(f"calls-{seed}")
     if calls:
-        # Its own call SID: a partial of a call that also completes here would be deduplicated
+        # A call of its own: a partial of a call that also completes here would be deduplicated
         # away if it were (wrongly) recorded, and no count would show it.
         partial = synthetic.generate_call_summary(call_rng, processing_state="partial")
         sent.append(synthetic.call_event(partial, event_type=CALL_SUMMARY_PARTIAL))
-    sent += [synthetic.call_event(synthetic.generate_call_summary(call_rng)) for _ in range(calls)]
+    sent += [synthetic.call_event(synthetic.flex_call_summary(call_rng, flex[i // 2], synthetic.LEGS[i % 2])) for i in range(calls)]
     conference_rng = random.Random(f"conferences-{seed}")
-    sent += [synthetic.conference_event(synthetic.generate_conference_summary(conference_rng)) for _ in range(conferences)]
+    sent += [synthetic.conference_event(synthetic.flex_conference_summary(conference_rng, flex[i])) for i in range(conferences)]
     return sent
 
 
-def deliveries(url: str, auth_token: str, *, count: int, calls: int, conferences: int, batch_size: int, seed: int) -> list[Delivery]:
+def deliveries(
+    url: str, auth_token: str, *, count: int, calls: int, conferences: int, batch_size: int, seed: int, taskrouter: bool = True
+) -> list[Delivery]:
     """The :func:`events` of a run in batches of ``batch_size`` (a sink carries every kind, so a batch
     may mix them), then one sink test event; each batch signed for ``url``."""
-    sent = events(count=count, calls=calls, conferences=conferences, seed=seed)
+    sent = events(count=count, calls=calls, conferences=conferences, seed=seed, taskrouter=taskrouter)
     batches = [sent[i : i + batch_size] for i in range(0, len(sent), batch_size)]
     batches.append([synthetic.sink_test_event()])
     signed = []
@@ -107,6 +124,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--calls", type=int, default=50, help="complete Call Summaries to send, after one partial (default: %(default)s; 0: no calls)"
     )
     parser.add_argument("--conferences", type=int, default=20, help="final Conference Summaries to send (default: %(default)s)")
+    parser.add_argument(
+        "--taskrouter",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="send each call's TaskRouter events first, so that its summaries carry a task queue, workflow and team "
+        "(--no-taskrouter: the summaries of a centre without Flex; default: on)",
+    )
     parser.add_argument("--batch-size", type=int, default=20, help="events per delivery (default: %(default)s)")
     parser.add_argument(
         "--seed",
@@ -129,7 +153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     sent: Counter[str] = Counter()
     refused = 0
-    plan = deliveries(args.url, token, count=args.count, calls=args.calls, conferences=args.conferences, batch_size=args.batch_size, seed=args.seed)
+    plan = deliveries(
+        args.url,
+        token,
+        count=args.count,
+        calls=args.calls,
+        conferences=args.conferences,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        taskrouter=args.taskrouter,
+    )
     for delivery in plan:
         try:
             status, text = send(delivery, args.timeout)

@@ -1,23 +1,28 @@
-"""Realistic synthetic participant, call and conference summaries, for tests, benchmarks and demos.
+"""Realistic synthetic participant, call and conference summaries and TaskRouter events, for tests, benchmarks and demos.
 
-The shapes follow Twilio's published event and REST resource; the distributions follow what a
-contact centre sees: most calls are clean, a tail is degraded, and a degraded stream carries the
-tags, severities and occurrences that Voice Insights would attach to it.
+The shapes follow Twilio's published events and REST resources, in Twilio's vocabulary (the call
+states, types, directions, regions and end reasons the exporter's allowlists hold); the
+distributions follow what a contact centre sees: most calls are clean, a tail is degraded, and a
+degraded stream carries the tags, severities and occurrences that Voice Insights would attach to
+it. A Flex call (:class:`FlexCall`) ties the kinds together: its TaskRouter events name the queue,
+workflow and team, and its legs' summaries carry its call and conference SIDs.
 
-Why one module: the three kinds draw from one contact-centre mix (regions, countries, call types,
+Why one module: the kinds draw from one contact-centre mix (regions, countries, call types,
 SIDs from one seeded generator) and one envelope and signing helper, for every user of synthetic data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
-from .models import CALL_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_COMPLETE
+from .models import CALL_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_COMPLETE, TASKROUTER_PREFIX
 
 SUMMARY_TYPE = "com.twilio.voice.insights.conference-participant-summary.complete"
 LEGACY_SUMMARY_TYPE = "com.twilio.voice.insights.participant-summary.complete"
@@ -109,6 +114,8 @@ def generate_summary(rng: random.Random, **overrides: Any) -> dict[str, Any]:
         "call_direction": rng.choice(("inbound", "outbound")),
         "from": "+15005550006",
         "to": "+15005550009",
+        # The event names the call's status call_state, the REST resource call_status: both, as payloads carry.
+        "call_state": "completed",
         "call_status": "completed",
         "country_code": rng.choice(COUNTRIES),
         "is_moderator": rng.random() < 0.5,
@@ -153,25 +160,42 @@ CARRIERS = ("T-Mobile USA, Inc.", "Verizon Wireless", "AT&T Wireless", "Vodafone
 CONNECTIONS = ("mobile", "landline", "voip")
 EDGE_LOCATIONS = ("ashburn", "umatilla", "dublin", "frankfurt", "sydney", "singapore", "tokyo", "sao-paulo")
 CALL_DIRECTIONS = ("inbound", "outbound_api", "outbound_dial", "trunking_originating", "trunking_terminating")
-CALL_STATES = ("completed", "completed", "completed", "completed", "busy", "no-answer", "failed", "canceled")
+# Twilio's call_state vocabulary (call-and-conference-summary-facts.md; exporter/labels.py allows
+# exactly these), not the Calls API's no-answer and failed.
+CALL_STATES = ("completed", "completed", "completed", "completed", "busy", "noanswer", "fail", "canceled")
+# The final SIP response of a call in each state: 486 Busy Here, 480 Temporarily Unavailable or 487
+# Request Terminated (no answer, cancelled), 404 or 503 (failed).
+SIP_RESPONSES = {"completed": (200,), "busy": (486,), "noanswer": (480, 487), "fail": (404, 503), "canceled": (487,)}
+# The far end's connection where the call type says it (a Voice SDK app, a SIP interface).
+FAR_CONNECTIONS = {"client": "twilio_sdk", "sip": "sip_interface"}
+# The edge a call's media passed through, by call type (facts, "Edges"; a client call's SDK edge is added below).
+GATEWAY_EDGES = {"sip": "sip_edge", "client": "client_edge"}
 
 
 def _timestamp(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def generate_call_summary(rng: random.Random, **overrides: Any) -> dict[str, Any]:
+def generate_call_summary(
+    rng: random.Random, *, call_type: str | None = None, direction: str | None = None, call_state: str | None = None, **overrides: Any
+) -> dict[str, Any]:
     """One complete Call Summary (the CloudEvent ``data`` / REST resource), its shape that of Twilio's schema 7.
 
     Most calls are clean; a degraded tail has the jitter, loss, MOS and round trip past Twilio's
-    thresholds. ``overrides`` replace top-level fields after generation.
+    thresholds. A call that never connected (busy, noanswer, fail, canceled) has its SIP response
+    and no connect duration. ``call_type``, ``direction`` (``properties.direction``) and
+    ``call_state`` are drawn unless given, and the edges and SIP response follow them; ``overrides`` replace top-level fields after
+    generation.
     """
     degraded = rng.random() < 0.15
     start = datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(0, 86400 * 20))
     connect = max(1, int(rng.lognormvariate(4.5, 1.0)))
-    call_type = rng.choice(CALL_TYPES)
-    direction = rng.choice(CALL_DIRECTIONS)
+    call_type = call_type or rng.choice(CALL_TYPES)
+    direction = direction or rng.choice(CALL_DIRECTIONS)
     region = rng.choice(REGIONS)
+    state = call_state or rng.choice(CALL_STATES)
+    gateway = GATEWAY_EDGES.get(call_type, "carrier_edge")
+    codec, codec_name = (111, "opus") if gateway == "client_edge" else (0, "pcmu")
 
     def jitter() -> dict[str, float]:
         avg = rng.uniform(6, 25) if degraded and rng.random() < 0.5 else rng.uniform(0.05, 4.0)
@@ -181,8 +205,8 @@ def generate_call_summary(rng: random.Random, **overrides: Any) -> dict[str, Any
         loss = rng.uniform(5, 15) if degraded and rng.random() < 0.4 else rng.choice((0.0, 0.0, rng.uniform(0, 1.0)))
         packets = rng.randrange(500, 60_000)
         stream: dict[str, Any] = {
-            "codec": 0,
-            "codec_name": "pcmu",
+            "codec": codec,
+            "codec_name": codec_name,
             "packets_received" if received else "packets_sent": packets,
             "packets_lost": int(packets * loss / 100),
             "packets_loss_percentage": round(loss, 6),
@@ -190,28 +214,31 @@ def generate_call_summary(rng: random.Random, **overrides: Any) -> dict[str, Any
         }
         return stream
 
-    def end() -> dict[str, Any]:
-        return {"carrier": rng.choice(CARRIERS), "connection": rng.choice(CONNECTIONS), "country_code": rng.choice(COUNTRIES)}
+    def end(far: bool) -> dict[str, Any]:
+        connection = FAR_CONNECTIONS.get(call_type) if far else None
+        return {"carrier": rng.choice(CARRIERS), "connection": connection or rng.choice(CONNECTIONS), "country_code": rng.choice(COUNTRIES)}
 
-    gateway = "sip_edge" if call_type == "sip" else "carrier_edge"
+    far_is_from = direction in ("inbound", "trunking_originating")
+    connected = state == "completed"
+    duration = connect + 5 if connected else min(connect, 60)  # a call that never connected only rang
     summary: dict[str, Any] = {
         "call_sid": _sid("CA", rng),
         "account_sid": "AC" + "0" * 31 + "1",
         "call_type": call_type,
-        "call_state": rng.choice(CALL_STATES),
+        "call_state": state,
         "processing_state": "complete",
         "start_time": _timestamp(start),
-        "end_time": _timestamp(start + timedelta(seconds=connect + 5)),
-        "duration": connect + 5,
-        "connect_duration": connect,
+        "end_time": _timestamp(start + timedelta(seconds=duration)),
+        "duration": duration,
+        "connect_duration": connect if connected else None,
         "tags": ["silence"] if rng.random() < 0.03 else None,
-        "from": {"caller": "+15005550006", **end()},
-        "to": {"callee": "+15005550009", **end()},
+        "from": {"caller": "+15005550006", **end(far_is_from)},
+        "to": {"callee": "+15005550009", **end(not far_is_from)},
         "attributes": {"conference_participant": False},
         "properties": {
             "direction": direction,
             "disconnected_by": rng.choice(("caller", "callee")),
-            "last_sip_response_num": rng.choice((200, 200, 200, 486, 487, 503)),
+            "last_sip_response_num": rng.choice(SIP_RESPONSES[state]),
             "pdd_ms": rng.randrange(500, 6000),
         },
         gateway: {
@@ -294,6 +321,177 @@ def conference_event(summary: dict[str, Any], *, event_id: str | None = None, ev
         "time": summary.get("end_time") or "2026-11-01T00:00:00Z",
         "data": summary,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Flex: calls routed by TaskRouter (taskrouter-join-facts.md). Each call is a task: the customer's
+# leg waits in a queue, an agent of a team answering that queue accepts the reservation, and
+# TaskRouter's conference instruction joins both legs into a conference named after the task,
+# writing its SID and both legs' call SIDs into the task's attributes (§3.1). The task's events
+# reach the sink before the call's summaries, which come up to 30 minutes after the call (§4).
+# ---------------------------------------------------------------------------------------------
+TASKROUTER_SCHEMA = "https://events-schemas.twilio.com/TaskRouter.WDSEvent/4"
+WORKSPACE_SID = "WS" + "0" * 31 + "1"
+WORKSPACE = "Flex Task Assignment"
+# A handful of queues, each with the workflow that routes to it and the teams whose agents answer
+# it: a small centre, so that the queue and team panels have something to compare.
+QUEUES = (
+    ("Support", "Assign to Anyone", ("Tier 1", "Tier 2")),
+    ("Sales", "Assign to Anyone", ("Sales",)),
+    ("Billing", "Assign to Anyone", ("Billing", "Tier 2")),
+    ("Soporte", "Spanish", ("Tier 1 ES",)),
+)
+# The events of one task in its life's order, each a type the join takes (exporter/join.py).
+TASK_EVENTS = ("reservation.accepted", "reservation.wrapup", "task.completed")
+Leg = Literal["customer", "agent"]
+LEGS: tuple[Leg, ...] = ("customer", "agent")
+
+
+def _named_sid(prefix: str, name: str) -> str:
+    """The SID of a named resource (a queue, a workflow): the same in every run."""
+    return prefix + hashlib.sha256(name.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class FlexCall:
+    """One call of a Flex centre: its task, the reservation an agent accepted, the conference and both legs."""
+
+    task_sid: str
+    reservation_sid: str
+    worker_sid: str
+    worker: str
+    conference_sid: str
+    customer_call: str
+    agent_call: str
+    queue: str
+    workflow: str
+    team: str
+    direction: str  # the task's: inbound (the customer called) or outbound (the agent dialled out)
+    accepted: datetime
+    ended: datetime
+
+
+def generate_flex_call(rng: random.Random) -> FlexCall:
+    """One Flex voice call: mostly inbound, answered by an agent of one of its queue's teams."""
+    queue, workflow, teams = rng.choice(QUEUES)
+    accepted = datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(0, 86400 * 20))
+    agent = rng.randrange(1, 41)
+    return FlexCall(
+        task_sid=_sid("WT", rng),
+        reservation_sid=_sid("WR", rng),
+        worker_sid=_named_sid("WK", f"agent{agent:02d}"),
+        worker=f"agent{agent:02d}",
+        conference_sid=_sid("CF", rng),
+        customer_call=_sid("CA", rng),
+        agent_call=_sid("CA", rng),
+        queue=queue,
+        workflow=workflow,
+        team=rng.choice(teams),
+        direction="inbound" if rng.random() < 0.75 else "outbound",
+        accepted=accepted,
+        ended=accepted + timedelta(seconds=max(20, int(rng.lognormvariate(5.3, 0.8)))),
+    )
+
+
+def taskrouter_event(call: FlexCall, eventtype: str, at: datetime, *, event_id: str | None = None) -> dict[str, Any]:
+    """The CloudEvent of ``com.twilio.taskrouter.<eventtype>`` for ``call`` (shaped as taskrouter-join-facts.md §2).
+
+    The task's attributes carry the conference and both legs' call SIDs from the reservation's
+    acceptance on (the conference instruction writes them); a reservation event also carries the
+    worker, whose attributes name the team.
+    """
+    attributes: dict[str, Any] = {"direction": call.direction, "from": "+15005550006", "to": "+15005550009"}
+    if call.direction == "inbound":
+        attributes["call_sid"] = call.customer_call  # a task <Enqueue> created (facts §3.1)
+    else:
+        attributes["outbound_to"] = "+15005550009"
+    attributes["conference"] = {"sid": call.conference_sid, "participants": {"customer": call.customer_call, "worker": call.agent_call}}
+    group, _, status = eventtype.partition(".")
+    payload: dict[str, Any] = {
+        "sid": _named_sid("EV", f"{call.task_sid}{eventtype}"),
+        "eventtype": eventtype,
+        "timestamp": _timestamp(at),
+        "account_sid": "AC" + "0" * 31 + "1",
+        "workspace_sid": WORKSPACE_SID,
+        "workspace_name": WORKSPACE,
+        "resource_type": group,
+        "resource_sid": call.reservation_sid if group == "reservation" else call.task_sid,
+        "task_sid": call.task_sid,
+        "task_attributes": json.dumps(attributes),
+        "task_channel_unique_name": "voice",
+        "task_queue_sid": _named_sid("WQ", call.queue),
+        "task_queue_name": call.queue,
+        "workflow_sid": _named_sid("WW", call.workflow),
+        "workflow_name": call.workflow,
+        "task_date_created": _timestamp(call.accepted - timedelta(seconds=30)),
+        "task_assignment_status": {"accepted": "assigned", "wrapup": "wrapping"}.get(status, status),
+    }
+    if group == "reservation":
+        payload |= {
+            "reservation_sid": call.reservation_sid,
+            "reservation_status": status,
+            "worker_sid": call.worker_sid,
+            "worker_name": call.worker,
+            "worker_attributes": json.dumps({"team_name": call.team, "contact_uri": f"client:{call.worker}", "routing": {"skills": [call.queue]}}),
+        }
+    return {
+        "specversion": "1.0",
+        "type": TASKROUTER_PREFIX + eventtype,
+        "source": f"/v1/Workspaces/{WORKSPACE_SID}/Tasks/{call.task_sid}",
+        "id": event_id or "EZ" + uuid.uuid4().hex,
+        "dataschema": TASKROUTER_SCHEMA,
+        "datacontenttype": "application/json",
+        "time": _timestamp(at),
+        "data": {
+            "sid": payload["sid"],
+            "name": "".join(word.capitalize() for word in eventtype.replace("-", ".").split(".")),
+            "account_sid": payload["account_sid"],
+            "timestamp": _timestamp(at),
+            "level": "INFO",
+            "group": group,
+            "product_name": "TaskRouter",
+            "publisher": WORKSPACE,
+            "publisher_metadata": "{}",
+            "payload_type": "application/json",
+            "payload": payload,
+        },
+    }
+
+
+def taskrouter_events(call: FlexCall) -> list[dict[str, Any]]:
+    """The task's :data:`TASK_EVENTS`: accepted when the agent answers, wrapup when the call ends, completed a minute later."""
+    times = (call.accepted, call.ended, call.ended + timedelta(seconds=60))
+    return [taskrouter_event(call, eventtype, at) for eventtype, at in zip(TASK_EVENTS, times, strict=True)]
+
+
+def flex_participant_summary(rng: random.Random, call: FlexCall, leg: Leg) -> dict[str, Any]:
+    """The participant summary of one leg of ``call``: the customer's phone, or the agent's Flex client (Voice SDK)."""
+    if leg == "customer":
+        fields = {"call_sid": call.customer_call, "call_type": "carrier", "call_direction": call.direction}
+    else:
+        fields = {"call_sid": call.agent_call, "call_type": "client", "call_direction": "outbound"}
+    return generate_summary(rng, conference_sid=call.conference_sid, label=leg, **fields)
+
+
+def flex_call_summary(rng: random.Random, call: FlexCall, leg: Leg) -> dict[str, Any]:
+    """The Call Summary of one leg of ``call``. The conference dials the agent's client; an outbound task's customer may not answer."""
+    attributes = {"conference_participant": True}
+    if leg == "agent":
+        return generate_call_summary(
+            rng, call_type="client", direction="outbound_api", call_state="completed", call_sid=call.agent_call, attributes=attributes
+        )
+    if call.direction == "inbound":
+        return generate_call_summary(
+            rng, call_type="carrier", direction="inbound", call_state="completed", call_sid=call.customer_call, attributes=attributes
+        )
+    return generate_call_summary(rng, call_type="carrier", direction="outbound_api", call_sid=call.customer_call, attributes=attributes)
+
+
+def flex_conference_summary(rng: random.Random, call: FlexCall) -> dict[str, Any]:
+    """The Conference Summary of ``call``'s conference, named after its task as TaskRouter names it."""
+    return generate_conference_summary(
+        rng, conference_sid=call.conference_sid, friendly_name=call.task_sid, unique_participants=2, max_concurrent_participants=2
+    )
 
 
 def sink_test_event(test_id: str | None = None) -> dict[str, Any]:
