@@ -40,6 +40,7 @@ BLOCKS = {
     "make test": "the test suite itself",
     'make run ARGS="--webhook.insecure-skip-signature-verification" 2>exporter.log &': "output",
     "twilio api:events:v1:sinks:create --description": "needs a Twilio account",
+    "twilio-insights-exporter twilio subscribe --sink-url": "needs a Twilio account; tests/test_subscribe.py runs it against a fake of the Events API",
     "TWILIO_ACCOUNT_SID=ACxxxxxxxx TWILIO_AUTH_TOKEN=your_auth_token \\": "server",
     "make generate": "output",
     'make test ARGS="tests/test_dashboards.py': "the test suite runs these tests itself",
