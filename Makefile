@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 ARGS   ?=
 
-.PHONY: run test test-deps venv bench generate constraints mutants demo
+.PHONY: run test test-deps venv bench generate constraints mutants demo release
 
 # Quiet recipes (@): what `make run` prints is the exporter's own output, as the README shows it.
 $(VENV)/bin/python:
@@ -44,16 +44,17 @@ try-kinesis: venv
 	@$(VENV)/bin/python -m tests.try_locally kinesis $(ARGS)
 
 # Debian's prometheus package brings the real server and promtool; podman, runc and debootstrap
-# build and run the image (tests/test_image.py). Root installs them, anyone else must have them
-# already (the check below says so instead of failing obscurely later).
-TEST_TOOLS = prometheus promtool podman runc debootstrap
+# build and run the image (tests/test_image.py); docker-registry is the local registry `make release`
+# pushes to in tests/test_release.py. Root installs them, anyone else must have them already (the
+# check below says so instead of failing obscurely later).
+TEST_TOOLS = prometheus promtool podman runc debootstrap docker-registry
 test-deps: venv
 	@missing=""; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus podman runc debootstrap >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus podman runc debootstrap docker-registry >/dev/null; \
 	  else \
-	    echo "prometheus, promtool, podman, runc and debootstrap are needed: sudo apt-get install prometheus podman runc debootstrap" >&2; exit 1; \
+	    echo "prometheus, promtool, podman, runc, debootstrap and docker-registry are needed: sudo apt-get install prometheus podman runc debootstrap docker-registry" >&2; exit 1; \
 	  fi; \
 	fi
 	$(VENV)/bin/pip install --quiet --constraint constraints.txt -e '.[test]'
@@ -66,6 +67,22 @@ test-deps: venv
 	  fi; \
 	fi
 	npm ci --prefix tests/kinesalite --no-audit --no-fund --loglevel=error
+
+# Build the image (every architecture this machine can build) and package the chart, then push both
+# to one registry: the image as REGISTRY/twilio-insights-exporter:<pyproject version>, the chart as
+# oci://REGISTRY/charts/twilio-insights-exporter:<chart version> (docs/release.md).
+#   make release REGISTRY=registry.example.com/monitoring [PLATFORMS=linux/amd64,linux/arm64]
+#                [PYTHON_IMAGE=python:3.12-slim-bookworm@sha256:...] [CA_BUNDLE=/path/ca.crt] [PLAIN_HTTP=1]
+REGISTRY ?=
+PLATFORMS ?=
+PYTHON_IMAGE ?=
+CA_BUNDLE ?=
+PLAIN_HTTP ?=
+release: venv
+	@$(VENV)/bin/pip install --quiet --constraint constraints.txt helm-python-sdk PyYAML
+	$(VENV)/bin/python scripts/release.py --registry '$(REGISTRY)' \
+	  $(if $(PLATFORMS),--platforms '$(PLATFORMS)') $(if $(PYTHON_IMAGE),--python-image '$(PYTHON_IMAGE)') \
+	  $(if $(CA_BUNDLE),--ca-bundle '$(CA_BUNDLE)') $(if $(PLAIN_HTTP),--plain-http)
 
 # The suite runs on every core (pytest-xdist), one module per worker at a time: a module's tests
 # share its fixtures (the real Prometheus stack, kinesalite) and run in order; every process a test
