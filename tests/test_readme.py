@@ -44,7 +44,7 @@ BLOCKS = {
     "TWILIO_ACCOUNT_SID=ACxxxxxxxx TWILIO_AUTH_TOKEN=your_auth_token \\": "server",
     "make generate": "output",
     'make test ARGS="tests/test_dashboards.py': "the test suite runs these tests itself",
-    "podman build -t registry.example.com/twilio-insights-exporter:0.1.0 .": "needs a registry to push to; tests/test_image.py builds the image",
+    "make release REGISTRY=registry.example.com/monitoring": "needs a registry to push to; tests/test_release.py releases to a local one",
     "kubectl create namespace monitoring": "needs a Kubernetes cluster; tests/test_helm_*.py render and lint the chart",
     "make bench": "the benchmarks run for minutes: make bench",
     'AWS_REGION=us-east-1 make run ARGS="--kinesis.stream-name': "needs an AWS Kinesis stream; tests/test_kinesis.py runs the consumer against kinesalite",
