@@ -107,6 +107,28 @@ class BodyCharge:
 
 
 @dataclass
+class Hold:
+    """What one delivery holds of the intake until it is answered: its signature's place, its share of the budget, its slot."""
+
+    intake: Intake
+    claim: tuple[str, str] | None = None
+    charge: BodyCharge | None = None
+    entered: bool = False
+
+    def release(self) -> None:
+        """Free all it holds (once recorded, or refused): each at most once."""
+        if self.entered:
+            self.intake.leave()
+            self.entered = False
+        if self.charge is not None:
+            self.charge.release()
+            self.charge = None
+        if self.claim is not None:
+            self.intake.unclaim(*self.claim)
+            self.claim = None
+
+
+@dataclass
 class Intake:
     """Whether the webhook takes a delivery now: copies of a signed request, the bound on work in flight, the memory budget, the shutdown switch.
 

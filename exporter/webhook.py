@@ -21,14 +21,13 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
 from . import parse
-from .intake import BodyCharge, Intake
+from .intake import BodyCharge, Hold, Intake
 from .keys import RUNTIME
 from .metrics import ExporterMetrics, Source
 from .network import FORWARDED_FOR
@@ -155,11 +154,11 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     response: web.StreamResponse
     try:
-        admitted = await _admitted(request, runtime)
+        events, hold = await _admitted(request, runtime)
         try:
-            outcomes = await runtime.pipeline.deliver(admitted.events, Source.WEBHOOK)
+            outcomes = await runtime.pipeline.deliver(events, Source.WEBHOOK)
         finally:
-            admitted.release()
+            hold.release()
         response = _ok(outcomes)
     except Refusal as refusal:
         refusal.count(em)
@@ -200,30 +199,8 @@ async def _answer_and_close(request: web.Request, response: web.StreamResponse) 
         request.transport.close()
 
 
-@dataclass(frozen=True, slots=True)
-class _Admitted:
-    """The events of an authentic delivery, holding an in-flight slot, its share of the memory budget and its signature's claim."""
-
-    events: list[Any]
-    intake: Intake
-    charge: BodyCharge
-    claim: tuple[str, str] | None
-
-    def release(self) -> None:
-        """Once the pipeline has recorded the events: their slot, their memory and their signature are free again."""
-        self.intake.leave()
-        _release(self.intake, self.charge, self.claim)
-
-
-def _release(intake: Intake, charge: BodyCharge | None, claim: tuple[str, str] | None) -> None:
-    if charge is not None:
-        charge.release()
-    if claim is not None:
-        intake.unclaim(*claim)
-
-
-async def _admitted(request: web.Request, runtime: Runtime) -> _Admitted:
-    """The events of an authentic delivery, admitted (the caller releases them); else raises :class:`Refusal`.
+async def _admitted(request: web.Request, runtime: Runtime) -> tuple[list[Any], Hold]:
+    """The events of an authentic delivery and what it holds of the intake (the caller releases it); else raises :class:`Refusal`.
 
     In this order: source network, Basic credentials, URL signature, a copy of the same signed
     request in flight, the in-flight bound, the memory budget for the announced length (each
@@ -252,8 +229,7 @@ async def _admitted(request: web.Request, runtime: Runtime) -> _Admitted:
     if refused is not None:
         # The sender's retry opens a new connection, to another replica or the restarted pod.
         raise Refusal.delivery(503, refused, "shutting down, retry later").before_reading(drain=True)
-    claim: tuple[str, str] | None = None
-    charge: BodyCharge | None = None
+    hold = Hold(intake)
     try:
         signature = request.headers.get(SIGNATURE_HEADER)
         # Without verification (the insecure switch) a signature proves nothing, and deliveries
@@ -261,43 +237,37 @@ async def _admitted(request: web.Request, runtime: Runtime) -> _Admitted:
         if signature and not runtime.verifier.insecure:
             if intake.claim(url, signature) is not None:
                 raise Refusal.delivery(503, "replayed", "a copy of this delivery is being received, retry later").before_reading(drain=True)
-            claim = (url, signature)
+            hold.claim = (url, signature)
         if intake.in_flight >= intake.max_in_flight:
             raise Refusal.delivery(503, "overloaded", "overloaded, retry later").before_reading(drain=True)
         # A body without a length may be as large as the limit allows (checked as it is read).
-        charge = intake.budget.admit(request.content_length if request.content_length is not None else limit)
-        if charge is None:
+        hold.charge = intake.budget.admit(request.content_length if request.content_length is not None else limit)
+        if hold.charge is None:
             raise Refusal.delivery(503, "memory_budget", "too much being received now, retry later").before_reading(drain=True)
-        body = await _read_body(request, webhook.read_timeout, limit, charge)
+        body = await _read_body(request, webhook.read_timeout, limit, hold.charge)
         reason = runtime.verifier.check_body(url, body)
         if reason is not None:
             raise Refusal.signature(reason, url)
         # Entered before it stops reading, so that the shutdown never sees it in neither.
         if intake.enter() is not None:
             raise Refusal.delivery(503, "overloaded", "overloaded, retry later")
+        hold.entered = True
     except BaseException:
-        _release(intake, charge, claim)
+        hold.release()
         raise
     finally:
         intake.stop_reading()
-    admitted = _Admitted([], intake, charge, claim)
     try:
         # From here to the answer the delivery runs without yielding: its turn (see Intake.turn).
         await intake.turn()
-        return _Admitted(_events(body), intake, charge, claim)
+        return _events(body), hold
     except BaseException:
-        admitted.release()
+        hold.release()
         raise
 
 
 async def _read_body(request: web.Request, deadline: timedelta, limit: int, charge: BodyCharge) -> bytes:
-    """The body, each chunk paid for in the memory budget before it is kept.
-
-    Charged by the bytes that have arrived, not by the announced length: a sender trickling a
-    large body holds what it has sent (plus the first share), not the whole length for the
-    read timeout. Read chunk by chunk rather than with ``request.read()`` for that, and so the
-    size limit is checked here too (a chunked body announces no length).
-    """
+    """The body, each chunk paid for in the budget as it arrives (a trickler holds what it sent); the size limit checked here too."""
     chunks: list[bytes] = []
     received = 0
     try:
