@@ -1,9 +1,10 @@
-"""Admission of webhook deliveries: the memory budget, the bound on work in flight, turns on the loop, the shutdown switch.
+"""Admission of webhook deliveries: copies of one signed request, the memory budget, the bound on work in flight, turns on the loop, the shutdown switch.
 
-exporter/webhook.py asks the memory budget once a delivery is verified and before its body is
-read, and enters the in-flight bound once the body is read: a delivery refused here costs next
-to nothing, which is what keeps a flood answered rather than queued (docs/performance.md,
-"Overload"), and a sender trickling its body holds no slot, only its socket and a timer.
+exporter/webhook.py claims a delivery's signature and asks the memory budget once its URL is
+verified and before its body is read, charges the budget as the body's bytes arrive, and enters
+the in-flight bound once the body is read: a delivery refused here costs next to nothing, which
+is what keeps a flood answered rather than queued (docs/performance.md, "Overload"), and a sender
+trickling its body holds no slot, only its socket, a timer and the bytes it has sent.
 """
 
 from __future__ import annotations
@@ -21,12 +22,22 @@ from .logs import Throttle
 TURNS_PER_ITERATION = 8
 
 
+# Body bytes a delivery is charged for before its first byte is read (or its whole length, when
+# smaller). Charging only what has arrived would let a sender announce a large body and hold
+# nothing; charging the announced length let a sender trickling a captured large delivery hold
+# 11 times its length for the whole read timeout. With this share a sender holds at most this
+# much more than it has sent, and a delivery of this size or less (a batch of a few summaries,
+# a few KiB each) is charged once, before reading, as before.
+FIRST_SHARE = 64 * 1024
+
+
 @dataclass
 class MemoryBudget:
     """Bytes that deliveries being read or recorded may hold: the body and what it becomes once parsed.
 
-    Reserved from ``Content-Length`` before the body is read, so memory is bounded whatever
-    arrives; a delivery that does not fit gets 503 (Twilio retries it) and costs nothing.
+    A delivery is charged as its body arrives (:class:`BodyCharge`), never past what the budget
+    holds, so memory is bounded whatever arrives; one that does not fit gets 503 (Twilio retries
+    it), before its body is read when its announced length does not fit now.
 
     >>> budget = MemoryBudget(200)
     >>> budget.cost(10), budget.reserve(110), budget.reserve(110), budget.reserved
@@ -50,10 +61,76 @@ class MemoryBudget:
     def release(self, cost: int) -> None:
         self.reserved -= cost
 
+    def admit(self, announced: int) -> BodyCharge | None:
+        """A charge for a body of ``announced`` bytes, its first share paid; ``None`` when it cannot be taken now.
+
+        Refused when the whole body would not fit the budget as it stands: a delivery that
+        cannot be taken is answered before a byte of it is read, not halfway through.
+
+        >>> budget = MemoryBudget(1000)
+        >>> budget.admit(91) is None, budget.admit(90).charged, budget.reserved
+        (True, 90, 990)
+        """
+        if self.reserved + self.cost(announced) > self.capacity:
+            return None
+        charge = BodyCharge(self)
+        return charge if charge.cover(min(announced, FIRST_SHARE)) else None
+
+
+@dataclass
+class BodyCharge:
+    """One delivery's share of the memory budget: the body bytes paid for so far, released once it is answered.
+
+    >>> budget = MemoryBudget(1000)
+    >>> charge = BodyCharge(budget)
+    >>> charge.cover(20), charge.cover(10), charge.cover(90), charge.cover(91), budget.reserved
+    (True, True, True, False, 990)
+    >>> charge.release(), budget.reserved
+    (None, 0)
+    """
+
+    budget: MemoryBudget
+    charged: int = 0
+
+    def cover(self, length: int) -> bool:
+        """Pay for the body's first ``length`` bytes (what is paid stays paid); False when the budget cannot."""
+        if length <= self.charged:
+            return True
+        if not self.budget.reserve(self.budget.cost(length - self.charged)):
+            return False
+        self.charged = length
+        return True
+
+    def release(self) -> None:
+        self.budget.release(self.budget.cost(self.charged))
+        self.charged = 0
+
+
+@dataclass
+class Hold:
+    """What one delivery holds of the intake until it is answered: its signature's place, its share of the budget, its slot."""
+
+    intake: Intake
+    claim: tuple[str, str] | None = None
+    charge: BodyCharge | None = None
+    entered: bool = False
+
+    def release(self) -> None:
+        """Free all it holds (once recorded, or refused): each at most once."""
+        if self.entered:
+            self.intake.leave()
+            self.entered = False
+        if self.charge is not None:
+            self.charge.release()
+            self.charge = None
+        if self.claim is not None:
+            self.intake.unclaim(*self.claim)
+            self.claim = None
+
 
 @dataclass
 class Intake:
-    """Whether the webhook takes a delivery now: the bound on work in flight, the memory budget, the shutdown switch.
+    """Whether the webhook takes a delivery now: copies of a signed request, the bound on work in flight, the memory budget, the shutdown switch.
 
     A delivery past ``max_in_flight`` is answered 503 at once instead of waiting in the event
     loop's queue: queued work is what made a flood answer in seconds and starve the health probes
@@ -68,6 +145,8 @@ class Intake:
     # Deliveries whose body is being read: not bounded here (the budget bounds their memory).
     reading: int = 0
     closing: bool = False
+    # (URL, signature) of each signed delivery being read or handled (:meth:`claim`).
+    signed: set[tuple[str, str]] = field(default_factory=set)
     # Refused requests are logged at most once per reason per interval, with the count of the rest.
     refusals: Throttle = field(default_factory=Throttle)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -88,6 +167,27 @@ class Intake:
         self.reading += 1
         self._idle.clear()
         return None
+
+    def claim(self, url: str, signature: str) -> str | None:
+        """Hold this signed request's place until :meth:`unclaim`, or ``replayed`` when a copy of it holds it.
+
+        Twilio never sends one delivery twice at once: it retries after an answer, or after its
+        own timeout (then the first copy, still handled here, records it and the retry is
+        counted a duplicate). A second copy of the same signed request (same URL, same
+        signature) while the first is read or handled is a replay of a captured request,
+        refused before its body is read: copies of one delivery hold one share of the budget,
+        not one each. Bounded by construction: an entry lives only while its request is being
+        read or handled, one per open connection, and refers to that request's own URL and
+        header, so it adds a set slot to what the connection holds anyway.
+        """
+        key = (url, signature)
+        if key in self.signed:
+            return "replayed"
+        self.signed.add(key)
+        return None
+
+    def unclaim(self, url: str, signature: str) -> None:
+        self.signed.discard((url, signature))
 
     def stop_reading(self) -> None:
         self.reading -= 1

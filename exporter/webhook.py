@@ -7,10 +7,11 @@ oversized, not JSON); anything the exporter itself got wrong is a 5xx, which Twi
 the invalid ones counted, and redelivering the batch would change nothing.
 
 The handler runs the request step and asks the others, in this order and, up to the body, from
-the request line and headers alone, so that a refusal reads nothing (issue 18): the source network
-(exporter/network.py), Basic credentials and the URL's signature (exporter/verify.py), the memory
-budget (exporter/intake.py); then the body within its deadline, its hash, the in-flight bound, and
-the pipeline with the decoded events.
+the request line and headers alone, so that a refusal reads nothing: the source network
+(exporter/network.py), Basic credentials and the URL's signature (exporter/verify.py), a copy of
+the same signed request in flight and the memory budget (exporter/intake.py); then the body within
+its deadline, charged to the budget as it arrives, its hash, the in-flight bound, and the pipeline
+with the decoded events.
 """
 
 from __future__ import annotations
@@ -20,20 +21,19 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
 from . import parse
-from .intake import Intake
+from .intake import BodyCharge, Hold, Intake
 from .keys import RUNTIME
 from .metrics import ExporterMetrics, Source
 from .network import FORWARDED_FOR
 from .pipeline import counter_child
 from .runtime import Runtime
-from .verify import can_verify
+from .verify import SIGNATURE_HEADER, can_verify
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +154,11 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     response: web.StreamResponse
     try:
-        admitted = await _admitted(request, runtime)
+        events, hold = await _admitted(request, runtime)
         try:
-            outcomes = await runtime.pipeline.deliver(admitted.events, Source.WEBHOOK)
+            outcomes = await runtime.pipeline.deliver(events, Source.WEBHOOK)
         finally:
-            admitted.release()
+            hold.release()
         response = _ok(outcomes)
     except Refusal as refusal:
         refusal.count(em)
@@ -199,26 +199,14 @@ async def _answer_and_close(request: web.Request, response: web.StreamResponse) 
         request.transport.close()
 
 
-@dataclass(frozen=True, slots=True)
-class _Admitted:
-    """The events of an authentic delivery, holding an in-flight slot and its share of the memory budget."""
+async def _admitted(request: web.Request, runtime: Runtime) -> tuple[list[Any], Hold]:
+    """The events of an authentic delivery and what it holds of the intake (the caller releases it); else raises :class:`Refusal`.
 
-    events: list[Any]
-    intake: Intake
-    cost: int
-
-    def release(self) -> None:
-        """Once the pipeline has recorded the events: their slot and their memory are free again."""
-        self.intake.leave()
-        self.intake.budget.release(self.cost)
-
-
-async def _admitted(request: web.Request, runtime: Runtime) -> _Admitted:
-    """The events of an authentic delivery, admitted (the caller releases them); else raises :class:`Refusal`.
-
-    In the order of issue 18: source network, Basic credentials, URL signature, memory budget
-    (each from the request line and headers alone, so a refusal costs no buffer and reads
-    nothing), then the body within its deadline, its hash, and the in-flight bound.
+    In this order: source network, Basic credentials, URL signature, a copy of the same signed
+    request in flight, the in-flight bound, the memory budget for the announced length (each
+    from the request line and headers alone, so a refusal costs no buffer and reads nothing),
+    then the body within its deadline, charged to the budget as it arrives, its hash, and the
+    in-flight bound again.
     """
     webhook = runtime.config.settings.webhook
     intake = runtime.intake
@@ -241,50 +229,65 @@ async def _admitted(request: web.Request, runtime: Runtime) -> _Admitted:
     if refused is not None:
         # The sender's retry opens a new connection, to another replica or the restarted pod.
         raise Refusal.delivery(503, refused, "shutting down, retry later").before_reading(drain=True)
+    hold = Hold(intake)
     try:
+        signature = request.headers.get(SIGNATURE_HEADER)
+        # Without verification (the insecure switch) a signature proves nothing, and deliveries
+        # without one would all look like copies of each other.
+        if signature and not runtime.verifier.insecure:
+            if intake.claim(url, signature) is not None:
+                raise Refusal.delivery(503, "replayed", "a copy of this delivery is being received, retry later").before_reading(drain=True)
+            hold.claim = (url, signature)
         if intake.in_flight >= intake.max_in_flight:
             raise Refusal.delivery(503, "overloaded", "overloaded, retry later").before_reading(drain=True)
-        # A body without a length may be as large as the limit allows (client_max_size bounds it).
-        cost = intake.budget.cost(request.content_length if request.content_length is not None else limit)
-        if not intake.budget.reserve(cost):
+        # A body without a length may be as large as the limit allows (checked as it is read).
+        hold.charge = intake.budget.admit(request.content_length if request.content_length is not None else limit)
+        if hold.charge is None:
             raise Refusal.delivery(503, "memory_budget", "too much being received now, retry later").before_reading(drain=True)
-        try:
-            body = await _read_body(request, webhook.read_timeout, limit)
-            reason = runtime.verifier.check_body(url, body)
-            if reason is not None:
-                raise Refusal.signature(reason, url)
-            # Entered before it stops reading, so that the shutdown never sees it in neither.
-            if intake.enter() is not None:
-                raise Refusal.delivery(503, "overloaded", "overloaded, retry later")
-        except BaseException:
-            intake.budget.release(cost)
-            raise
+        body = await _read_body(request, webhook.read_timeout, limit, hold.charge)
+        reason = runtime.verifier.check_body(url, body)
+        if reason is not None:
+            raise Refusal.signature(reason, url)
+        # Entered before it stops reading, so that the shutdown never sees it in neither.
+        if intake.enter() is not None:
+            raise Refusal.delivery(503, "overloaded", "overloaded, retry later")
+        hold.entered = True
+    except BaseException:
+        hold.release()
+        raise
     finally:
         intake.stop_reading()
-    admitted = _Admitted([], intake, cost)
     try:
         # From here to the answer the delivery runs without yielding: its turn (see Intake.turn).
         await intake.turn()
-        return _Admitted(_events(body), intake, cost)
+        return _events(body), hold
     except BaseException:
-        admitted.release()
+        hold.release()
         raise
 
 
-async def _read_body(request: web.Request, deadline: timedelta, limit: int) -> bytes:
+async def _read_body(request: web.Request, deadline: timedelta, limit: int, charge: BodyCharge) -> bytes:
+    """The body, each chunk paid for in the budget as it arrives (a trickler holds what it sent); the size limit checked here too."""
+    chunks: list[bytes] = []
+    received = 0
     try:
         # One deadline for the whole body, not per chunk: a sender trickling a byte a second
         # would pass any per-read timeout. Twilio itself gives up after 5 s. A trickling sender
-        # costs its socket and this timer, no in-flight slot (Intake).
+        # costs its socket, this timer and what it has sent, no in-flight slot (Intake).
         async with asyncio.timeout(deadline.total_seconds()):
-            # client_max_size of the webhook app bounds a chunked body that announced no length.
-            return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise Refusal.delivery(413, "too_large", f"body larger than {limit} bytes").before_reading() from None
+            while chunk := await request.content.readany():
+                received += len(chunk)
+                if received > limit:
+                    raise Refusal.delivery(413, "too_large", f"body larger than {limit} bytes").before_reading()
+                if not charge.cover(received):
+                    # Others took the budget while this body arrived: dropped, and retried by Twilio.
+                    raise Refusal.delivery(503, "memory_budget", "too much being received now, retry later").before_reading(drain=True)
+                chunks.append(chunk)
     except TimeoutError:
         raise Refusal.delivery(503, "read_timeout", f"body not received within {deadline}, retry later").before_reading() from None
     except ConnectionError as exc:
         raise _ClientGone from exc
+    return b"".join(chunks)
 
 
 def _events(body: bytes) -> list[Any]:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from twilio.request_validator import RequestValidator
 
-from exporter.intake import MemoryBudget
+from exporter.intake import FIRST_SHARE, MemoryBudget
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests.conftest import TOKEN, HarnessFactory
 from tests.helpers import path_and_query, scrub_environment, until
@@ -122,14 +122,14 @@ async def test_a_valid_url_signature_with_a_body_that_does_not_match_its_hash_is
 async def test_past_the_memory_budget_a_delivery_gets_503_with_retry_after_before_its_body_is_read(
     serve_webhook: Callable[..., Awaitable[Served]], raw: Raw
 ) -> None:
-    # 11 MiB of budget: a 600 KB delivery being read holds 6.6 MB of it (its body and what it becomes).
+    # 11 MiB of budget: a delivery holds 11 times the bytes of its body received (its body and what
+    # it becomes); 500 KB of the first leave less than the 6.6 MB the second's 600 KB would need.
     served = await serve_webhook("--webhook.max-body-size=1MiB", "--webhook.memory-budget=11MiB", "--webhook.read-timeout=30s")
     first = await raw(served, body_of(4, padding=600_000))
     second = await raw(served, body_of(5, padding=600_000))
 
-    await first.send(first.head + first.body[:1000])
-    await until(lambda: served.runtime.intake.reading == 1)
-    assert served.value(E + "webhook_memory_reserved_bytes") == MemoryBudget.cost(len(first.body)) == 11 * len(first.body)
+    await first.send(first.head + first.body[:500_000])
+    await until(lambda: served.value(E + "webhook_memory_reserved_bytes") == MemoryBudget.cost(500_000) == 11 * 500_000)
     await second.send(second.head)  # its body never comes
     status, headers, answer = await second.answer()
 
@@ -142,7 +142,7 @@ async def test_past_the_memory_budget_a_delivery_gets_503_with_retry_after_befor
     assert served.value(E + "webhook_rejections_total", reason="memory_budget") == 1
 
     # The first is recorded, and the budget is whole again: the refused one, retried, fits.
-    await first.send(first.body[1000:])
+    await first.send(first.body[500_000:])
     assert (await first.answer())[::2] == (200, b'{"recorded": 2}')
     assert served.value(E + "webhook_memory_reserved_bytes") == 0
     retried = await raw(served, second.body)
@@ -151,17 +151,25 @@ async def test_past_the_memory_budget_a_delivery_gets_503_with_retry_after_befor
     assert served.value(P + "summaries_total") == 4
 
 
-async def test_a_chunked_body_without_a_length_counts_at_the_largest_size(serve_webhook: Callable[..., Awaitable[Served]], raw: Raw) -> None:
+async def test_a_chunked_body_without_a_length_is_taken_only_when_the_largest_size_fits_and_charged_as_it_arrives(
+    serve_webhook: Callable[..., Awaitable[Served]], raw: Raw
+) -> None:
     served = await serve_webhook("--webhook.max-body-size=1MiB", "--webhook.memory-budget=11MiB", "--webhook.read-timeout=30s")
     delivery = await raw(served, body_of(6))
     delivery.head = delivery.head.replace(f"Content-Length: {len(delivery.body)}".encode(), b"Transfer-Encoding: chunked")
 
     await delivery.send(delivery.head + f"{len(delivery.body):x}\r\n".encode() + delivery.body + b"\r\n")
     await until(lambda: served.runtime.intake.reading == 1)
-    assert served.value(E + "webhook_memory_reserved_bytes") == MemoryBudget.cost(MiB)
+    assert served.value(E + "webhook_memory_reserved_bytes") == MemoryBudget.cost(FIRST_SHARE)
+    # Another chunked delivery now: the largest body it may become (1 MiB, 11 MiB) does not fit.
+    other = await raw(served, body_of(7))
+    await other.send(other.head.replace(f"Content-Length: {len(other.body)}".encode(), b"Transfer-Encoding: chunked"))
+    assert (await other.answer())[0] == 503
+    assert served.value(E + "webhook_rejections_total", reason="memory_budget") == 1
     await delivery.send(b"0\r\n\r\n")
 
     assert (await delivery.answer())[::2] == (200, b'{"recorded": 2}')
+    assert served.value(E + "webhook_memory_reserved_bytes") == 0
 
 
 # --- slow senders -------------------------------------------------------------------------------
@@ -170,11 +178,10 @@ async def test_a_chunked_body_without_a_length_counts_at_the_largest_size(serve_
 async def test_every_real_delivery_is_answered_200_while_slow_senders_hold_connections(
     serve_webhook: Callable[..., Awaitable[Served]], raw: Raw
 ) -> None:
-    # One slot of work in flight, 60 connections trickling their bodies (a captured delivery's
+    # One slot of work in flight, 60 connections trickling their bodies (60 captured deliveries'
     # headers replayed, so they pass the signature): none of them holds the slot.
     served = await serve_webhook("--webhook.max-in-flight=1", "--webhook.read-timeout=60s")
-    captured = body_of(7)
-    slow = [await raw(served, captured) for _ in range(60)]
+    slow = [await raw(served, body_of(1000 + n)) for n in range(60)]
     for sender in slow:
         await sender.send(sender.head + sender.body[:10])
     await until(lambda: served.runtime.intake.reading == 60)
