@@ -42,10 +42,12 @@ def serve(variant: str, report: Path, argv: list[str]) -> None:
     from aiohttp import web
 
     from exporter import app as app_module
-    from exporter import listener, verify, webhook
+    from exporter import listener
     from exporter import pipeline as pipeline_module
     from exporter.config import load_config
-    from exporter.recorder import Recorder
+    from exporter.doors.webhook import handler as webhook
+    from exporter.doors.webhook import verify
+    from exporter.record.recorder import Recorder
 
     counters = {"requests": 0, "handler_ns": 0, "gc_ns": 0, "gc_collections": 0}
     handle = webhook._handle

@@ -7,7 +7,7 @@ core 1; the reader runs on core 0. Each round reads the whole stream four ways, 
 so the ratios hold on a noisy machine:
 
 - ``bare``: GetRecords posted with aiohttp and its JSON decoded by hand, no SDK (the ceiling);
-- ``aiobotocore``: the SDK on the event loop, as exporter/kinesis.py does;
+- ``aiobotocore``: the SDK on the event loop, as exporter/doors/kinesis/consumer.py does;
 - ``botocore-thread``: the synchronous SDK in a worker thread (``asyncio.to_thread``);
 - ``consumer``: the exporter's consumer end to end (aiobotocore, JSON, validation, recording).
 """
@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app import Runtime
 from exporter.config import KinesisSettings, load_config
-from exporter.kinesis import KinesisApi, KinesisConsumer
+from exporter.doors.kinesis.consumer import KinesisApi, KinesisConsumer
 from exporter.metrics import build_kinesis_metrics
 from exporter.synthetic import cloud_event, generate_summary
 from tests.kinesis_server import AWS_ENV, start_kinesalite

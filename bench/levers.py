@@ -56,7 +56,7 @@ from pydantic import TypeAdapter
 from exporter import synthetic
 from exporter.metrics import Source
 from exporter.models import CloudEvent, ParticipantSummary, loads
-from exporter.recorder import Recorder, _exemplar
+from exporter.record.recorder import Recorder, _exemplar
 from exporter.subjects import PARTICIPANT
 
 from . import workload
@@ -519,17 +519,17 @@ async def _deliver_all(runtime: Any, raw: list[Any], interval: float) -> tuple[f
 # Frames whose inclusive share is printed, each a step of the data's path (function names as
 # py-spy reports them, "name (file)").
 STEPS = {
-    "handler (_handle)": "_handle (exporter/webhook.py",
+    "handler (_handle)": "_handle (exporter/doors/webhook/handler.py",
     "read body": "read (aiohttp/web_request.py",
-    "verify": "check (exporter/verify.py",
+    "verify": "check (exporter/doors/webhook/verify.py",
     "JSON (loads)": "loads (exporter/models.py",
     "pipeline.deliver": "deliver (exporter/pipeline.py",
     "pydantic (model_validate)": "model_validate (pydantic/main.py",
-    "record: plan": "plan (exporter/recorder.py",
-    "record: apply": "apply (exporter/recorder.py",
+    "record: plan": "plan (exporter/record/recorder.py",
+    "record: apply": "apply (exporter/record/recorder.py",
     "reply (json_response)": "json_response (aiohttp/web_response.py",
     "self-metrics (prometheus_client)": "prometheus_client/metrics.py",
-    "whole webhook handler (handle_webhook)": "handle_webhook (exporter/webhook.py",
+    "whole webhook handler (handle_webhook)": "handle_webhook (exporter/doors/webhook/handler.py",
 }
 
 

@@ -31,7 +31,7 @@ from pydantic import BaseModel, TypeAdapter, create_model
 from exporter import synthetic
 from exporter.models import CloudEvent, ParticipantSummary, loads
 
-# What exporter/recorder.py reads of a summary (labels, observations, exemplars).
+# What exporter/record/recorder.py reads of a summary (labels, observations, exemplars).
 RECORDED_FIELDS = (
     "participant_sid",
     "label",

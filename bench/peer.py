@@ -34,7 +34,6 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from pydantic import BaseModel, ValidationError
 from twilio.request_validator import RequestValidator
 
-from exporter.labels import COMMON_LABELS
 from exporter.metrics import (
     JITTER,
     JITTER_BUCKETS,
@@ -48,6 +47,7 @@ from exporter.metrics import (
     PACKETS_RECEIVED,
     TAGS,
 )
+from exporter.record.labels import COMMON_LABELS
 
 SUMMARY_TYPE = "com.twilio.voice.insights.conference-participant-summary.complete"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporter import metrics as m
-from exporter.labels import CALL_COMMON_LABELS
+from exporter.record.labels import CALL_COMMON_LABELS
 
 from . import call_rules, settings
 from .grafana import (

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from prometheus_client.utils import floatToGoString
 
 from exporter import metrics as m
-from exporter.labels import COMMON_LABELS, JOIN_LABELS
+from exporter.record.labels import COMMON_LABELS, JOIN_LABELS
 
 from . import settings
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from exporter import metrics as m
 from exporter.join import JOIN_TOTAL
-from exporter.labels import JOIN_LABELS
+from exporter.record.labels import JOIN_LABELS
 
 from . import settings
 from .grafana import (

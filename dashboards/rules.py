@@ -116,7 +116,7 @@ def health_threshold(key: str) -> str:
     return f"{m.EXPORTER}:{key}:threshold"
 
 
-# Each summary subject (exporter/subjects.py) and the family that counts its recorded summaries.
+# Each summary subject (exporter/subjects/__init__.py) and the family that counts its recorded summaries.
 SUBJECT_SUMMARIES = {"participant": m.SUMMARIES, "call": m.CALL_SUMMARIES, "conference": m.CONFERENCE_SUMMARIES}
 
 

@@ -2,14 +2,14 @@
 
 import sys
 
-from . import cli
+from exporter import cli
 
 
 def main(argv: list[str] | None = None) -> int:
     """The exporter, or with ``twilio`` first the command connecting Twilio to it (its own options only)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["twilio"]:
-        from . import subscribe  # only this command needs it
+        from exporter import subscribe  # only this command needs it
 
         return subscribe.run(argv[1:])
     return cli.main(argv)

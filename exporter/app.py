@@ -15,19 +15,19 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from .config import Config
-from .durable import state_context
-from .exposition import make_metrics_handler
-from .keys import RUNTIME
-from .kinesis import KinesisConsumer, kinesis_context
-from .kinesis_api import KinesisApi
-from .metrics import build_kinesis_metrics, build_pull_metrics
-from .pull import Poller, pull_context
-from .runtime import Runtime
-from .verify import can_verify
-from .webconfig import WebConfigHolder, add_headers, load_web_config
-from .webconfig import middleware as webconfig_middleware
-from .webhook import handle_webhook
+from exporter.config import Config
+from exporter.doors.kinesis.api import KinesisApi
+from exporter.doors.kinesis.consumer import KinesisConsumer, kinesis_context
+from exporter.doors.pull.poller import Poller, pull_context
+from exporter.doors.webhook.handler import handle_webhook
+from exporter.doors.webhook.verify import can_verify
+from exporter.exposition import make_metrics_handler
+from exporter.keys import RUNTIME
+from exporter.metrics import build_kinesis_metrics, build_pull_metrics
+from exporter.runtime import Runtime
+from exporter.state.durable import state_context
+from exporter.webconfig import WebConfigHolder, add_headers, load_web_config
+from exporter.webconfig import middleware as webconfig_middleware
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ async def healthy(request: web.Request) -> web.Response:
 
     Nothing outside the process is checked, so a slow dependency never restarts it. A failed state
     write is the exception: the counts in memory are then ahead of the disk, and only a restart
-    (which reloads the last committed state) makes them agree again (exporter/state.py).
+    (which reloads the last committed state) makes them agree again (exporter/state/store.py).
     """
     if request.app[RUNTIME].state.failed is not None:
         return web.Response(status=503, text="Unhealthy: the state could not be written; restart to reload it.\n")

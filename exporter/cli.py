@@ -23,12 +23,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError
 from pydantic import BeforeValidator, ValidationError
 
-from . import __version__, logs, network
-from .config import ENV_PREFIX, Config, Settings, find_config_file, load_config, yaml_location
-from .kinesis_api import resolve_region
-from .listener import StartupError, serve
-from .values import format_duration, format_size, parse_size
-from .webconfig import WebConfig, WebConfigError, load_web_config
+from exporter import __version__, logs
+from exporter.config import ENV_PREFIX, Config, Settings, find_config_file, load_config, yaml_location
+from exporter.doors.kinesis.api import resolve_region
+from exporter.doors.webhook import network
+from exporter.listener import StartupError, serve
+from exporter.values import format_duration, format_size, parse_size
+from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 PROG = "twilio-insights-exporter"
 

@@ -34,18 +34,18 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from . import metrics
-from .labels import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, JOIN_LABELS, OPTIONAL_LABELS
-from .values import ByteSize, Duration, HttpUrl, ListenAddress, PositiveDuration
-from .values import format_duration as format_duration  # re-exported: scripts/readme_tables.py and the tests read them here
-from .values import format_size as format_size
-from .values import parse_duration as parse_duration
-from .values import parse_size as parse_size
+from exporter import metrics
+from exporter.record.labels import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, JOIN_LABELS, OPTIONAL_LABELS
+from exporter.values import ByteSize, Duration, HttpUrl, ListenAddress, PositiveDuration
+from exporter.values import format_duration as format_duration  # re-exported: scripts/readme_tables.py and the tests read them here
+from exporter.values import format_size as format_size
+from exporter.values import parse_duration as parse_duration
+from exporter.values import parse_size as parse_size
 
 ENV_PREFIX = "TWILIO_INSIGHTS_EXPORTER_"
 
 # Bytes of memory one byte of a delivery holds besides itself until it is answered (the memory
-# budget, exporter/intake.py): its parsed form (3.1 bytes of Python objects per byte of Twilio's
+# budget, exporter/doors/webhook/intake.py): its parsed form (3.1 bytes of Python objects per byte of Twilio's
 # JSON, tracemalloc), the events' models, aiohttp's read buffer and the allocator's share. Measured
 # at the process: concurrent 4.2 MiB deliveries raised the peak RSS by 45 MiB each, 10.7 times their
 # size (bench/edge.py; docs/performance.md, "The public door").
@@ -279,7 +279,7 @@ class ConfigFileSettings(_Section):
 MAX_LOOKBACK = timedelta(days=30)
 
 
-# What pull mode can read: one name per summary subject (exporter/subjects.py names them alike).
+# What pull mode can read: one name per summary subject (exporter/subjects/__init__.py names them alike).
 PullSummary = Literal["participant", "call", "conference"]
 PULL_SUMMARIES: tuple[PullSummary, ...] = ("participant", "call", "conference")
 

@@ -35,8 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import synthetic
-from .models import CALL_SUMMARY_PARTIAL, SUMMARY_TYPES
+from exporter import synthetic
+from exporter.models import CALL_SUMMARY_PARTIAL, SUMMARY_TYPES
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@
 100k samples that held the loop for over a second, and every webhook delivery waited behind it.
 This handler keeps the library's content negotiation (``choose_encoder``: OpenMetrics with
 exemplars when the scraper asks for it) and its encoders for everything small, and writes the
-large participant families (:mod:`exporter.families`) itself in chunks, yielding to the loop
+large participant families (:mod:`exporter.record.families`) itself in chunks, yielding to the loop
 between chunks. A render on the loop rather than in a thread: a thread would hold the GIL in
 5 ms slices against the loop (measured in bench/), while a chunk is shorter than that.
 
@@ -38,7 +38,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES
 from prometheus_client.registry import Collector
 
-from .families import rendered_separately
+from exporter.record.families import rendered_separately
 
 OPENMETRICS = "application/openmetrics-text"
 EOF_LINE = b"# EOF\n"
@@ -51,7 +51,7 @@ Encoder = Callable[[Collector], bytes]
 
 
 class RendersItself(Protocol):
-    """A family the handler writes itself (exporter.families), in chunks of text lines."""
+    """A family the handler writes itself (exporter.record.families), in chunks of text lines."""
 
     def render(self, openmetrics: bool, names: frozenset[str] | None = None) -> Iterable[str]: ...
 

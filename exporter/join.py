@@ -28,14 +28,14 @@ name the next agent's (facts §3.3, uncertain).
 
 **Bounds, in bytes.** An entry (a task) lives ``--taskrouter.join-ttl`` after its last TaskRouter
 event (default 5 h: the summaries' 30 minutes plus Event Streams' 4 hours of redelivery). Every
-value is cut and cleaned where it enters, by the rules of a label (exporter/labels.py
+value is cut and cleaned where it enters, by the rules of a label (exporter/reader.py
 ``clean_value``: at most 64 characters), the task and reservation SIDs too, and a task keeps at
 most :data:`MAX_RESERVATIONS` reservations (a 17th is not kept: its legs take the task's
 first reservation's labels), so one task holds at most a known number of bytes. The map keeps its
 estimated size (:meth:`Task.size`, what tracemalloc measures of it, within the margin the tests
 hold) under ``--taskrouter.max-join-memory`` and at most ``--taskrouter.max-joins`` tasks, the
 oldest evicted first (counted). Every update is also a row of the state file
-(exporter/state.py, table ``taskrouter_joins``), committed with the delivery it came in, so a
+(exporter/state/store.py, table ``taskrouter_joins``), committed with the delivery it came in, so a
 restart loses no join; a restart reads the rows one by one and cuts them the same way, so it
 holds no more than the live map did.
 
@@ -59,9 +59,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from .config import Config
-from .labels import clean_value
-from .models import TASKROUTER_PREFIX, TaskRouterPayload
+from exporter.config import Config
+from exporter.models import TASKROUTER_PREFIX, TaskRouterPayload
+from exporter.reader import clean_value
 
 # The event types taken, by rank (their place in a reservation's life; see the module's docstring).
 RANKS: dict[str, int] = {
@@ -84,7 +84,7 @@ VOICE = "voice"
 # The values a record keeps (each the least (rank, timestamp, value) offered).
 FIELDS = ("queue_name", "queue_sid", "workflow_name", "workflow_sid", "team", "worker_call", "customer_call", "conference", "direction", "channel")
 
-# The labels the join gives a summary (exporter/labels.py JOIN_LABELS).
+# The labels the join gives a summary (exporter/record/labels.py JOIN_LABELS).
 TASK_QUEUE, WORKFLOW, TEAM = "task_queue", "workflow", "team"
 
 Candidate = tuple[int, float, str]

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .runtime import Runtime
+from exporter.runtime import Runtime
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")

@@ -25,11 +25,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry
 
-from . import __version__
-from .app import create_apps
-from .config import Config
-from .keys import RUNTIME
-from .webconfig import WATCH_INTERVAL, WebConfigHolder
+from exporter import __version__
+from exporter.app import create_apps
+from exporter.config import Config
+from exporter.keys import RUNTIME
+from exporter.webconfig import WATCH_INTERVAL, WebConfigHolder
 
 log = logging.getLogger("exporter")
 
@@ -67,7 +67,7 @@ class MetricsListener:
     """The metrics application (``/metrics``, ``/-/healthy``, ``/-/ready``) on a loop of its own, in a thread.
 
     On the webhook's loop a probe waits behind the work of every connection: with 400 connections
-    flooding the webhook, even with the in-flight bound and turns (exporter/intake.py), probes took
+    flooding the webhook, even with the in-flight bound and turns (exporter/doors/webhook/intake.py), probes took
     hundreds of milliseconds to seconds, and the kubelet restarts a pod whose liveness probe times
     out (``bench/overload.py``; figures in docs/performance.md, "Overload"). On a loop of its own a
     probe waits at most a few GIL switch intervals. ``/metrics`` is still rendered on the loop that
@@ -202,7 +202,7 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     # Probes answer (not ready) from the start; the webhook's cleanup_ctx opens the state, reading
-    # it on this loop before anything else is served (the only SQLite on the loop, exporter/state.py).
+    # it on this loop before anything else is served (the only SQLite on the loop, exporter/state/store.py).
     await metrics.start()
     if apps.web_config is not None:
         loop.add_signal_handler(signal.SIGHUP, metrics.request_reload)

@@ -27,8 +27,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from . import __version__
-from .families import CounterFamily, HistogramFamily
+from exporter import __version__
+from exporter.record.families import CounterFamily, HistogramFamily
 
 # ---------------------------------------------------------------------------------------------
 # Twilio's own detected-issue thresholds (twilio-facts.md). Each is also a bucket edge below, so
@@ -175,7 +175,7 @@ class Source(StrEnum):
 class EventType(StrEnum):
     """The ``type`` label: three values, whatever arrives.
 
-    ``summary`` counts the summaries of every subject (exporter/subjects.py) alike: each
+    ``summary`` counts the summaries of every subject (exporter/subjects/__init__.py) alike: each
     subject's own ``*_summaries_total`` says which were recorded, and a new subject adds no
     value here (so no dashboard or alert has to learn one).
     """
@@ -215,7 +215,7 @@ EVENT_CHILDREN: dict[EventType, tuple[Outcome, ...]] = {
 class ParticipantMetrics:
     """What Twilio measured, one family per row of the README's metrics table.
 
-    The largest part of the registry, so kept in :mod:`exporter.families` (why: see there).
+    The largest part of the registry, so kept in :mod:`exporter.record.families` (why: see there).
     """
 
     summaries: CounterFamily

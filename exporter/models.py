@@ -23,13 +23,13 @@ from typing import Annotated, Any, ClassVar, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator
 
-from .reader import loads as loads  # re-exported: the one JSON reader (exporter/reader.py)
+from exporter.reader import loads as loads  # re-exported: the one JSON reader (exporter/reader.py)
 
 # The participant summary's event type, as Event Streams' catalogue names it (the one a
 # subscription names: exporter/subscribe.py), and the name one Twilio page gives the same event.
 PARTICIPANT_SUMMARY_COMPLETE = "com.twilio.voice.insights.conference-participant-summary.complete"
 PARTICIPANT_SUMMARY_ALIAS = "com.twilio.voice.insights.participant-summary.complete"
-# The event types carrying a participant summary (exporter/subjects.py: the participant subject).
+# The event types carrying a participant summary (exporter/subjects/__init__.py: the participant subject).
 SUMMARY_TYPES = frozenset({PARTICIPANT_SUMMARY_COMPLETE, PARTICIPANT_SUMMARY_ALIAS})
 TEST_EVENT_TYPE = "com.twilio.eventstreams.test-event"
 

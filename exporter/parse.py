@@ -33,8 +33,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .models import CloudEvent, TaskRouterData, TaskRouterPayload
-from .reader import TooDeep, loads, split_array, split_object
+from exporter.models import CloudEvent, TaskRouterData, TaskRouterPayload
+from exporter.reader import TooDeep, loads, split_array, split_object
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -2,7 +2,7 @@
 
 Every door hands raw items to :meth:`Pipeline.deliver`: CloudEvents (the webhook's decoded
 objects, Kinesis records' bytes) or the REST items of a named summary subject. Each is parsed by
-exporter/parse.py, dispatched by its CloudEvent type to its summary subject (exporter/subjects.py)
+exporter/parse.py, dispatched by its CloudEvent type to its summary subject (exporter/subjects/__init__.py)
 and ends in exactly one outcome, counted here and nowhere else in
 ``twilio_insights_exporter_events_total`` (the vocabulary is in exporter/metrics.py):
 ``recorded``, ``duplicate``, ``invalid`` (with a reason), ``not_final`` (a subject's summary that
@@ -18,12 +18,12 @@ it yet (counted as a miss): nothing is held back.
 
 A summary is deduplicated by its subject's key (a participant's SID): one participant has one
 summary, whichever door it came through and however often. Recording it is all or nothing
-(:meth:`~exporter.recorder.Recorder.plan` then :meth:`~exporter.recorder.Recorder.apply`), and
+(:meth:`~exporter.record.recorder.Recorder.plan` then :meth:`~exporter.record.recorder.Recorder.apply`), and
 its key is remembered only once it is recorded, so a failure anywhere makes the door answer 5xx
 and the retry records it exactly once. With a durable store, :meth:`Pipeline.deliver` returns
 only after what it recorded, the keys and the door's checkpoint are committed together
-(exporter/state.py): the door may then acknowledge. A duplicate of a key recorded but not yet
-committed waits for that commit. The state's load and snapshots are in exporter/durable.py.
+(exporter/state/store.py): the door may then acknowledge. A duplicate of a key recorded but not yet
+committed waits for that commit. The state's load and snapshots are in exporter/state/durable.py.
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from . import parse
-from .join import JoinMap, JoinRow
-from .logs import Throttle
-from .metrics import EventType, ExporterMetrics, Outcome, Source
-from .models import TEST_EVENT_TYPE
-from .state import Commit, JournaledChange, StateStore
-from .subjects import Subject, Subjects
+from exporter import parse
+from exporter.join import JoinMap, JoinRow
+from exporter.logs import Throttle
+from exporter.metrics import EventType, ExporterMetrics, Outcome, Source
+from exporter.models import TEST_EVENT_TYPE
+from exporter.state.store import Commit, JournaledChange, StateStore
+from exporter.subjects import Subject, Subjects
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,9 @@ Everything else the fast parser refuses stays refused (NaN, Infinity, a syntax e
 nesting deeper than :data:`MAX_DEPTH` (pydantic-core's own limit, here checked before the
 recursive standard-library parser runs).
 
+:func:`clean_value` is what a text may be once it becomes a label or a join value (exporter/record/labels.py,
+exporter/join.py): valid Unicode, no control characters, at most 64 characters.
+
 :func:`split_array` and :func:`split_object` cut a container into its direct members' texts
 without decoding them, so that a delivery whose whole body cannot be read still has its members
 read one by one (exporter/parse.py): a bad string or a deep nesting in one event never loses its
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Any
 
 from pydantic_core import from_json
@@ -41,6 +45,33 @@ _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[][{},:]|"', re.DOTALL)
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _WHITESPACE = b" \t\r\n"
+
+
+# Twilio caps a participant label at 64 characters; nothing else we label by is longer.
+MAX_VALUE_LENGTH = 64
+
+
+def clean_value(value: str) -> str:
+    """A label value the exposition can always write: valid Unicode, no control characters, at most 64 characters (also what the TaskRouter join keeps).
+
+    >>> clean_value(" agent\\x00\\n ")
+    'agent'
+    >>> clean_value("caf\\udce9")
+    'caf\\ufffd'
+    """
+    if not value.isascii() or not value.isprintable():
+        if _has_surrogate(value):
+            value = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
+        value = "".join(c for c in value if unicodedata.category(c)[0] != "C" or c == " ")
+    return value.strip()[:MAX_VALUE_LENGTH]
+
+
+def _has_surrogate(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class TooDeep(ValueError):

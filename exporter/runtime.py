@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
-from .config import Config
-from .durable import DurableState
-from .intake import Intake, MemoryBudget
-from .join import build_join
-from .metrics import ExporterMetrics, build_exporter_metrics
-from .network import SourceNetworks
-from .pipeline import Pipeline
-from .state import StateStore
-from .subjects import Subjects, build_subjects
-from .verify import BasicAuth, SignatureVerifier
+from exporter.config import Config
+from exporter.doors.webhook.intake import Intake, MemoryBudget
+from exporter.doors.webhook.network import SourceNetworks
+from exporter.doors.webhook.verify import BasicAuth, SignatureVerifier
+from exporter.join import build_join
+from exporter.metrics import ExporterMetrics, build_exporter_metrics
+from exporter.pipeline import Pipeline
+from exporter.state.durable import DurableState
+from exporter.state.store import StateStore
+from exporter.subjects import Subjects, build_subjects
 
 
 @dataclass
@@ -41,11 +41,11 @@ class Runtime:
     verifier: SignatureVerifier
     basic_auth: BasicAuth
     state: StateStore
-    # The state's load at start, snapshots while running and flush at the end (exporter/durable.py).
+    # The state's load at start, snapshots while running and flush at the end (exporter/state/durable.py).
     durable: DurableState
-    # Admission of deliveries: the in-flight bound and the shutdown switch (exporter/intake.py).
+    # Admission of deliveries: the in-flight bound and the shutdown switch (exporter/doors/webhook/intake.py).
     intake: Intake
-    # Where deliveries may come from (exporter/network.py).
+    # Where deliveries may come from (exporter/doors/webhook/network.py).
     networks: SourceNetworks
     # True from the end of the webhook application's startup until shutdown begins (/-/ready).
     ready: bool = field(default=False)

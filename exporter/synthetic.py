@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from .models import CALL_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_COMPLETE, TASKROUTER_PREFIX
+from exporter.models import CALL_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_COMPLETE, TASKROUTER_PREFIX
 
 SUMMARY_TYPE = "com.twilio.voice.insights.conference-participant-summary.complete"
 LEGACY_SUMMARY_TYPE = "com.twilio.voice.insights.participant-summary.complete"
@@ -160,7 +160,7 @@ CARRIERS = ("T-Mobile USA, Inc.", "Verizon Wireless", "AT&T Wireless", "Vodafone
 CONNECTIONS = ("mobile", "landline", "voip")
 EDGE_LOCATIONS = ("ashburn", "umatilla", "dublin", "frankfurt", "sydney", "singapore", "tokyo", "sao-paulo")
 CALL_DIRECTIONS = ("inbound", "outbound_api", "outbound_dial", "trunking_originating", "trunking_terminating")
-# Twilio's call_state vocabulary (call-and-conference-summary-facts.md; exporter/labels.py allows
+# Twilio's call_state vocabulary (call-and-conference-summary-facts.md; exporter/record/labels.py allows
 # exactly these), not the Calls API's no-answer and failed.
 CALL_STATES = ("completed", "completed", "completed", "completed", "busy", "noanswer", "fail", "canceled")
 # The final SIP response of a call in each state: 486 Busy Here, 480 Temporarily Unavailable or 487

@@ -80,9 +80,9 @@ def worst_case_samples_per_label_set() -> dict[str, int]:
     """Samples one common label set can hold in each participant family, every other label at its cap."""
     from prometheus_client import CollectorRegistry
 
-    from exporter.families import HistogramFamily
-    from exporter.labels import COMMON_LABELS, DEFAULT_MAX_VALUES
     from exporter.metrics import STATS, STREAMS, build_participant_metrics
+    from exporter.record.families import HistogramFamily
+    from exporter.record.labels import COMMON_LABELS, DEFAULT_MAX_VALUES
 
     fixed = {"stream": len(STREAMS), "stat": len(STATS)}
     families = build_participant_metrics(CollectorRegistry(), COMMON_LABELS)
@@ -99,7 +99,7 @@ def worst_case_samples_per_label_set() -> dict[str, int]:
 
 
 def cardinality_block() -> str:
-    from exporter.labels import DEFAULT_MAX_LABEL_SETS
+    from exporter.record.labels import DEFAULT_MAX_LABEL_SETS
 
     per_set = worst_case_samples_per_label_set()
     total_per_set = sum(per_set.values())
@@ -132,10 +132,10 @@ def worst_case_samples_per_kind() -> dict[str, tuple[int, int]]:
     """
     from prometheus_client import CollectorRegistry
 
-    from exporter.families import HistogramFamily
-    from exporter.labels import LabelPolicy, call_label_policy, conference_label_policy
     from exporter.metrics import EDGES, STATS, STREAMS
-    from exporter.recorder import CallRecorder, ConferenceRecorder
+    from exporter.record.families import HistogramFamily
+    from exporter.record.labels import LabelPolicy, call_label_policy, conference_label_policy
+    from exporter.record.recorder import CallRecorder, ConferenceRecorder
 
     fixed = {"edge": len(EDGES), "stream": len(STREAMS), "stat": len(STATS)}
     out = {}

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from exporter import families
+from exporter.record import families
 from exporter.synthetic import cloud_event
 from tests.conftest import Harness, HarnessFactory, fixture, snapshot
 

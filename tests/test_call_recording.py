@@ -12,11 +12,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from exporter import families
-from exporter.labels import CALL_COMMON_LABELS, OTHER, call_label_policy
 from exporter.metrics import CALL_DEFAULT_BUCKETS
 from exporter.models import CALL_SUMMARY_COMPLETE, CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED, CallSummary, CloudEvent
-from exporter.recorder import CallRecorder, Change
+from exporter.record import families
+from exporter.record.labels import CALL_COMMON_LABELS, OTHER, call_label_policy
+from exporter.record.recorder import CallRecorder, Change
 from tests.conftest import JOINLESS, fixture, sample_sum, snapshot
 
 C = "twilio_call_"

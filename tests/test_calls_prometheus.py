@@ -1,8 +1,8 @@
 """The calls dashboard and the call rules on a real Prometheus, fed by the call and conference recorders.
 
 Until the pipeline dispatches Call and Conference Summaries, no door records them: this test
-records realistic summaries with :class:`~exporter.recorder.CallRecorder` and
-:class:`~exporter.recorder.ConferenceRecorder` into a registry served over a real socket
+records realistic summaries with :class:`~exporter.record.recorder.CallRecorder` and
+:class:`~exporter.record.recorder.ConferenceRecorder` into a registry served over a real socket
 (``prometheus_client.start_http_server``), lets a real Prometheus scrape it, and runs every
 panel query of the calls dashboard and every call rule there.
 """
@@ -21,9 +21,9 @@ import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
 from dashboards import call_rules, calls
-from exporter.labels import call_label_policy, conference_label_policy
 from exporter.models import CallSummary, ConferenceSummary
-from exporter.recorder import CallRecorder, ConferenceRecorder
+from exporter.record.labels import call_label_policy, conference_label_policy
+from exporter.record.recorder import CallRecorder, ConferenceRecorder
 from tests.conftest import fixture
 from tests.e2e_prometheus import Prometheus, has_finite_value, panel_queries, start_prometheus, variable_queries
 from tests.exporter_process import free_port

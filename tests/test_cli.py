@@ -16,7 +16,7 @@ import pytest
 from exporter import __version__, logs
 from exporter.cli import main, warnings
 from exporter.config import KinesisSettings, load_config
-from exporter.kinesis_api import resolve_region
+from exporter.doors.kinesis.api import resolve_region
 from tests.conftest import TOKEN
 from tests.helpers import scrub_environment
 

@@ -8,10 +8,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from exporter.labels import CONFERENCE_COMMON_LABELS, OTHER, conference_label_policy
 from exporter.metrics import CONFERENCE_DEFAULT_BUCKETS
 from exporter.models import CONFERENCE_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_PARTIAL, CloudEvent, ConferenceSummary
-from exporter.recorder import Change, ConferenceRecorder
+from exporter.record.labels import CONFERENCE_COMMON_LABELS, OTHER, conference_label_policy
+from exporter.record.recorder import Change, ConferenceRecorder
 from tests.conftest import JOINLESS, fixture, sample_sum, snapshot
 from tests.test_call_recording import Boom, failing_at
 

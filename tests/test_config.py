@@ -16,7 +16,7 @@ from pydantic.fields import FieldInfo
 from exporter import metrics
 from exporter.__main__ import main
 from exporter.config import Settings, format_duration, load_config
-from exporter.labels import DEFAULT_MAX_VALUES
+from exporter.record.labels import DEFAULT_MAX_VALUES
 from tests.helpers import scrub_environment
 
 

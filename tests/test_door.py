@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from twilio.request_validator import RequestValidator
 
-from exporter.intake import FIRST_SHARE, MemoryBudget
+from exporter.doors.webhook.intake import FIRST_SHARE, MemoryBudget
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests.conftest import TOKEN, HarnessFactory
 from tests.helpers import path_and_query, scrub_environment, until
@@ -79,7 +79,7 @@ async def test_a_forged_delivery_announcing_16_mib_is_refused_403_without_its_bo
     assert served.value(E + "webhook_requests_total", code="403") == 1
     assert served.runtime.intake.budget.reserved == 0
     # The URL that was checked is logged (it holds no secret): behind a proxy, what tells a wrong public URL from a forgery.
-    [record] = [r for r in caplog.records if r.name == "exporter.webhook"]
+    [record] = [r for r in caplog.records if r.name == "exporter.doors.webhook.handler"]
     checked = served.base + delivery.head.split(b" ")[1].decode()
     assert (record.getMessage(), record.url, record.reason) == ("signature refused", checked, "invalid_signature")
 

@@ -1,4 +1,4 @@
-"""Source networks and the --check-config warnings of the door's settings (exporter/network.py)."""
+"""Source networks and the --check-config warnings of the door's settings (exporter/doors/webhook/network.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from exporter import cli
 from exporter.config import load_config
-from exporter.network import SourceNetworks, config_warnings
+from exporter.doors.webhook.network import SourceNetworks, config_warnings
 from tests.test_cli_errors import assert_no_secret, run
 
 

@@ -6,7 +6,7 @@ import random
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.intake import MemoryBudget
+from exporter.doors.webhook.intake import MemoryBudget
 from exporter.synthetic import batch_body, cloud_event, generate_summary
 from tests.conftest import TOKEN
 from tests.exporter_process import start_exporter

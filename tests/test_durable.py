@@ -348,7 +348,7 @@ def test_state_file_stays_readable_json_rows(tmp_path: Path) -> None:
     """The journal and series rows are plain JSON text: an operator can inspect them with sqlite3."""
     import sqlite3
 
-    from exporter.state import StateStore
+    from exporter.state.store import StateStore
 
     store = StateStore(tmp_path / "s.db", 86400.0)
     store.open()

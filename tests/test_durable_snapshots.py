@@ -1,4 +1,4 @@
-"""exporter/durable.py: when a snapshot is taken, what a restart replays and says, in process."""
+"""exporter/state/durable.py: when a snapshot is taken, what a restart replays and says, in process."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from exporter import durable as durable_module
-from exporter.durable import DurableState
-from exporter.state import StateStore
+from exporter.state.durable import DurableState
+from exporter.state.store import StateStore
+from exporter.state import durable as durable_module
 from exporter.subjects import Subjects
 from tests.conftest import HarnessFactory
 from tests.helpers import FakeClock, until
@@ -153,7 +153,7 @@ async def test_a_restart_replays_the_journal_says_how_many_summaries_and_skips_r
     with sqlite3.connect(path) as db:  # a row a later version wrote, of a subject this one does not have
         db.execute("INSERT INTO journal (subject, changes) VALUES (?, ?)", ("ghost", '[[["a"], [["x", [], 1]]]]'))
 
-    with caplog.at_level(logging.INFO, logger="exporter.durable"):
+    with caplog.at_level(logging.INFO, logger="exporter.state.durable"):
         second = await make_harness(f"--state.path={path}")  # after the first crashed
 
     replayed = [record for record in caplog.records if record.getMessage() == "state replayed"]
@@ -164,7 +164,7 @@ async def test_a_restart_replays_the_journal_says_how_many_summaries_and_skips_r
 async def test_an_exporter_without_a_state_file_replays_nothing_and_says_nothing_of_it(
     make_harness: HarnessFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="exporter.durable"):
+    with caplog.at_level(logging.INFO, logger="exporter.state.durable"):
         harness = await make_harness()
 
     assert [record for record in caplog.records if record.getMessage() == "state replayed"] == []

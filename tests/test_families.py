@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.families import CounterFamily, HistogramFamily, rendered_separately
+from exporter.record.families import CounterFamily, HistogramFamily, rendered_separately
 
 LABELS = ["zone", "call_type", "stream", "quote"]
 VALUES = [("us1", "sip", "inbound", 'a "quoted"\\ value\n'), ("ie1", "carrier", "outbound", "plain")]

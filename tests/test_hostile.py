@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from exporter.recorder import MAX_DETAILS
+from exporter.record.recorder import MAX_DETAILS
 from exporter.subjects import PARTICIPANT
 from exporter.synthetic import call_event, cloud_event, conference_event, generate_call_summary, generate_conference_summary, generate_summary
 from tests.conftest import Harness, HarnessFactory, fixture, snapshot

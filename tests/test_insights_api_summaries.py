@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from exporter.config import load_config
-from exporter.insights_api import ApiError, InsightsApi
+from exporter.doors.pull.api import ApiError, InsightsApi
 from exporter.metrics import build_pull_metrics
 from exporter.models import CallSummary, ConferenceSummary
 from tests import fake_insights as fi

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app import Runtime, create_apps
 from exporter.config import KinesisSettings, load_config
-from exporter.kinesis import SHARD_END, KinesisApi, KinesisConsumer
+from exporter.doors.kinesis.consumer import SHARD_END, KinesisApi, KinesisConsumer
 from exporter.metrics import KINESIS_ERROR_KINDS, build_kinesis_metrics
 from exporter.synthetic import cloud_event, generate_summary, sink_test_event
 from tests.conftest import sample_sum

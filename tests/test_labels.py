@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.labels import COMMON_LABELS, OTHER, BoundedLabel, LabelPolicy
+from exporter.record.labels import COMMON_LABELS, OTHER, BoundedLabel, LabelPolicy
 
 VALUES = dict(zip(COMMON_LABELS, ("sip", "inbound", "us1", "us1", "US", "agent"), strict=True))
 

@@ -16,7 +16,7 @@ from exporter.config import load_config
 from exporter.metrics import Source
 from exporter.pipeline import CHUNK
 from exporter.runtime import Runtime
-from exporter.state import Commit, StateStore
+from exporter.state.store import Commit, StateStore
 from exporter.subjects import PARTICIPANT
 from exporter.synthetic import cloud_event, generate_summary, sink_test_event
 from tests.conftest import sample_sum

@@ -31,9 +31,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import Runtime, create_apps
 from exporter.config import load_config
+from exporter.doors.pull.poller import Poller
 from exporter.metrics import build_pull_metrics
-from exporter.pull import Poller
-from exporter.state import StateStore
+from exporter.state.store import StateStore
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests import fake_insights as fi
 from tests.conftest import REST_PARTICIPANT_LABELS, fixture, sample_sum

@@ -24,10 +24,10 @@ from prometheus_client import CollectorRegistry
 from exporter import cli
 from exporter.app import Runtime
 from exporter.config import load_config
+from exporter.doors.pull.poller import Poller
 from exporter.metrics import build_pull_metrics
 from exporter.models import CONFERENCE_SUMMARY_COMPLETE
-from exporter.pull import Poller
-from exporter.state import StateStore
+from exporter.state.store import StateStore
 from exporter.synthetic import generate_summary
 from tests import fake_insights as fi
 from tests.conftest import fixture, sample_sum

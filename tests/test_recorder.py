@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter import families
-from exporter.labels import COMMON_LABELS, OTHER, LabelPolicy
 from exporter.metrics import DEFAULT_BUCKETS
 from exporter.models import ParticipantSummary
-from exporter.recorder import Recorder
+from exporter.record import families
+from exporter.record.labels import COMMON_LABELS, OTHER, LabelPolicy
+from exporter.record.recorder import Recorder
 from tests.conftest import fixture, sample_sum, snapshot
 
 P = "twilio_conference_participant_"

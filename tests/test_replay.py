@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from exporter.intake import FIRST_SHARE, MemoryBudget
+from exporter.doors.webhook.intake import FIRST_SHARE, MemoryBudget
 from exporter.synthetic import batch_body, cloud_event, generate_summary
 from tests.conftest import TOKEN
 from tests.helpers import scrub_environment, until

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
 from exporter.config import Config, Secrets, load_config
+from exporter.doors.webhook.verify import SignatureVerifier
 from exporter.synthetic import sign
-from exporter.verify import SignatureVerifier
 from tests.conftest import SECONDARY_TOKEN, TOKEN, Harness, HarnessFactory
 from tests.helpers import signed_query
 

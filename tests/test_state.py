@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from exporter.dedup import Window
-from exporter.state import CONFERENCE_SID, SCHEMA_VERSION, Commit, StateStore
+from exporter.state.store import CONFERENCE_SID, SCHEMA_VERSION, Commit, StateStore
 from exporter.subjects import PARTICIPANT
 from exporter.synthetic import cloud_event, generate_summary
 from tests.conftest import HarnessFactory, snapshot

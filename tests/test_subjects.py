@@ -95,11 +95,16 @@ async def test_json_bytes_are_parsed_like_decoded_events_and_a_poison_record_is_
         outcomes = await runtime.pipeline.deliver([b"\x00not json{", record, b"[" * 5000, b"{}"], Source.KINESIS)
 
     assert outcomes == {"invalid": 3, "recorded": 1}
-    assert sample_sum(runtime.registry, E + "invalid_events_total", source="kinesis", reason="not_json") == 2
+    assert sample_sum(runtime.registry, E + "invalid_events_total", source="kinesis", reason="not_json") == 1
+    assert sample_sum(runtime.registry, E + "invalid_events_total", source="kinesis", reason="nested_too_deep") == 1
     assert sample_sum(runtime.registry, E + "invalid_events_total", source="kinesis", reason="missing_id") == 1
     assert events(runtime, source="kinesis", type="other", outcome="invalid") == 3
     lines = [(r.getMessage(), getattr(r, "reason", None), getattr(r, "source", None)) for r in caplog.records]
-    assert lines == [("invalid event", "not_json", "kinesis"), ("invalid event", "missing_id", "kinesis")]
+    assert lines == [
+        ("invalid event", "not_json", "kinesis"),
+        ("invalid event", "nested_too_deep", "kinesis"),
+        ("invalid event", "missing_id", "kinesis"),
+    ]
 
 
 def test_two_subjects_may_not_share_a_name_or_an_event_type(runtime: Runtime) -> None:

@@ -454,7 +454,7 @@ async def test_request_duration_is_observed_for_every_answer(harness: Harness) -
 
 
 def test_response_bodies_are_one_line_json() -> None:
-    from exporter.webhook import _reply
+    from exporter.doors.webhook.handler import _reply
 
     body = _reply(400, error="body is not valid JSON").body
     assert b"\n" not in body and json.loads(body) == {"error": "body is not valid JSON"}

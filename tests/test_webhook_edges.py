@@ -121,7 +121,7 @@ async def test_a_sender_hanging_up_mid_body_is_its_own_outcome_not_a_500_and_no_
     assert served.value(E + "webhook_requests_total", code="499") == 1
     assert served.value(E + "webhook_requests_total", code="500") == 0
     assert served.value(P + "summaries_total") == 0
-    assert [r.getMessage() for r in caplog.records if r.name == "exporter.webhook"] == ["sender hung up before its body was read"]
+    assert [r.getMessage() for r in caplog.records if r.name == "exporter.doors.webhook.handler"] == ["sender hung up before its body was read"]
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
@@ -192,7 +192,11 @@ async def test_refused_requests_are_logged_once_per_reason_per_interval_with_the
     caplog.set_level(logging.INFO, logger="exporter")
 
     def refusal_lines() -> list[tuple[str, str | None, int | None]]:
-        lines = [(r.getMessage(), getattr(r, "reason", None), getattr(r, "suppressed", None)) for r in caplog.records if r.name == "exporter.webhook"]
+        lines = [
+            (r.getMessage(), getattr(r, "reason", None), getattr(r, "suppressed", None))
+            for r in caplog.records
+            if r.name == "exporter.doors.webhook.handler"
+        ]
         caplog.clear()
         return lines
 

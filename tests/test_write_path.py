@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from exporter.state import Commit
+from exporter.state.store import Commit
 from exporter.subjects import PARTICIPANT
 from tests.helpers import until
 from tests.test_pull import P, RigFactory, conference_with, fake, fake_server, make_rig, participant  # noqa: F401 (fixtures)

@@ -34,7 +34,7 @@ Create chart name and version as used by the chart label.
 {{/*
 Common labels
 */}}
-{{- define "twilio-insights-exporter.labels" -}}
+{{- define "twilio-insights-exporter.record.labels" -}}
 helm.sh/chart: {{ include "twilio-insights-exporter.chart" . }}
 {{ include "twilio-insights-exporter.selectorLabels" . }}
 {{- if .Chart.AppVersion }}

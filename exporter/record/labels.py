@@ -23,13 +23,12 @@ Why one module: every kind's policy is built from the same :class:`BoundedLabel`
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable, Mapping
+
+from exporter.reader import clean_value
 
 UNKNOWN = "unknown"
 OTHER = "other"
-# Twilio caps a participant label at 64 characters; nothing else we label by is longer.
-MAX_VALUE_LENGTH = 64
 
 # The labels every participant series carries, in exposition order.
 COMMON_LABELS = ("call_type", "call_direction", "participant_region", "conference_region", "country_code", "participant_label")
@@ -77,29 +76,6 @@ DEFAULT_MAX_LABEL_SETS = 1000 + 4 * JOIN_LABEL_SETS
 
 # The name under which a folded label set is counted in label_overflow_total.
 LABEL_SET = "label_set"
-
-
-def clean_value(value: str) -> str:
-    """A label value the exposition can always write: valid Unicode, no control characters, at most 64 characters (also what the TaskRouter join keeps).
-
-    >>> clean_value(" agent\\x00\\n ")
-    'agent'
-    >>> clean_value("caf\\udce9")
-    'caf\\ufffd'
-    """
-    if not value.isascii() or not value.isprintable():
-        if _has_surrogate(value):
-            value = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
-        value = "".join(c for c in value if unicodedata.category(c)[0] != "C" or c == " ")
-    return value.strip()[:MAX_VALUE_LENGTH]
-
-
-def _has_surrogate(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 class BoundedLabel:

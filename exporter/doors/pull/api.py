@@ -1,6 +1,6 @@
 """The Voice Insights REST API, as the poller reads it: its lists and resources, retried, through the twilio SDK.
 
-The transport of pull mode (exporter/pull.py is the poller): pages of conferences (each item a
+The transport of pull mode (exporter/doors/pull/poller.py is the poller): pages of conferences (each item a
 Conference Summary), of participant summaries and of Call Summaries, and one conference's
 summary, each request retried (429 after its ``Retry-After``, 5xx and network
 errors with exponential backoff) and counted in ``twilio_insights_exporter_pull_api_requests_total``;
@@ -31,10 +31,10 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from . import parse
-from .config import PullSettings
-from .metrics import PULL_NETWORK_ERROR, PullMetrics
-from .reader import loads
+from exporter import parse
+from exporter.config import PullSettings
+from exporter.metrics import PULL_NETWORK_ERROR, PullMetrics
+from exporter.reader import loads
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Admission of webhook deliveries: copies of one signed request, the memory budget, the bound on work in flight, turns on the loop, the shutdown switch.
 
-exporter/webhook.py claims a delivery's signature and asks the memory budget once its URL is
+exporter/doors/webhook/handler.py claims a delivery's signature and asks the memory budget once its URL is
 verified and before its body is read, charges the budget as the body's bytes arrive, and enters
 the in-flight bound once the body is read: a delivery refused here costs next to nothing, which
 is what keeps a flood answered rather than queued (docs/performance.md, "Overload"), and a sender
@@ -13,8 +13,8 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
-from .config import PARSED_BYTES_PER_BYTE
-from .logs import Throttle
+from exporter.config import PARSED_BYTES_PER_BYTE
+from exporter.logs import Throttle
 
 # Deliveries whose work one loop iteration runs (Intake.turn). Eight beat one (refusals crowd out
 # the work) and no limit (every queued batch in one iteration) under a flood of batches

@@ -1,6 +1,6 @@
 """Amazon Kinesis, as the consumer reads it: three calls through the AWS SDK (aiobotocore), errors sorted by kind.
 
-The transport of Kinesis mode (exporter/kinesis.py is the consumer): the stream's shards, a
+The transport of Kinesis mode (exporter/doors/kinesis/consumer.py is the consumer): the stream's shards, a
 shard iterator, a page of records. A call that fails raises :class:`KinesisError` with the kind
 the consumer counts and acts on (throttled: back off; expired iterator: renew from the
 checkpoint; anything else: back off and try again). The same shape as the REST door's
@@ -20,7 +20,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 from botocore.session import Session as BotocoreSession
 
-from .config import KinesisSettings
+from exporter.config import KinesisSettings
 
 # Values of KinesisError.kind (the errors counter's `kind` label, with the consumer's own "internal").
 THROTTLED = "throttled"

@@ -27,7 +27,7 @@ Sequence numbers are text throughout: AWS's are up to 56 decimal digits.
 
 Why one module: the consumer's state (the readers, the shards done and drained) belongs to one
 object, and the order it keeps between parents and children spans listing and reading; the
-transport is apart, in exporter/kinesis_api.py.
+transport is apart, in exporter/doors/kinesis/api.py.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from .config import KinesisSettings
-from .doors import background_context
-from .kinesis_api import EXPIRED_ITERATOR, KinesisApi, KinesisError, Shard
-from .metrics import KinesisMetrics, Source
+from exporter.config import KinesisSettings
+from exporter.doors import background_context
+from exporter.doors.kinesis.api import EXPIRED_ITERATOR, KinesisApi, KinesisError, Shard
+from exporter.metrics import KinesisMetrics, Source
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 SHARD_END = "SHARD_END"
 # AWS allows 5 GetRecords per second per shard: after a full page the next read waits at least this.
 MIN_READ_SPACING_SECONDS = 0.2
-# The errors counter's kind for a failure of ours (the transport's kinds are in exporter/kinesis_api.py).
+# The errors counter's kind for a failure of ours (the transport's kinds are in exporter/doors/kinesis/api.py).
 INTERNAL = "internal"
 
 Sleep = Callable[[float], Awaitable[None]]

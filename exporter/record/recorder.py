@@ -9,11 +9,11 @@ Recording is split in two so that a summary is counted all or nothing:
   step raises, everything it did is put back exactly (values, buckets, sums, exemplars, new
   series, admitted label values) before the error goes on.
 
-A change is also what the durable state journals (``exporter/state.py``): applying the journaled
+A change is also what the durable state journals (``exporter/state/store.py``): applying the journaled
 changes again after a restart gives back the same counters, bucket by bucket.
 
 Each kind of summary (a "subject": participant, call, conference) has its own recorder, its own
-families and its own :class:`~exporter.labels.LabelPolicy`; they share everything but the
+families and its own :class:`~exporter.record.labels.LabelPolicy`; they share everything but the
 planning. :class:`SummaryRecorder` is that shared machinery (apply, undo, the durable state's
 view); :class:`Recorder` (participants), :class:`CallRecorder` and :class:`ConferenceRecorder`
 each add only their :meth:`plan`.
@@ -33,9 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from .families import CounterFamily, CounterSeries, HistogramFamily, HistogramSeries
-from .labels import OTHER, LabelPolicy
-from .metrics import (
+from exporter.metrics import (
     CallMetrics,
     ConferenceMetrics,
     ParticipantMetrics,
@@ -43,7 +41,9 @@ from .metrics import (
     build_conference_metrics,
     build_participant_metrics,
 )
-from .models import CallSummary, ConferenceSummary, EdgeStream, ParticipantSummary, StreamMetrics
+from exporter.models import CallSummary, ConferenceSummary, EdgeStream, ParticipantSummary, StreamMetrics
+from exporter.record.families import CounterFamily, CounterSeries, HistogramFamily, HistogramSeries
+from exporter.record.labels import OTHER, LabelPolicy
 
 # OpenMetrics allows 128 characters of exemplar labels; two SIDs of 34 fit. A SID is letters and
 # digits (CA + 32 hex): anything else is left out, so no exemplar ever needs escaping.
@@ -198,7 +198,7 @@ class SummaryRecorder(Generic[M]):
         return restored
 
     def unjournal(self, entry: Any) -> Change | None:
-        """A journaled change (exporter/state.py) back as a :class:`Change`, or None if it no longer fits.
+        """A journaled change (exporter/state/store.py) back as a :class:`Change`, or None if it no longer fits.
 
         Observations of a family this version does not have, or with other labels, are left out;
         histogram values are bucketed by today's buckets.
@@ -383,7 +383,7 @@ def _sid_exemplar(name: str, sid: str) -> dict[str, str] | None:
 
 
 class CallRecorder(SummaryRecorder[CallMetrics]):
-    """Records final Call Summaries into the ``twilio_call_*`` families (labels: :func:`exporter.labels.call_label_policy`).
+    """Records final Call Summaries into the ``twilio_call_*`` families (labels: :func:`exporter.record.labels.call_label_policy`).
 
     Twilio's milliseconds become seconds and its percentages ratios. What an edge did not
     measure is not recorded: an absent edge, an edge without metrics, one direction only leave
@@ -468,7 +468,7 @@ class CallRecorder(SummaryRecorder[CallMetrics]):
 
 
 class ConferenceRecorder(SummaryRecorder[ConferenceMetrics]):
-    """Records final Conference Summaries into the ``twilio_conference_*`` families (labels: :func:`exporter.labels.conference_label_policy`)."""
+    """Records final Conference Summaries into the ``twilio_conference_*`` families (labels: :func:`exporter.record.labels.conference_label_policy`)."""
 
     def __init__(self, registry: CollectorRegistry, labels: LabelPolicy, buckets: Mapping[str, tuple[float, ...]] | None = None) -> None:
         super().__init__(labels, build_conference_metrics(registry, labels.common_names, dict(buckets or {})))

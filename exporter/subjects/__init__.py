@@ -9,7 +9,7 @@ type through :class:`Subjects`; the doors never do. A new kind of summary is a n
 same ``Pipeline.deliver``.
 
 "Subject", because "kind" already names the ``type`` label, the state's key kinds and the Kinesis
-error kinds. A subject's name is what the state file writes on each of its rows (exporter/state.py).
+error kinds. A subject's name is what the state file writes on each of its rows (exporter/state/store.py).
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from .config import Config
-from .dedup import Window
-from .labels import LabelPolicy, call_label_policy, conference_label_policy
-from .models import (
+from exporter.config import Config
+from exporter.dedup import Window
+from exporter.models import (
     CALL_SUMMARY_COMPLETE,
     CALL_SUMMARY_PARTIAL,
     CALL_SUMMARY_PREDICTED,
@@ -36,8 +35,9 @@ from .models import (
     ConferenceSummary,
     ParticipantSummary,
 )
-from .recorder import CallRecorder, Change, ConferenceRecorder, Family, Recorder, Series
-from .state import JournaledChange
+from exporter.record.labels import LabelPolicy, call_label_policy, conference_label_policy
+from exporter.record.recorder import CallRecorder, Change, ConferenceRecorder, Family, Recorder, Series
+from exporter.state.store import JournaledChange
 
 # The participant summary (Conference Participant Summary): the first subject.
 PARTICIPANT = "participant"
@@ -51,7 +51,7 @@ def _always_final(_: Any) -> bool:
 
 
 class SummaryRecorder(Protocol):
-    """What the pipeline and the durable state use of a subject's recorder (exporter/recorder.py)."""
+    """What the pipeline and the durable state use of a subject's recorder (exporter/record/recorder.py)."""
 
     labels: LabelPolicy
     dirty: set[Series] | None
@@ -147,7 +147,7 @@ def build_subjects(config: Config, registry: CollectorRegistry, clock: Callable[
     )
     # Calls and conferences: their own windows (a key of each subject's own in the state file, so
     # the poller's conference_sid keys, "participants done", are another thing), label policies
-    # with their own caps and label-set budgets (exporter/labels.py), families (exporter/metrics.py).
+    # with their own caps and label-set budgets (exporter/record/labels.py), families (exporter/metrics.py).
     call = Subject(
         name=CALL,
         model=CallSummary,

@@ -31,7 +31,7 @@ all three by default:
 A summary recorded (by any door) is in its subject's dedup window, durable with ``--state.path``:
 the poller does not hand it to the pipeline again, so a re-read of the overlap counts nothing,
 not even a duplicate. Watermarks, pending and done conferences, and the pipeline's dedup keys
-live in the :class:`~exporter.state.StateStore` (written by its writer thread, like a delivery),
+live in the :class:`~exporter.state.store.StateStore` (written by its writer thread, like a delivery),
 so a restart on the same state file neither counts twice nor skips what arrived while the
 exporter was down.
 
@@ -40,7 +40,7 @@ share one pending row, so they are settled together, and one poll (one lock, one
 ``..._pull_polls_total``, one readiness-free background task) reads both lists.
 
 Nothing the API does stops the service: every request is retried by the transport
-(:class:`~exporter.insights_api.InsightsApi`: 429 after its ``Retry-After``, 5xx and network
+(:class:`~exporter.doors.pull.api.InsightsApi`: 429 after its ``Retry-After``, 5xx and network
 errors with exponential backoff), a poll that still fails is counted and logged, and the next
 poll starts over from the unchanged watermark. Readiness never looks at the API.
 """
@@ -56,14 +56,14 @@ from typing import Any
 
 from aiohttp import web
 
-from .config import Config, PullSettings
-from .dedup import Window
-from .doors import background_context
-from .insights_api import ApiError, Clock, InsightsApi, Sleep
-from .metrics import PROCESSING_STATES, PullMetrics, Source
-from .pipeline import Pipeline
-from .state import CONFERENCE_SID, StateStore
-from .subjects import CALL, CONFERENCE, PARTICIPANT
+from exporter.config import Config, PullSettings
+from exporter.dedup import Window
+from exporter.doors import background_context
+from exporter.doors.pull.api import ApiError, Clock, InsightsApi, Sleep
+from exporter.metrics import PROCESSING_STATES, PullMetrics, Source
+from exporter.pipeline import Pipeline
+from exporter.state.store import CONFERENCE_SID, StateStore
+from exporter.subjects import CALL, CONFERENCE, PARTICIPANT
 
 log = logging.getLogger(__name__)
 

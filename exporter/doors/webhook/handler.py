@@ -8,8 +8,8 @@ the invalid ones counted, and redelivering the batch would change nothing.
 
 The handler runs the request step and asks the others, in this order and, up to the body, from
 the request line and headers alone, so that a refusal reads nothing: the source network
-(exporter/network.py), Basic credentials and the URL's signature (exporter/verify.py), a copy of
-the same signed request in flight and the memory budget (exporter/intake.py); then the body within
+(exporter/doors/webhook/network.py), Basic credentials and the URL's signature (exporter/doors/webhook/verify.py), a copy of
+the same signed request in flight and the memory budget (exporter/doors/webhook/intake.py); then the body within
 its deadline, charged to the budget as it arrives, its hash, the in-flight bound, and the pipeline
 with the decoded events.
 """
@@ -26,14 +26,14 @@ from typing import Any
 
 from aiohttp import web
 
-from . import parse
-from .intake import BodyCharge, Hold, Intake
-from .keys import RUNTIME
-from .metrics import ExporterMetrics, Source
-from .network import FORWARDED_FOR
-from .pipeline import counter_child
-from .runtime import Runtime
-from .verify import SIGNATURE_HEADER, can_verify
+from exporter import parse
+from exporter.doors.webhook.intake import BodyCharge, Hold, Intake
+from exporter.doors.webhook.network import FORWARDED_FOR
+from exporter.doors.webhook.verify import SIGNATURE_HEADER, can_verify
+from exporter.keys import RUNTIME
+from exporter.metrics import ExporterMetrics, Source
+from exporter.pipeline import counter_child
+from exporter.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ Twilio never redelivers what was answered 2xx, so a summary acknowledged and not
 exists only here. With ``--state.path`` it is written to SQLite (standard library, WAL) before the
 2xx, in a form that survives ``kill -9``:
 
-- **Journal.** Every delivery's changes (exporter/recorder.py :class:`~exporter.recorder.Change`)
-  are one row of ``journal`` per summary subject (exporter/subjects.py), written in the same
+- **Journal.** Every delivery's changes (exporter/record/recorder.py :class:`~exporter.record.recorder.Change`)
+  are one row of ``journal`` per summary subject (exporter/subjects/__init__.py), written in the same
   transaction as the keys they recorded (``dedup_keys``: participant SIDs) and, for Kinesis, the
   shard checkpoint they reach. Every row names its subject (schema 3). A delivery is
   answered only after that transaction committed, so "counted" and "remembered as counted" are
@@ -51,11 +51,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .dedup import Window
+from exporter.dedup import Window
 
 log = logging.getLogger(__name__)
 
-# Kinds of remembered keys (the `kind` column): a summary subject's name (exporter/subjects.py)
+# Kinds of remembered keys (the `kind` column): a summary subject's name (exporter/subjects/__init__.py)
 # for the keys of its summaries, or this one of the poller's own.
 # Conferences whose participants the poller has finished with (a conference's own summary, once
 # recorded, is a key of the conference subject's instead).
@@ -89,7 +89,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 """
-# Each row names the summary subject it belongs to (exporter/subjects.py).
+# Each row names the summary subject it belongs to (exporter/subjects/__init__.py).
 _JOURNAL = """
 CREATE TABLE IF NOT EXISTS journal (
     id INTEGER PRIMARY KEY,

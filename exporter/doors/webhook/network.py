@@ -1,6 +1,6 @@
 """Where a webhook request comes from: the client address behind trusted proxies, and the allowed networks.
 
-The first check of a delivery's path (exporter/webhook.py asks it before anything else is read):
+The first check of a delivery's path (exporter/doors/webhook/handler.py asks it before anything else is read):
 ``--webhook.allowed-networks`` lists the networks deliveries may come from (Twilio delivers from
 35.90.102.128/25, twilio-facts.md). Behind an ingress the TCP peer is the proxy, so the client is
 read from ``X-Forwarded-For`` right to left, past the addresses of ``--webhook.trusted-proxies``:
@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .config import WebhookSettings
+from exporter.config import WebhookSettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

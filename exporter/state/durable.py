@@ -1,7 +1,7 @@
 """The durable state's lifecycle: loaded at start, snapshotted while running, flushed at the end.
 
 At start every subject's dedup keys are loaded into its window and, with ``--state.path``, its
-saved series and the journal after them are replayed into its recorder (exporter/state.py
+saved series and the journal after them are replayed into its recorder (exporter/state/store.py
 describes the file), and the TaskRouter join map gets back its tasks (exporter/join.py). While running, the values of the series changed since the last snapshot
 are copied on the loop in one synchronous step and queued behind every commit before them, every
 ``--state.snapshot-interval`` or sooner after ``--state.snapshot-changes`` journaled summaries;
@@ -20,9 +20,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .join import JoinMap
-from .state import SeriesRow, StateStore
-from .subjects import Subjects
+from exporter.join import JoinMap
+from exporter.state.store import SeriesRow, StateStore
+from exporter.subjects import Subjects
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Is this delivery Twilio's? ``X-Twilio-Signature`` over the URL and body, and optional Basic credentials.
 
-The verify step of a delivery's path, in two halves: exporter/webhook.py asks :meth:`SignatureVerifier.check_url`
+The verify step of a delivery's path, in two halves: exporter/doors/webhook/handler.py asks :meth:`SignatureVerifier.check_url`
 from the request line and headers before reading the body (the signature covers the URL, which
 carries ``bodySHA256``), and :meth:`SignatureVerifier.check_body` once the body is read. The
 ``twilio`` SDK's ``RequestValidator`` decides every refusal of a signature; a faster check
@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlparse, urlsplit
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from .config import Config
+from exporter.config import Config
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 

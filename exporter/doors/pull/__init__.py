@@ -1,0 +1,1 @@
+"""The REST door: the Voice Insights API polled (its transport in api.py), its summaries handed to the pipeline."""
