@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from exporter.state import durable as durable_module
 from exporter.state.durable import DurableState
 from exporter.state.store import StateStore
-from exporter.state import durable as durable_module
 from exporter.subjects import Subjects
 from tests.conftest import HarnessFactory
 from tests.helpers import FakeClock, until
