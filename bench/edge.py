@@ -269,15 +269,20 @@ async def replayed_delivery(server: procs.Server, attackers: int, deliveries: in
     prober = spawn.Process(target=probe_process, args=(server.metrics or "", probing, sending))
     prober.start()
     await asyncio.sleep(3)  # the probes alone first: the machine's own probe times, the reference
-    attack_began = time.monotonic()
+    attack_began, client_cpu, server_cpu = time.monotonic(), time.process_time(), server.cpu_ns()
     stop, connections = asyncio.Event(), [0]
     attack = [asyncio.create_task(replayer(server.base, prepared, captured, stop, connections)) for _ in range(attackers)]
     await asyncio.sleep(3)  # let the attack reach its steady state
-    real = []
+    real, give_up = [], 10.0
     for seed in range(deliveries):
-        real.append(asyncio.create_task(retried(server.base, delivery(2000 + seed))))
+        real.append(asyncio.create_task(retried(server.base, delivery(2000 + seed), give_up)))
         await asyncio.sleep(0.1)  # Twilio's deliveries arrive spread out
     outcomes = await asyncio.gather(*real)
+    # The attack lasts as long whatever the answers: the probes of both trees cover the same time.
+    await asyncio.sleep(max(0.0, attack_began + 3 + give_up - time.monotonic()))
+    # The clients' core is the probes' too: near 1, the probe times include waiting for it.
+    lasted = time.monotonic() - attack_began
+    client_share, server_share = (time.process_time() - client_cpu) / lasted, (server.cpu_ns() - server_cpu) / 1e9 / lasted
     stop.set()
     probing.set()
     probed = await asyncio.to_thread(receiving.recv)
@@ -298,6 +303,8 @@ async def replayed_delivery(server: procs.Server, attackers: int, deliveries: in
         "probes": len(under_attack),
         "probe_p99_before_attack_ms": p99([t for began, t in probed if began < attack_began]),
         "attacker_connections": connections[0],
+        "client_cpu_share": client_share,
+        "server_cpu_share": server_share,
         "rejections": rejections(server.metrics or ""),
         "peak_rss_mib": rss_kib(server, "VmHWM:") / 1024,
     }
@@ -410,7 +417,7 @@ def report(name: str, r: dict) -> str:
             f"{p['first_attempt_2xx']} at their first attempt (first statuses {p['first_statuses']}, {p['attempts']} attempts, "
             f"median {p['median_s']:.3f} s, worst {p['worst_s']:.3f} s); probes p50 {p['probe_p50_ms']:.1f} ms, p99 {p['probe_p99_ms']:.1f} ms "
             f"({p['probes']} probes; p99 {p['probe_p99_before_attack_ms']:.1f} ms before the attack); "
-            f"{p['attacker_connections']} attacker connections; refusals {p['rejections']}; peak RSS {p['peak_rss_mib']:.0f} MiB"
+            f"{p['attacker_connections']} attacker connections (clients {p['client_cpu_share']:.0%} of a core, exporter {p['server_cpu_share']:.0%}); refusals {p['rejections']}; peak RSS {p['peak_rss_mib']:.0f} MiB"
         )
     return "\n".join(lines)
 

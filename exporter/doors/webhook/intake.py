@@ -64,8 +64,12 @@ class MemoryBudget:
     def admit(self, announced: int) -> BodyCharge | None:
         """A charge for a body of ``announced`` bytes, its first share paid; ``None`` when it cannot be taken now.
 
-        Refused when the whole body would not fit the budget as it stands: a delivery that
-        cannot be taken is answered before a byte of it is read, not halfway through.
+        Refused when the whole body would not fit the budget as it stands, so a delivery that
+        cannot be taken now is answered before a byte of it is read. Only the first share is
+        paid: deliveries admitted together may then leave one another no room while their bodies
+        arrive, and the one that finds none is refused midway (:meth:`BodyCharge.cover`, 503,
+        retried), its bytes dropped: the price of a trickling sender holding only what it sent
+        (docs/performance.md, "The public door").
 
         >>> budget = MemoryBudget(1000)
         >>> budget.admit(91) is None, budget.admit(90).charged, budget.reserved
