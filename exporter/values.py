@@ -106,7 +106,6 @@ def format_size(value: int) -> str:
     >>> format_size(16 * 1024**2), format_size(1500)
     ('16MiB', '1500B')
     """
-    value = int(value)  # a Size prints itself with this function
     for unit in ("GiB", "MiB", "KiB"):
         if value and value % _SIZE_FACTOR[unit] == 0:
             return f"{value // _SIZE_FACTOR[unit]}{unit}"
@@ -114,10 +113,10 @@ def format_size(value: int) -> str:
 
 
 class Size(int):
-    """A number of bytes written and printed in IEC units (``16MiB``), in --help and --check-config alike."""
+    """A number of bytes, written in IEC units (``16MiB``) and serialized so (--check-config).
 
-    def __str__(self) -> str:
-        return format_size(self)
+    ``str()`` stays the plain number: messages such as "body larger than 16777216 bytes" format it.
+    """
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
