@@ -1,10 +1,13 @@
 """The command line: argv to a configuration or one line saying what is wrong, ``--check-config``, ``--version``.
 
-Every refusal is one line on stderr and exit status 1, never a traceback: a malformed flag, a
-bad value, a file that does not load, a state directory that is missing, a Kinesis stream with
-no region. ``--check-config`` refuses exactly what a start refuses (the same :func:`preflight`),
-prints the configuration (secrets masked) and writes the configuration's warnings on stderr;
-a start logs the same warnings (:func:`warnings`, the one place they are collected).
+Every refusal is one line on stderr, never a traceback. Exit status 2 for a usage error, a flag
+or a ``TWILIO_INSIGHTS_EXPORTER_*`` variable the exporter does not know (argparse's status);
+1 for a configuration it refuses: a bad value (named by its flag, its variable, or the YAML
+file's file:line:column), a file that does not load, a state directory that is missing, a
+Kinesis stream with no region. ``--check-config`` refuses exactly what a start refuses (the same
+:func:`preflight`), prints the configuration (secrets masked, sizes and durations as they are
+written) and writes the configuration's warnings on stderr; a start logs the same warnings
+(:func:`warnings`, the one place they are collected).
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError
-from pydantic import BeforeValidator, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from exporter import __version__, logs
-from exporter.config import ENV_PREFIX, Config, Settings, find_config_file, load_config, yaml_location
+from exporter.config import Config, Settings, UnknownVariableError, find_config_file, flag, load_config, variable, yaml_position
 from exporter.doors.kinesis.api import resolve_region
 from exporter.doors.webhook import network
 from exporter.listener import StartupError, serve
@@ -36,46 +39,92 @@ PROG = "twilio-insights-exporter"
 log = logging.getLogger("exporter")
 
 
+# Exit statuses: a configuration refused, and a usage error (a flag or variable not known).
+INVALID, USAGE = 1, 2
+
+
 class CliError(Exception):
-    """A configuration the exporter refuses; the message is the one line printed."""
+    """A configuration the exporter refuses; the message is the one line printed, ``status`` the exit status."""
+
+    def __init__(self, message: str, status: int = INVALID) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def describe(
     exc: ValidationError | ValueError, config_file: os.PathLike[str] | None = None, argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ
 ) -> str:
-    """One line naming each setting (as its flag) and what is wrong; never the value, which may be a secret.
+    """One line naming each setting and what is wrong; never a value that may be a secret (a size or a network may be named).
 
-    A setting given by an environment variable (and not by its flag) is named with the variable
-    too; an unknown key of the YAML file with the file, line and column where it is written.
+    A setting is named where its value came from: its flag, its variable (with the flag), or the
+    file:line:column of the YAML file where it is written; an unknown key of the file likewise.
     """
     if not isinstance(exc, ValidationError):
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     problems = []
     for error in exc.errors(include_input=False, include_url=False, include_context=False):
         message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        loc = [str(part) for part in error["loc"]]
+        loc = tuple(error["loc"])
         if error["type"] == "extra_forbidden":
-            # Only a file or the environment can name an unknown setting (argparse refuses unknown flags).
-            where = yaml_location(config_file, loc) if config_file is not None else None
-            problems.append(f"{where + ': ' if where else ''}{'.'.join(loc)}: not a known setting")
-            continue
-        # Settings' fields are flags; Secrets' and Config's errors name their variables themselves.
-        if exc.title == "Settings" and loc:
-            setting = "--" + ".".join(part.replace("_", "-") for part in loc)
-            problems.append(f"{setting}{_variable(loc, argv, environ)}: {message}")
+            # Only the file can name an unknown key: argparse refuses unknown flags, load_config unknown variables.
+            where = yaml_position(config_file, loc, key=True) if config_file is not None else None
+            problems.append(f"{where + ': ' if where else ''}{_dotted(loc)}: not a known setting")
+        elif exc.title == "Settings" and loc:
+            # Settings' fields are flags; Secrets' and Config's errors name their variables themselves.
+            problems.append(f"{_source(loc, config_file, argv, environ)}: {message}")
         else:
             problems.append(message)
     return "; ".join(problems)
 
 
-def _variable(loc: list[str], argv: Sequence[str], environ: Mapping[str, str]) -> str:
-    """`` (from VARIABLE)`` when the setting at ``loc`` (or the section holding it) came from the environment."""
-    for depth in range(len(loc), 0, -1):
-        flag = "--" + ".".join(part.replace("_", "-") for part in loc[:depth])
-        variable = ENV_PREFIX + "__".join(loc[:depth]).upper()
-        if variable in environ and not any(arg == flag or arg.startswith(flag + "=") for arg in argv):
-            return f" (from {variable})"
-    return ""
+def _source(loc: tuple[str | int, ...], config_file: os.PathLike[str] | None, argv: Sequence[str], environ: Mapping[str, str]) -> str:
+    """The setting at ``loc`` as it was given: ``--flag``, ``--flag (from VARIABLE)``, or ``file:line:column: yaml.key``.
+
+    In the order of precedence (a flag wins over a variable, a variable over the file); a value
+    that none of them gave (a default, a whole section) is named by its flag.
+    """
+    path, inner = _setting_of(loc)
+    named = flag(path) + _inner(inner)
+    if any(arg == flag(path) or arg.startswith(flag(path) + "=") for arg in argv):
+        return named
+    given = {name.upper(): name for name in environ}
+    for depth in range(len(loc), 0, -1):  # the setting's own variable, a nested one, or its section's JSON object
+        if all(isinstance(part, str) for part in loc[:depth]) and (name := given.get(variable(tuple(map(str, loc[:depth]))))):
+            return f"{named} (from {name})"
+    if config_file is not None and len(loc) > 1 and (where := yaml_position(config_file, loc)):
+        return f"{where}: {_dotted(loc)}"
+    return named
+
+
+def _setting_of(loc: tuple[str | int, ...]) -> tuple[tuple[str, ...], tuple[str | int, ...]]:
+    """The path of the flag's field in ``loc``, and what lies inside the field (a list's item, a mapping's key)."""
+    model: Any = Settings
+    for depth, part in enumerate(loc):
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return tuple(map(str, loc[:depth])), loc[depth:]
+        model = fields[part].annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return tuple(map(str, loc[: depth + 1])), loc[depth + 1 :]
+    return tuple(map(str, loc)), ()
+
+
+def _inner(parts: tuple[str | int, ...]) -> str:
+    """What lies inside a setting, as a reader counts it.
+
+    >>> _inner((1,)), _inner(("participant_label", "max_values"))
+    (' item 2', ' participant_label.max_values')
+    """
+    return f" {_dotted(parts).lstrip()}" if parts else ""
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    """A YAML key path, as a reader counts it.
+
+    >>> _dotted(("webhook", "allowed_networks", 1)), _dotted(("labels", "limits", "participant_label", "max_values"))
+    ('webhook.allowed_networks item 2', 'labels.limits.participant_label.max_values')
+    """
+    return "".join(f" item {part + 1}" if isinstance(part, int) else f"{'.' if i else ''}{part}" for i, part in enumerate(loc))
 
 
 def parse(argv: list[str]) -> Config:
@@ -89,8 +138,10 @@ def parse(argv: list[str]) -> Config:
         lines = usage.getvalue().strip().splitlines()
         if exc.code:
             error = lines[-1].removeprefix(PROG + ": ").removeprefix("error: ") if lines else "invalid command line"
-            raise CliError(f"{error} (see --help)") from None
+            raise CliError(f"{error} (see --help)", USAGE) from None
         raise  # --help printed its text: exit 0
+    except UnknownVariableError as exc:
+        raise CliError(str(exc), USAGE) from None
     except (ValidationError, ValueError) as exc:
         raise CliError(f"invalid configuration: {describe(exc, find_config_file(argv, os.environ), argv)}") from None
 
@@ -170,13 +221,13 @@ def check_config(config: Config, web_config: WebConfig | None) -> int:
     return 0
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = INVALID) -> int:
     print(f"{PROG}: {message}", file=sys.stderr)
-    return 1
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line: exit 0 after a clean stop (or a good --check-config), 1 on a configuration or start-up error."""
+    """The command line: exit 0 after a clean stop (or a good --check-config), 1 on a configuration or start-up error, 2 on a usage error."""
     argv = sys.argv[1:] if argv is None else argv
     if "--version" in argv:
         print(f"{PROG} {__version__}")
@@ -185,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         config = parse(argv)
         web_config = preflight(config)
     except CliError as exc:
-        return _fail(str(exc))
+        return _fail(str(exc), exc.status)
     settings = config.settings
     logs.configure(settings.log.level, settings.log.format)
     if settings.check_config:
@@ -204,8 +255,14 @@ def help_argument(parser: Any, *names: str, **kwargs: Any) -> Any:
 
     pydantic-settings writes ``(default: None)``, ``(default factory: dict)`` and ``int`` for a size
     that accepts ``2MiB``; this hook (its documented ``add_argument_method``) rewrites the help and
-    metavar from the settings model before argparse sees them.
+    metavar from the settings model before argparse sees them. ``--version``, the one flag that is
+    no setting besides ``--help``, is listed right after it (:func:`main` answers it before any
+    setting is read).
     """
+    if kwargs.get("action") == "help":
+        added = parser.add_argument(*names, **kwargs)
+        parser.add_argument("--version", action="version", version=f"{PROG} {__version__}", help="print the version and exit")
+        return added
     field = _field_and_default(kwargs.get("dest", ""))
     help_text = kwargs.get("help")
     if field is not None and isinstance(help_text, str) and help_text.endswith(")") and " (default" in help_text:

@@ -2,28 +2,31 @@
 
 Precedence, highest first: flags, ``TWILIO_INSIGHTS_EXPORTER_<SECTION>__<FIELD>`` environment
 variables, the YAML file named by ``--config.file``, defaults. Every field has a default and a
-description; ``--help`` and the README's configuration table are generated from them.
+description; ``--help`` and the README's configuration table are generated from them. A
+variable under the prefix that names no setting is refused (:func:`check_environment`), as
+argparse refuses an unknown flag and the model an unknown key of the file.
 
 Secrets never travel on the command line (it is visible in ``ps``): they are read from the
 environment only, by :class:`Secrets`.
 
 Why one module: every flag, environment variable and YAML key is a field of one
-pydantic-settings model; ``--help``, the README's table and the cross-section checks (pull within
-the dedup window, credentials for pull) need the whole model at once.
+pydantic-settings model; ``--help``, the README's table, the cross-section checks (pull within
+the dedup window, credentials for pull) and the list of known variables need the whole model at once.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     CliApp,
@@ -36,7 +39,7 @@ from pydantic_settings import (
 
 from exporter import metrics
 from exporter.record.labels import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, JOIN_LABELS, OPTIONAL_LABELS
-from exporter.values import ByteSize, Duration, HttpUrl, ListenAddress, PositiveDuration
+from exporter.values import ByteSize, Duration, HttpUrl, ListenAddress, Network, PositiveDuration, Size, load_yaml
 from exporter.values import format_duration as format_duration  # re-exported: scripts/readme_tables.py and the tests read them here
 from exporter.values import format_size as format_size
 from exporter.values import parse_duration as parse_duration
@@ -86,7 +89,7 @@ class WebhookSettings(_Section):
     trust_forwarded_headers: bool = Field(
         False, description="Rebuild the public URL from X-Forwarded-Proto/X-Forwarded-Host (first value). Only behind a proxy that sets them."
     )
-    max_body_size: ByteSize = Field(16 * 1024**2, description="Largest delivery accepted (bytes, or with KiB/MiB/GiB); larger ones get 413.")
+    max_body_size: ByteSize = Field(Size(16 * 1024**2), description="Largest delivery accepted (bytes, or with KiB/MiB/GiB); larger ones get 413.")
     insecure_skip_signature_verification: bool = Field(
         False, description="INSECURE, for local trials only: accept webhooks without a valid X-Twilio-Signature."
     )
@@ -102,17 +105,17 @@ class WebhookSettings(_Section):
         description="On SIGTERM, longest wait for deliveries in flight to finish (new ones get 503). Keep it under the pod's grace period.",
     )
     memory_budget: ByteSize = Field(
-        176 * 1024**2,
+        Size(176 * 1024**2),
         description="Memory for deliveries being read or recorded, counted from Content-Length (no length: --webhook.max-body-size) "
         f"at {1 + PARSED_BYTES_PER_BYTE}x, the body plus what it becomes once parsed; past it a delivery gets 503 with Retry-After "
         "before its body is read. At least that cost of the largest delivery; sized with the chart's memory limit.",
     )
-    allowed_networks: list[IPvAnyNetwork] = Field(
+    allowed_networks: list[Network] = Field(
         default_factory=list,
         description="Networks (CIDRs) deliveries may come from, e.g. Twilio's 35.90.102.128/25; others get 403 before anything is "
         "read. Empty: any. Behind a proxy, set --webhook.trusted-proxies too.",
     )
-    trusted_proxies: list[IPvAnyNetwork] = Field(
+    trusted_proxies: list[Network] = Field(
         default_factory=list,
         description="Networks (CIDRs) of the proxies in front of the webhook: from a peer inside them, the client address is read "
         "from X-Forwarded-For, right to left, past every trusted proxy.",
@@ -179,7 +182,7 @@ def _yaml_mapping(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     try:
-        return yaml.safe_load(value)
+        return load_yaml(value)
     except yaml.YAMLError as exc:
         raise ValueError(
             f"not a YAML mapping like {{participant_label: {{allowlist: [agent, customer]}}}}: {getattr(exc, 'problem', None) or exc}"
@@ -295,7 +298,7 @@ def _comma_list(value: Any) -> Any:
     if isinstance(value, str):
         if value.lstrip().startswith("["):
             try:
-                return yaml.safe_load(value)  # YAML flow syntax, JSON included
+                return load_yaml(value)  # YAML flow syntax, JSON included
             except yaml.YAMLError:
                 raise ValueError("not a list like participant,call or [participant, call]") from None
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -409,7 +412,7 @@ class KinesisSettings(_Section):
 
     stream_name: str | None = Field(
         None,
-        description="Read participant summaries from this Amazon Kinesis stream (a Twilio Event Streams Kinesis sink). "
+        description="Read the events of this Amazon Kinesis stream (a Twilio Event Streams Kinesis sink): summaries and TaskRouter events. "
         "AWS credentials come from the standard chain: environment, shared profile, web identity (EKS service accounts), instance role.",
     )
     region: str | None = Field(
@@ -448,15 +451,19 @@ class KinesisSettings(_Section):
 
 
 class Settings(BaseSettings):
-    """Receives Twilio Voice Insights participant summaries and serves them as Prometheus metrics.
+    """
+    Receives Twilio Voice Insights participant, call and conference summaries and TaskRouter events
+    (Event Streams webhook, REST pull or Kinesis) and serves them as Prometheus metrics.
 
     Every flag can also be set by an environment variable TWILIO_INSIGHTS_EXPORTER_<SECTION>__<FIELD>
     (e.g. TWILIO_INSIGHTS_EXPORTER_WEBHOOK__PUBLIC_URL) or in the YAML file of --config.file; flags win
-    over the environment, the environment over the file. Durations: 30s, 5m, 4h, 1d. Secrets are read from
-    the environment only: TWILIO_AUTH_TOKEN (and TWILIO_AUTH_TOKEN_SECONDARY during a rotation) verify
-    webhook signatures; TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_USERNAME and _PASSWORD require HTTP Basic
-    credentials on the webhook. Pull mode (--pull.enabled) authenticates with TWILIO_ACCOUNT_SID and
-    TWILIO_AUTH_TOKEN, or TWILIO_API_KEY and TWILIO_API_SECRET.
+    over the environment, the environment over the file; a TWILIO_INSIGHTS_EXPORTER_ variable that
+    names no setting is refused. Durations: 30s, 5m, 4h, 1d; sizes: 512KiB, 16MiB, 1GiB (or bytes).
+
+    Secrets are read from the environment only: TWILIO_AUTH_TOKEN (and TWILIO_AUTH_TOKEN_SECONDARY
+    during a rotation) verify webhook signatures; TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_USERNAME and
+    _PASSWORD require HTTP Basic credentials on the webhook. Pull mode (--pull.enabled) authenticates
+    with TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, or TWILIO_API_KEY and TWILIO_API_SECRET.
     """
 
     model_config = SettingsConfigDict(
@@ -575,11 +582,14 @@ class Config(BaseModel):
 def load_config(argv: list[str] | None = None, add_argument: Callable[..., Any] | None = None) -> Config:
     """Parse flags, the environment and the YAML file.
 
-    Raises ``SystemExit`` for a malformed command line (argparse's usual behaviour), and
-    ``ValueError`` (``pydantic.ValidationError`` included) for a bad value. ``add_argument``:
-    pydantic-settings' hook adding each flag to argparse (exporter/cli.py writes ``--help`` with it).
+    Raises ``SystemExit`` for a malformed command line (argparse's usual behaviour),
+    :class:`UnknownVariableError` for a ``TWILIO_INSIGHTS_EXPORTER_*`` variable that names no
+    setting, and ``ValueError`` (``pydantic.ValidationError`` included) for a bad value.
+    ``add_argument``: pydantic-settings' hook adding each flag to argparse (exporter/cli.py writes
+    ``--help`` with it).
     """
     argv = [] if argv is None else argv
+    check_environment(os.environ)
     yaml_file = find_config_file(argv, os.environ)
     model: type[Settings] = Settings
     if yaml_file is not None:
@@ -592,29 +602,133 @@ def load_config(argv: list[str] | None = None, add_argument: Callable[..., Any] 
     return Config(settings=settings, secrets=Secrets())
 
 
-def yaml_location(path: os.PathLike[str] | str, loc: list[str]) -> str | None:
-    """``file:line:column`` of the key at ``loc`` (``["webhook", "pth"]``) in the YAML file, None if it is not there."""
+class UnknownVariableError(ValueError):
+    """A ``TWILIO_INSIGHTS_EXPORTER_*`` variable that names no setting: a usage error, like an unknown flag."""
+
+
+def flag(path: tuple[str, ...]) -> str:
+    """The flag of the setting at ``path``.
+
+    >>> flag(("webhook", "max_body_size"))
+    '--webhook.max-body-size'
+    """
+    return "--" + ".".join(part.replace("_", "-") for part in path)
+
+
+def variable(path: tuple[str, ...]) -> str:
+    """The environment variable of the setting (or section) at ``path``, as pydantic-settings names it.
+
+    >>> variable(("webhook", "max_body_size"))
+    'TWILIO_INSIGHTS_EXPORTER_WEBHOOK__MAX_BODY_SIZE'
+    """
+    return ENV_PREFIX + str(Settings.model_config["env_nested_delimiter"]).join(path).upper()
+
+
+def setting_paths(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], bool]]:
+    """Every section and setting of the model, as ``(path, is_section)``, sections first."""
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield (*prefix, name), True
+            yield from setting_paths(annotation, (*prefix, name))
+        else:
+            yield (*prefix, name), False
+
+
+def known_variables() -> dict[str, str | None]:
+    """Every variable the exporter reads under its prefix, derived from the models: each setting's (to its flag),
+    each prefixed secret's (to ``""``) and each section's (a JSON object, to None)."""
+    known: dict[str, str | None] = {variable(path): None if section else flag(path) for path, section in setting_paths()}
+    for info in Secrets.model_fields.values():
+        if str(info.validation_alias).startswith(ENV_PREFIX):
+            known[str(info.validation_alias)] = ""
+    return known
+
+
+def _open_variables() -> tuple[str, ...]:
+    """Variables under which pydantic-settings reads nested keys (``..._LABELS__LIMITS__COUNTRY_CODE__MAX_VALUES``):
+    the mapping settings, whose keys the model validates itself."""
+    return tuple(variable(path) + "__" for path, section in setting_paths() if not section and get_origin(_field(path).annotation) is dict)
+
+
+def _field(path: tuple[str, ...]) -> Any:
+    model: Any = Settings
+    for part in path:
+        info = model.model_fields[part]
+        model = info.annotation
+    return info
+
+
+# Kubernetes' service links: a Service named twilio-insights-exporter(-...) puts variables such as
+# TWILIO_INSIGHTS_EXPORTER_SERVICE_HOST and TWILIO_INSIGHTS_EXPORTER_PORT_9802_TCP_ADDR into every
+# pod of its namespace unless the pod sets enableServiceLinks: false (the chart does). They are no
+# setting, and refusing them would stop an exporter deployed by other means; no setting's
+# variable has this shape (a setting's always has a "__").
+_SERVICE_LINK = re.compile(r"(?:[A-Z0-9_]+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?)")
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse every ``TWILIO_INSIGHTS_EXPORTER_*`` variable that names no setting, with the closest that does.
+
+    pydantic-settings reads only the names it knows, so a misspelt one would be ignored without a
+    word; names are compared without case, as pydantic-settings reads them.
+    """
+    known = known_variables()
+    open_variables = _open_variables()
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper.startswith(open_variables):
+            continue
+        rest = upper.removeprefix(ENV_PREFIX)
+        if "__" not in rest and _SERVICE_LINK.fullmatch(rest):
+            continue
+        # Settings and secrets, not sections; compared without the prefix every name shares, which
+        # would make any two names look alike.
+        candidates = {known_name.removeprefix(ENV_PREFIX): known_name for known_name, setting in known.items() if setting is not None}
+        closest = difflib.get_close_matches(rest, candidates, n=1, cutoff=0.6)
+        if closest:
+            meant = candidates[closest[0]]
+            problems.append(f"unknown variable {name}: did you mean {meant}{f' ({known[meant]})' if known[meant] else ''}?")
+        else:
+            problems.append(f"unknown variable {name}: no setting is named like it")
+    if problems:
+        raise UnknownVariableError("; ".join(problems) + " (see --help)")
+
+
+def yaml_position(path: os.PathLike[str] | str, loc: tuple[str | int, ...], *, key: bool = False) -> str | None:
+    """``file:line:column`` of the value at ``loc`` in the YAML file (of its key, with ``key``), None if it is not there.
+
+    ``loc`` is a pydantic error's: keys of mappings, indexes of lists (``("webhook", "allowed_networks", 1)``).
+    """
     try:
         node = yaml.compose(Path(path).read_text())
     except (OSError, yaml.YAMLError):
         return None
-    mark = None
+    if node is None or not loc:
+        return None
+    key_mark = None
     for part in loc:
-        if not isinstance(node, yaml.MappingNode):
-            return None
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value == part:
-                mark, node = key.start_mark, value
-                break
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(part):
+                    key_mark, node = key_node.start_mark, value
+                    break
+            else:
+                return None
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            key_mark = node.start_mark
         else:
             return None
+    mark = key_mark if key else node.start_mark
     return None if mark is None else f"{path}:{mark.line + 1}:{mark.column + 1}"
 
 
 def _check_yaml_file(path: Path) -> None:
-    """A YAML file that does not parse, or is not a mapping, is named with its line and column."""
+    """A YAML file that does not parse, writes a key twice, or is not a mapping, is named with its line and column."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

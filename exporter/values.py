@@ -1,17 +1,21 @@
-"""The value types of the settings, each written once: durations, sizes, listen addresses, URLs.
+"""The value types of the settings, each written once: durations, sizes, networks, listen addresses, URLs.
 
 Each is an annotated type (a parser and its checks), so a field says what it holds by its type
-(``PositiveDuration``, ``ByteSize``, ``HttpUrl``) and no model repeats a validator. ``--help``
-and ``--check-config`` print durations and sizes the way they are written (``4h``, ``16MiB``).
+(``PositiveDuration``, ``ByteSize``, ``Network``, ``HttpUrl``) and no model repeats a validator.
+``--help`` and ``--check-config`` print durations and sizes the way they are written (``4h``,
+``16MiB``). :func:`load_yaml` reads the YAML the settings are written in (the configuration file,
+the web configuration file, a mapping on a flag) and refuses a key written twice.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field
+import yaml
+from pydantic import AfterValidator, BeforeValidator, Field, IPvAnyNetwork
 from pydantic_core import core_schema
 
 # Prometheus' duration syntax: one or more <number><unit> groups, e.g. 30s, 5m, 4h, 1h30m, 30d.
@@ -53,25 +57,51 @@ def format_duration(value: timedelta) -> str:
     return f"{int(seconds * 1000)}ms"
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
-_SIZE_FACTOR = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
+# IEC units only: "16MB" is 16,000,000 bytes to some readers and 16 MiB to others, so the SI and
+# Kubernetes spellings are refused with the exact figure each would mean (:func:`_size_hint`).
+_SIZE = re.compile(r"^\s*(\d+)\s*([A-Za-z]*)\s*$")
+_SIZE_FACTOR = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_POWER = {"K": 1, "M": 2, "G": 3}
 
 
 def parse_size(value: Any) -> int:
-    """Parse a byte size: an integer, or a number with B, KiB, MiB, GiB, KB, MB or GB.
+    """Parse a byte size: an integer, or a number with B, KiB, MiB or GiB (IEC units, powers of 1024).
 
     >>> parse_size("16MiB")
     16777216
+    >>> parse_size("16MB")
+    Traceback (most recent call last):
+    ...
+    ValueError: 16MB is ambiguous: use 16MiB for 16,777,216 bytes, or write 16000000
     """
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and (m := _SIZE.match(value)):
-        return int(m.group(1)) * _SIZE_FACTOR[m.group(2)]
+        number, unit = int(m.group(1)), m.group(2)
+        if unit in _SIZE_FACTOR:
+            return number * _SIZE_FACTOR[unit]
+        if hint := _size_hint(number, unit):
+            raise ValueError(hint)
     raise ValueError(f"not a size like 1048576 or 16MiB: {value!r}")
 
 
+def _size_hint(number: int, unit: str) -> str | None:
+    """What a size in another spelling (``16MB``, ``16M``, ``16Mi``, ``16mib``) would mean in IEC units, or None.
+
+    >>> _size_hint(512, "Ki")
+    'not a size: write 512KiB (524,288 bytes)'
+    """
+    power = _POWER.get(unit[:1].upper())
+    if power is None or unit.upper() not in {unit[:1].upper() + rest for rest in ("", "B", "I", "IB")}:
+        return None
+    iec = f"{number}{unit[:1].upper()}iB"
+    if unit.upper().startswith(unit[:1].upper() + "I"):  # Kubernetes' 16Mi, or the case of 16mib
+        return f"not a size: write {iec} ({number * 1024**power:,} bytes)"
+    return f"{number}{unit} is ambiguous: use {iec} for {number * 1024**power:,} bytes, or write {number * 1000**power}"
+
+
 def format_size(value: int) -> str:
-    """The shortest exact form of a byte size, as --help and the README show it.
+    """The shortest exact form of a byte size, as --help, --check-config and the README show it.
 
     >>> format_size(16 * 1024**2), format_size(1500)
     ('16MiB', '1500B')
@@ -80,6 +110,20 @@ def format_size(value: int) -> str:
         if value and value % _SIZE_FACTOR[unit] == 0:
             return f"{value // _SIZE_FACTOR[unit]}{unit}"
     return f"{value}B"
+
+
+class Size(int):
+    """A number of bytes, written in IEC units (``16MiB``) and serialized so (--check-config).
+
+    ``str()`` stays the plain number: messages such as "body larger than 16777216 bytes" format it.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            lambda value: cls(parse_size(value)),
+            serialization=core_schema.plain_serializer_function_ser_schema(format_size),
+        )
 
 
 class Duration(timedelta):
@@ -96,7 +140,8 @@ class Duration(timedelta):
         )
 
 
-ByteSize = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
+# BeforeValidator(parse_size): how --help and the README's table tell a size from another number.
+ByteSize = Annotated[Size, BeforeValidator(parse_size), Field(gt=0)]
 
 
 def _positive(value: timedelta) -> timedelta:
@@ -119,6 +164,31 @@ def _listen_address(value: str) -> str:
 ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 
 
+def _network(value: Any) -> Any:
+    """A CIDR; one with host bits set (``10.0.0.1/8``) is refused with the network it probably means.
+
+    >>> _network("10.0.0.1/8")
+    Traceback (most recent call last):
+    ...
+    ValueError: 10.0.0.1/8 has host bits set: did you mean 10.0.0.0/8?
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        return ipaddress.ip_network(value.strip())
+    except ValueError:
+        pass
+    try:
+        meant = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"not a network like 10.0.0.0/8 or 2001:db8::/32: {value!r}") from None
+    raise ValueError(f"{value.strip()} has host bits set: did you mean {meant}?")
+
+
+# Networks are not secrets: a refusal names the value, so that the hint can name the network meant.
+Network = Annotated[IPvAnyNetwork, BeforeValidator(_network)]
+
+
 def _http_url(value: str) -> str:
     if not value.startswith(("https://", "http://")):
         raise ValueError("must be an http(s) URL")
@@ -127,3 +197,40 @@ def _http_url(value: str) -> str:
 
 # An http(s) base URL, without its trailing slash.
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping (PyYAML keeps the last one silently).
+
+    The YAML spec requires unique keys; a second ``path:`` further down a long file would otherwise
+    win without a word. Keys merged in with ``<<`` may be overridden, as YAML intends.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: SafeLoader refuses it with its own message
+                continue
+            if first is not key_node:
+                mark = first.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {mark.line + 1}, column {mark.column + 1})", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    r"""``yaml.safe_load``, except that a key written twice in one mapping is a ``yaml.YAMLError`` at the second.
+
+    >>> load_yaml("a: 1\nb: 2\na: 3\n")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    yaml.constructor.ConstructorError: duplicate key 'a' (first at line 1, column 1)
+      in "<unicode string>", line 3, column 1...
+    """
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects

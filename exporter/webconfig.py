@@ -43,6 +43,8 @@ from aiohttp.typedefs import Handler, Middleware
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from exporter.values import load_yaml
+
 log = logging.getLogger(__name__)
 
 # How often the files are checked for changes (a stat of at most four files).
@@ -162,7 +164,7 @@ def load_web_config(path: Path) -> LoadedWebConfig:
     except OSError as exc:
         raise WebConfigError(f"{where}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)  # a key written twice is refused at the second
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         position = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

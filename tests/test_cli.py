@@ -9,14 +9,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from exporter import __version__, logs
 from exporter.cli import main, warnings
-from exporter.config import KinesisSettings, load_config
+from exporter.config import KinesisSettings, Settings, format_duration, format_size, load_config
 from exporter.doors.kinesis.api import resolve_region
+from exporter.values import Size
 from tests.conftest import TOKEN
 from tests.helpers import scrub_environment
 
@@ -127,3 +131,85 @@ def test_the_text_log_format_leaves_out_fields_without_a_value(capsys: pytest.Ca
     logging.getLogger("exporter").info("listening", extra={"public_url": None, "webhook_path": "/events"})
     line = capsys.readouterr().err
     assert "public_url" not in line and "webhook_path=/events" in line
+
+
+def test_a_bad_value_in_the_yaml_file_is_named_with_file_line_and_column(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "exporter.yaml"
+    path.write_text(
+        "webhook:\n"
+        "  path: events\n"
+        "  allowed_networks: [10.0.0.0/8, 10.0.0.1/8]\n"
+        "labels:\n"
+        "  limits:\n"
+        "    country_code: {max_values: 0}\n"
+        "dedup: {window: 1h}\n"
+    )
+    status, _, err = check(capsys, f"--config.file={path}")
+    assert (status, err) == (
+        1,
+        [
+            PROG + "invalid configuration: "
+            f"{path}:2:9: webhook.path: must start with /; "
+            f"{path}:3:34: webhook.allowed_networks item 2: 10.0.0.1/8 has host bits set: did you mean 10.0.0.0/8?; "
+            f"{path}:7:17: dedup.window: must be at least 4h, Twilio's retry horizon, or retried deliveries would count twice; "
+            f"{path}:6:32: labels.limits.country_code.max_values: Input should be greater than or equal to 1"
+        ],
+    )
+
+
+def test_a_bad_value_is_named_where_it_was_given_flag_then_variable_then_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "exporter.yaml"
+    path.write_text("webhook:\n  max_body_size: 16MB\n")
+    hint = "16MB is ambiguous: use 16MiB for 16,777,216 bytes, or write 16000000"
+    assert check(capsys, f"--config.file={path}")[2] == [PROG + f"invalid configuration: {path}:2:18: webhook.max_body_size: {hint}"]
+    # The variable wins over the file, and the flag over the variable: the refused value is theirs.
+    monkeypatch.setenv("TWILIO_INSIGHTS_EXPORTER_WEBHOOK__MAX_BODY_SIZE", "16MB")
+    assert check(capsys, f"--config.file={path}")[2] == [
+        PROG + f"invalid configuration: --webhook.max-body-size (from TWILIO_INSIGHTS_EXPORTER_WEBHOOK__MAX_BODY_SIZE): {hint}"
+    ]
+    assert check(capsys, f"--config.file={path}", "--webhook.max-body-size=16MB")[2] == [
+        PROG + f"invalid configuration: --webhook.max-body-size: {hint}"
+    ]
+
+
+def test_an_unknown_variable_is_a_usage_error_in_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_INSIGHTS_EXPORTER_WEBHOK__PATH", "/hooks")
+    assert check(capsys) == (
+        2,
+        "",
+        [
+            PROG + "unknown variable TWILIO_INSIGHTS_EXPORTER_WEBHOK__PATH: did you mean TWILIO_INSIGHTS_EXPORTER_WEBHOOK__PATH "
+            "(--webhook.path)? (see --help)"
+        ],
+    )
+
+
+def _sizes_and_durations(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], type]:
+    """Every setting holding a size or a duration, from the settings model."""
+    found: dict[tuple[str, ...], type] = {}
+    for name, info in model.model_fields.items():
+        annotation: Any = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found |= _sizes_and_durations(annotation, (*prefix, name))
+        elif isinstance(annotation, type) and issubclass(annotation, Size | timedelta):
+            found[(*prefix, name)] = annotation
+    return found
+
+
+def test_check_config_prints_sizes_and_durations_as_a_person_writes_them(capsys: pytest.CaptureFixture[str]) -> None:
+    fields = _sizes_and_durations()
+    assert {("webhook", "max_body_size"), ("webhook", "memory_budget"), ("dedup", "window"), ("pull", "interval")} <= fields.keys()
+    # Written in bytes and minutes, printed in the largest exact unit.
+    status, out, _ = check(capsys, "--webhook.max-body-size=1048576", "--dedup.window=1440m")
+    assert status == 0
+    printed = json.loads(out)["settings"]
+    assert (printed["webhook"]["max_body_size"], printed["dedup"]["window"]) == ("1MiB", "1d")
+    settings = load_config(["--webhook.max-body-size=1048576", "--dedup.window=1440m"]).settings
+    for path, kind in fields.items():
+        value: Any = settings
+        shown: Any = printed
+        for part in path:
+            value, shown = getattr(value, part), shown[part]
+        assert shown == (format_size(value) if kind is Size else format_duration(value)), path

@@ -1,8 +1,9 @@
 """Configuration and start-up errors through the real command line (a subprocess each).
 
 Every error is one line on stderr naming the setting (or file:line:column) and what is wrong,
-exit 1, no traceback, no link; --check-config refuses everything a start refuses. Every secret
-variable holds a sentinel in every case, and no output ever contains one.
+exit 1 (2 for a flag or variable the exporter does not know), no traceback, no link;
+--check-config refuses everything a start refuses. Every secret variable holds a sentinel in
+every case, and no output ever contains one.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def assert_no_secret(*outputs: str) -> None:
             assert sentinel not in output, f"{name}'s value printed"
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], expected: str) -> None:
-    assert result.returncode == 1, (result.returncode, result.stderr)
+def assert_one_line_error(result: subprocess.CompletedProcess[str], expected: str, status: int = 1) -> None:
+    assert result.returncode == status, (result.returncode, result.stderr)
     assert_no_secret(result.stdout, result.stderr)
     # Log lines written before the failure (a start logs as it goes) are JSON records, none with a traceback.
     lines = [line for line in result.stderr.splitlines() if not (line.startswith("{") and '"exc"' not in json.loads(line))]
@@ -73,6 +74,18 @@ def yaml_typo(tmp_path: Path) -> list[str]:
     return [f"--config.file={path}"]
 
 
+def yaml_duplicate(tmp_path: Path) -> list[str]:
+    path = tmp_path / "twice.yml"
+    path.write_text("webhook:\n  path: /first\n  path: /second\n")
+    return [f"--config.file={path}"]
+
+
+def yaml_bad_value(tmp_path: Path) -> list[str]:
+    path = tmp_path / "value.yml"
+    path.write_text("webhook:\n  trusted_proxies: [10.1.2.3/16]\n")
+    return [f"--config.file={path}"]
+
+
 def bad_web_config(tmp_path: Path) -> list[str]:
     path = tmp_path / "web.yml"
     path.write_text("basic_auth_users: {prometheus: plain-text-password}\n")
@@ -98,6 +111,19 @@ CASES = [
     ("yaml list at the top", yaml_list, {}, "the top level must be a mapping"),
     ("yaml typo", yaml_typo, {}, "typo.yml:1:1: webhok: not a known setting"),
     ("missing yaml", ["--config.file=/nonexistent/x.yml"], {}, "--config.file /nonexistent/x.yml: no such file"),
+    ("yaml key twice", yaml_duplicate, {}, "twice.yml:3:3: not valid YAML: duplicate key 'path' (first at line 2, column 3)"),
+    (
+        "yaml value with host bits",
+        yaml_bad_value,
+        {},
+        "value.yml:2:21: webhook.trusted_proxies item 1: 10.1.2.3/16 has host bits set: did you mean 10.1.0.0/16?",
+    ),
+    (
+        "size in SI units",
+        ["--webhook.max-body-size=16MB"],
+        {},
+        "--webhook.max-body-size: 16MB is ambiguous: use 16MiB for 16,777,216 bytes, or write 16000000",
+    ),
     ("listen address without port", ["--web.listen-address=notaport"], {}, "--web.listen-address: must look like host:port"),
     ("webhook port out of range", ["--webhook.listen-address=:70000"], {}, "--webhook.listen-address: must look like host:port"),
     ("public url not a url", ["--webhook.public-url=not-a-url"], {}, "--webhook.public-url: must be the absolute https://"),
@@ -115,7 +141,6 @@ CASES = [
         {"TWILIO_INSIGHTS_EXPORTER_WEBHOOK__MAX_BODY_SIZE": "lots"},
         "--webhook.max-body-size (from TWILIO_INSIGHTS_EXPORTER_WEBHOOK__MAX_BODY_SIZE): not a size",
     ),
-    ("unknown flag", ["--webhook.pth=/x"], {}, "unrecognized arguments: --webhook.pth=/x (see --help)"),
     ("bad web config", bad_web_config, {}, "the password of user 'prometheus' is not a bcrypt hash"),
     ("missing web config", ["--web.config.file=/nonexistent/web.yml"], {}, "--web.config.file /nonexistent/web.yml: No such file"),
     ("state directory missing", ["--state.path=/nonexistent/dir/state.db"], {}, "--state.path=/nonexistent/dir/state.db: the directory"),
@@ -142,6 +167,33 @@ def test_a_configuration_error_is_one_line_without_a_secret_and_check_config_ref
     arguments = args(tmp_path) if callable(args) else list(args)  # type: ignore[call-overload]
     result = run(*arguments, *(["--check-config"] if check else []), env=env)
     assert_one_line_error(result, expected)
+
+
+# Usage errors, exit 2: (case, arguments, environment changes, what the one line says)
+USAGE_CASES = [
+    ("unknown flag", ["--webhook.pth=/x"], {}, "unrecognized arguments: --webhook.pth=/x (see --help)"),
+    (
+        "unknown variable",
+        [],
+        {"TWILIO_INSIGHTS_EXPORTER_WEBHOK__PATH": "/x"},
+        "unknown variable TWILIO_INSIGHTS_EXPORTER_WEBHOK__PATH: did you mean TWILIO_INSIGHTS_EXPORTER_WEBHOOK__PATH (--webhook.path)? (see --help)",
+    ),
+    (
+        "misspelt secret variable",  # holding a secret, which is not printed
+        [],
+        {"TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_PASSWROD": SENTINELS["TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_PASSWORD"]},
+        "unknown variable TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_PASSWROD: did you mean TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_PASSWORD? (see --help)",
+    ),
+]
+
+
+@pytest.mark.parametrize("check", [False, True], ids=["start", "check-config"])
+@pytest.mark.parametrize(("case", "args", "env", "expected"), USAGE_CASES, ids=[c[0] for c in USAGE_CASES])
+def test_a_flag_or_variable_the_exporter_does_not_know_is_one_line_and_exit_2(
+    check: bool, case: str, args: list[str], env: dict[str, str | None], expected: str
+) -> None:
+    result = run(*args, *(["--check-config"] if check else []), env=env)
+    assert_one_line_error(result, expected, status=2)
 
 
 def test_a_listen_address_in_use_is_one_line() -> None:

@@ -13,11 +13,11 @@ import pytest
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from exporter import metrics
+from exporter import metrics, subjects
 from exporter.__main__ import main
-from exporter.config import Settings, format_duration, load_config
+from exporter.config import Settings, UnknownVariableError, check_environment, format_duration, load_config
 from exporter.record.labels import DEFAULT_MAX_VALUES
-from tests.helpers import scrub_environment
+from tests.helpers import scrub_environment, secret_variables
 
 
 @pytest.fixture(autouse=True)
@@ -142,6 +142,122 @@ def test_unknown_yaml_keys_and_labels_are_refused(tmp_path: Path) -> None:
         load_config([f"--config.file={label}"])
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "TWILIO_INSIGHTS_EXPORTER_WEBHOK__PATH",
+            "unknown variable TWILIO_INSIGHTS_EXPORTER_WEBHOK__PATH: did you mean TWILIO_INSIGHTS_EXPORTER_WEBHOOK__PATH (--webhook.path)? (see --help)",
+        ),
+        # Named as given; pydantic-settings reads names without case, so the check does too.
+        (
+            "twilio_insights_exporter_dedup_window",
+            "unknown variable twilio_insights_exporter_dedup_window: did you mean TWILIO_INSIGHTS_EXPORTER_DEDUP__WINDOW (--dedup.window)? (see --help)",
+        ),
+        (
+            "TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_PASSWROD",
+            "unknown variable TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_PASSWROD: did you mean TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_PASSWORD? (see --help)",
+        ),
+        ("TWILIO_INSIGHTS_EXPORTER_COLOUR", "unknown variable TWILIO_INSIGHTS_EXPORTER_COLOUR: no setting is named like it (see --help)"),
+    ],
+)
+def test_an_unknown_variable_is_refused_naming_it_and_the_closest_setting(monkeypatch: pytest.MonkeyPatch, name: str, message: str) -> None:
+    monkeypatch.setenv(name, "s3cret-value")
+
+    with pytest.raises(UnknownVariableError) as refused:
+        load_config([])
+    assert str(refused.value) == message  # the value, perhaps a misplaced secret, is never repeated
+
+
+def test_every_variable_the_exporter_reads_is_known(tmp_path: Path) -> None:
+    """Each setting's and section's variable (from the model) and each secret's: none is refused as unknown."""
+    sections = {environment_variable(path[:depth]) for path in leaf_fields() for depth in range(1, len(path))}
+    names = {*map(environment_variable, leaf_fields()), *sections, *secret_variables()}
+    assert "TWILIO_INSIGHTS_EXPORTER_BASIC_AUTH_PASSWORD" in names and "TWILIO_INSIGHTS_EXPORTER_WEB__CONFIG" in names
+    check_environment(dict.fromkeys(names, "x"))
+
+
+def test_a_nested_variable_of_a_mapping_setting_is_read_not_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_INSIGHTS_EXPORTER_LABELS__LIMITS__COUNTRY_CODE__MAX_VALUES", "3")
+
+    assert load_config([]).settings.labels.caps()["country_code"] == 3
+
+
+def test_kubernetes_service_link_variables_are_not_taken_for_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Service named twilio-insights-exporter(-webhook) puts these in every pod of the namespace that keeps service links."""
+    links = {
+        "TWILIO_INSIGHTS_EXPORTER_SERVICE_HOST": "10.96.0.10",
+        "TWILIO_INSIGHTS_EXPORTER_SERVICE_PORT": "9802",
+        "TWILIO_INSIGHTS_EXPORTER_SERVICE_PORT_METRICS": "9802",
+        "TWILIO_INSIGHTS_EXPORTER_PORT": "tcp://10.96.0.10:9802",
+        "TWILIO_INSIGHTS_EXPORTER_PORT_9802_TCP": "tcp://10.96.0.10:9802",
+        "TWILIO_INSIGHTS_EXPORTER_PORT_9802_TCP_PROTO": "tcp",
+        "TWILIO_INSIGHTS_EXPORTER_PORT_9802_TCP_PORT": "9802",
+        "TWILIO_INSIGHTS_EXPORTER_PORT_9802_TCP_ADDR": "10.96.0.10",
+        "TWILIO_INSIGHTS_EXPORTER_WEBHOOK_SERVICE_HOST": "10.96.0.11",
+        "TWILIO_INSIGHTS_EXPORTER_WEBHOOK_PORT_8080_TCP_ADDR": "10.96.0.11",
+    }
+    for name, value in links.items():
+        monkeypatch.setenv(name, value)
+
+    assert load_config([]).settings.webhook.listen_address == ":8080"
+
+
+@pytest.mark.parametrize(
+    ("written", "size"), [("512KiB", 512 * 1024), ("16MiB", 16 * 1024**2), ("1GiB", 1024**3), ("1000B", 1000), ("16000000", 16_000_000)]
+)
+def test_sizes_are_bytes_or_iec_units(written: str, size: int) -> None:
+    assert load_config([f"--webhook.max-body-size={written}", "--webhook.memory-budget=12GiB"]).settings.webhook.max_body_size == size
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("16MB", "16MB is ambiguous: use 16MiB for 16,777,216 bytes, or write 16000000"),
+        ("512kB", "512kB is ambiguous: use 512KiB for 524,288 bytes, or write 512000"),
+        ("1G", "1G is ambiguous: use 1GiB for 1,073,741,824 bytes, or write 1000000000"),
+        ("16Mi", "not a size: write 16MiB (16,777,216 bytes)"),  # Kubernetes' spelling
+        ("16mib", "not a size: write 16MiB (16,777,216 bytes)"),
+        ("lots", "not a size like 1048576 or 16MiB"),
+    ],
+)
+def test_si_and_other_size_spellings_are_refused_with_the_figure_each_would_mean(written: str, message: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        load_config([f"--webhook.max-body-size={written}"])
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"), [("10.0.0.1/8", "10.0.0.0/8"), ("35.90.102.130/25", "35.90.102.128/25"), ("2001:db8::1/32", "2001:db8::/32")]
+)
+@pytest.mark.parametrize("setting", ["allowed-networks", "trusted-proxies"])
+def test_a_network_with_host_bits_set_is_refused_with_the_network_it_probably_means(setting: str, written: str, meant: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        load_config([f"--webhook.{setting}", json.dumps(["192.168.0.0/16", written])])
+    assert f"{written} has host bits set: did you mean {meant}?" in str(refused.value)
+    assert load_config([f"--webhook.{setting}", json.dumps([meant])]).settings.webhook.model_dump(mode="json")[setting.replace("-", "_")] == [meant]
+
+
+def test_a_key_written_twice_in_the_yaml_file_is_refused_at_the_second(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("webhook:\n  path: /first\n  max_in_flight: 4\n  path: /second\n")
+
+    with pytest.raises(ValueError, match=rf"^--config.file {config}:4:3: not valid YAML: duplicate key 'path' \(first at line 2, column 3\)$"):
+        load_config([f"--config.file={config}"])
+
+    config.write_text("labels: {account_sid: true}\nwebhook: {path: /x}\nlabels: {jitter_buffer_size: true}\n")
+    with pytest.raises(ValueError, match=rf"{config}:3:1: not valid YAML: duplicate key 'labels' \(first at line 1, column 1\)"):
+        load_config([f"--config.file={config}"])
+
+
+def test_a_yaml_merge_key_may_still_be_overridden(tmp_path: Path) -> None:
+    """YAML's ``<<`` merges defaults that the mapping's own keys override: no duplicate."""
+    config = tmp_path / "c.yaml"
+    config.write_text("labels:\n  limits:\n    country_code: &limit {max_values: 5}\n    team:\n      <<: *limit\n      max_values: 7\n")
+
+    assert load_config([f"--config.file={config}"]).settings.labels.caps()["team"] == 7
+
+
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no such file"):
         load_config([f"--config.file={tmp_path / 'absent.yaml'}"])
@@ -177,6 +293,12 @@ def test_help_documents_every_flag(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     # argparse wraps lines (and breaks words at hyphens): compare without whitespace.
     help_text = "".join(result.stdout.split())
     assert "TWILIO_AUTH_TOKEN" in help_text
+    assert "--version" in help_text and "--version" in result.stdout.split("\n\n")[0]  # in the usage line too
+    # What the exporter takes: every summary subject and the TaskRouter events, in the first paragraph.
+    takes = " ".join(result.stdout.split("\n\n")[1].split())
+    for subject in (subjects.PARTICIPANT, subjects.CALL, subjects.CONFERENCE):
+        assert subject in takes, takes
+    assert "summaries and TaskRouter events" in takes
 
     for path, info in leaf_fields().items():
         flag = "--" + ".".join(part.replace("_", "-") for part in path)

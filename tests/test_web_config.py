@@ -322,6 +322,7 @@ def aiohttp_basic(user: str, password: str) -> dict[str, str]:
         ("basic_auth_users: [alice]\n", "basic_auth_users"),
         ("- a\n", "the top level must be a mapping"),
         ("tls_server_config: {cert_file: [\n", ":2:1: not valid YAML"),
+        ("basic_auth_users:\n  alice: x\n  alice: y\n", "web.yml:3:3: not valid YAML: duplicate key 'alice' (first at line 2, column 3)"),
     ],
 )
 def test_a_web_config_file_that_cannot_be_used_is_refused_in_one_line(tmp_path: Path, content: str, message: str) -> None:
