@@ -392,7 +392,7 @@ class TaskRouterSettings(_Section):
     )
     max_joins: int = Field(50_000, gt=0, description="Most tasks the join map holds (about 3 KB each); the oldest are evicted first (counted).")
     max_join_memory: ByteSize = Field(
-        192 * 1024**2,
+        Size(192 * 1024**2),
         description="Most memory the join map holds (estimated, its values cut to 64 characters as labels are); the oldest tasks are "
         "evicted first (counted). The default holds the 50,000 tasks of --taskrouter.max-joins with room to spare.",
     )
