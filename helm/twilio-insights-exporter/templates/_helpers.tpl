@@ -92,6 +92,15 @@ Name of the Secret holding the Twilio credentials: the user's, or the one the ch
 {{- printf "%s-metrics" (include "twilio-insights-exporter.fullname" .) }}
 {{- end }}
 
+{{/*
+"true" when the process listens for webhooks: always, but in Kinesis mode (kinesis.streamName),
+where it reads the stream instead (--no-webhook.enabled) and nothing of the webhook is rendered:
+no Service, no container port, no Ingress or HTTPRoute, no webhook step in the NOTES.
+*/}}
+{{- define "twilio-insights-exporter.webhookEnabled" -}}
+{{- if not .Values.kinesis.streamName }}true{{ end -}}
+{{- end }}
+
 {{- define "twilio-insights-exporter.webhookServiceName" -}}
 {{- printf "%s-webhook" (include "twilio-insights-exporter.fullname" .) }}
 {{- end }}
