@@ -23,7 +23,7 @@ from exporter import metrics as m
 
 from . import settings
 from .promql import QualityThreshold, burn_factor
-from .rules import BASE_WINDOW, BURNS, PREFIX, Alert, SliceWording, alerts_of, label, recording_rules_of, scalar, shown
+from .rules import BASE_WINDOW, BURNS, PREFIX, Alert, SliceWording, alerts_of, dashboard_path, label, recording_rules_of, scalar, shown
 
 UID = "twilio-call-quality"
 FILE = "twilio-insights-exporter-calls.rules.yml"
@@ -114,11 +114,6 @@ def slice_recording_rules(dimension: str) -> list[dict[str, str]]:
     return recording_rules_of(CallSlice(dimension, threshold) for threshold in SIGNALS)
 
 
-def dashboard_url(**variables: str) -> str:
-    query = "&".join(f"var-{name}={value}" for name, value in variables.items())
-    return f"{settings.GRAFANA_URL}/d/{UID}?{query}"
-
-
 GUARD_TEXT = f"the alert fires above {shown(ALERT_SHARE, percent=True)} with at least {shown(MIN_OBSERVATIONS, percent=False)} streams"
 
 
@@ -141,7 +136,7 @@ WORDING = SliceWording(
 
 def slice_alerts(dimension: str) -> list[Alert]:
     where = f"{dimension} {{{{ $labels.{dimension} }}}} at the {{{{ $labels.edge }}}}"
-    link = dashboard_url(job=label("job"), edge=label("edge"), **{dimension: label(dimension)})
+    link = dashboard_path(UID, job=label("job"), edge=label("edge"), **{dimension: label(dimension)})
     slices = [CallSlice(dimension, threshold) for threshold in SIGNALS]
     return alerts_of(slices, WORDING, dimension=dimension, where=where, link=link)
 
@@ -154,6 +149,11 @@ def alerts() -> list[Alert]:
 def alert_names() -> list[str]:
     """Each call alert name once (a slice alert has one rule per dimension)."""
     return list(dict.fromkeys(alert.name for alert in alerts()))
+
+
+def alert_groups() -> dict[str, list[Alert]]:
+    """The alerts of each call rule group, by group name (as :func:`dashboards.rules.alert_groups`)."""
+    return {f"{SLICE_GROUP_PREFIX}{dimension}": slice_alerts(dimension) for dimension in settings.CALL_SLICE_DIMENSIONS}
 
 
 def build() -> dict[str, Any]:
@@ -172,7 +172,7 @@ def runbook_pages() -> dict[str, str]:
         name, what = NAMES[threshold.key], WHAT[threshold.key]
         dims = ", ".join(f"`{d}`" for d in settings.CALL_SLICE_DIMENSIONS)
         diagnose = (
-            f"**Diagnose.** Open the alert's `dashboard_url` (the calls dashboard filtered to the job, edge and slice). "
+            f"**Diagnose.** Open the calls dashboard filtered to the job, edge and slice (the alert's `dashboard_url` when Grafana's URL is set). "
             f"The `edge` label says where Twilio measured: `carrier_edge` (between Twilio and the carrier), `sip_edge` "
             f"(between Twilio and a SIP endpoint or trunk), `sdk_edge` (the caller's Voice SDK app: browser or mobile "
             f"network), `client_edge` (between Twilio and the SDK app). A carrier or country alone points at the far "

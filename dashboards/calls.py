@@ -24,6 +24,7 @@ from .grafana import (
     dashboard,
     datasource_variable,
     heatmap,
+    noted,
     query,
     query_variable,
     stat,
@@ -31,7 +32,7 @@ from .grafana import (
     thresholds,
     timeseries,
 )
-from .promql import TARGET_VARIABLES, QualityThreshold, by, selector, variable_matchers
+from .promql import PANEL_DATA_AGE, TARGET_VARIABLES, QualityThreshold, by, selector, variable_matchers
 
 UID = call_rules.UID
 FILE = "twilio-call-quality.json"
@@ -467,6 +468,9 @@ def build(generated: str) -> dict[str, Any]:
         description="Twilio Voice Insights Call Summaries (per edge: carrier, SIP, Voice SDK, client) and Conference Summaries.",
         generated=generated,
         variables=variables(),
-        sections=[overview(), where_is_it_worse(), per_edge(), breakdown(), distributions(), delay_and_duration(), outcomes(), conferences()],
+        sections=noted(
+            [overview(), where_is_it_worse(), per_edge(), breakdown(), distributions(), delay_and_duration(), outcomes(), conferences()],
+            PANEL_DATA_AGE,
+        ),
         tags=["twilio-insights", "twilio", "voice"],
     )

@@ -98,7 +98,8 @@ def thresholds_table() -> str:
         ("window of the share alerts", settings.QUALITY_WINDOW, "`QUALITY_WINDOW`", "(regenerate)", "(regenerate)"),
         ("`for` of the share alerts", settings.QUALITY_ALERT_FOR, "`QUALITY_ALERT_FOR`", "(regenerate)", "(regenerate)"),
         ("SLO period", settings.SLO_PERIOD, "`SLO_PERIOD`", "(regenerate)", "(regenerate)"),
-        ("Grafana URL of `dashboard_url`", settings.GRAFANA_URL, "`GRAFANA_URL`", "`grafanaUrl`", "(regenerate)"),
+        ("Grafana URL of `dashboard_url`", settings.GRAFANA_URL or "(none: no link)", "`GRAFANA_URL`", "`grafanaUrl`", "(regenerate)"),
+        ("base URL of `runbook_url`", settings.RUNBOOK_BASE_URL or "(none: no link)", "`RUNBOOK_BASE_URL`", "`runbookBaseUrl`", "(regenerate)"),
     ]
     lines = [
         "| tunable | default | `dashboards/settings.py` | Helm value `prometheusRule.` | rules file (group `twilio-insights-exporter.thresholds`) |",

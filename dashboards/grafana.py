@@ -159,6 +159,14 @@ def heatmap(title: str, description: str, target: dict[str, Any], unit: str) -> 
     }
 
 
+def noted(sections: list[Section], note: str) -> list[Section]:
+    """The sections, ``note`` appended to every panel's description (e.g. how old its data is)."""
+    for section in sections:
+        for cell in section.cells:
+            cell.panel["description"] = f"{cell.panel['description']} {note}"
+    return sections
+
+
 def layout(sections: list[Section]) -> list[Panel]:
     """Rows and panels with ids, refIds and grid positions, flowing left to right."""
     panels: list[Panel] = []

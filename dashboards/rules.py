@@ -4,7 +4,7 @@ Quality alerts compare recorded shares of media streams past Twilio's thresholds
 share, and only when a volume guard of streams was observed, so a single bad call never pages:
 
 - account-wide, per scrape job and stream direction (``twilio-insights-exporter.recording`` and
-  ``.alerts``);
+  ``.quality``; the exporter's own health alerts are the group ``.health``);
 - per slice: per value of each of :data:`settings.SLICE_DIMENSIONS`, one rule group per dimension
   (``twilio-insights-exporter.slice.<dimension>``), with a threshold alert and the two SLO
   burn-rate alerts of each signal.
@@ -49,6 +49,16 @@ EDGE_TEXT = {
 
 
 @dataclass(frozen=True, slots=True)
+class Links:
+    """The bases of an alert's ``runbook_url`` and ``dashboard_url``. An empty base leaves its
+    annotation out: the project serves neither its runbooks nor a Grafana, and a link to an address
+    that does not exist is worse than none (docs/alerts.md, "Links")."""
+
+    runbook_base: str = settings.RUNBOOK_BASE_URL
+    grafana: str = settings.GRAFANA_URL
+
+
+@dataclass(frozen=True, slots=True)
 class Alert:
     """An alerting rule, plus the parts of its expression that hold data whenever the exporter runs.
 
@@ -65,21 +75,21 @@ class Alert:
     probes: tuple[str, ...]
     # Labels besides severity, e.g. the dimension of a slice alert.
     labels: dict[str, str] = field(default_factory=dict)
-    # The quality dashboard's URL for the alert, filtered to what it is about.
-    dashboard_url: str = ""
+    # The dashboard's path and query in Grafana for the alert, filtered to what it is about
+    # (``/d/<uid>?var-job=...``); its dashboard_url is Grafana's base URL followed by it.
+    dashboard: str = ""
 
-    def rule(self) -> dict[str, Any]:
+    def rule(self, links: Links | None = None) -> dict[str, Any]:
+        links = links or Links()
         rule: dict[str, Any] = {"alert": self.name, "expr": self.expr}
         if self.duration != "0m":
             rule["for"] = self.duration
         rule["labels"] = {"severity": self.severity, **self.labels}
-        rule["annotations"] = {
-            "summary": self.summary,
-            "description": self.description,
-            "runbook_url": f"{settings.RUNBOOK_BASE_URL}/{self.name}.md",
-        }
-        if self.dashboard_url:
-            rule["annotations"]["dashboard_url"] = self.dashboard_url
+        rule["annotations"] = {"summary": self.summary, "description": self.description}
+        if links.runbook_base:
+            rule["annotations"]["runbook_url"] = f"{links.runbook_base.rstrip('/')}/{self.name}.md"
+        if links.grafana and self.dashboard:
+            rule["annotations"]["dashboard_url"] = f"{links.grafana.rstrip('/')}{self.dashboard}"
         return rule
 
 
@@ -95,10 +105,44 @@ def shown(name: str, threshold: QualityThreshold | None = None, *, percent: bool
     return f"{{{{ with query `{series}` }}}}{{{{ . | first | value | {humanize} }}}}{{{{ end }}}}"
 
 
-def dashboard_url(**variables: str) -> str:
-    """The quality dashboard, its variables set to alert labels (``$labels.x``) or literals."""
+def dashboard_path(uid: str, **variables: str) -> str:
+    """A dashboard's path in Grafana, its variables set to alert labels (``$labels.x``) or literals.
+
+    >>> dashboard_path("twilio-conference-quality", job="{{ $labels.job | urlquery }}")
+    '/d/twilio-conference-quality?var-job={{ $labels.job | urlquery }}'
+    """
     query = "&".join(f"var-{name}={value}" for name, value in variables.items())
-    return f"{settings.GRAFANA_URL}/d/{quality.UID}?{query}"
+    return f"/d/{uid}?{query}"
+
+
+def compact(total: int) -> str:
+    """Seconds as a Prometheus duration of the largest units.
+
+    >>> compact(3600), compact(23400), compact(261000)
+    ('1h', '6h30m', '3d30m')
+    """
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, total = divmod(total, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+def data_age(windows: str, longest: str) -> str:
+    """The line every quality alert's description ends with: how old the calls it describes are.
+
+    ``windows`` says what the alert reads ("the last 30m"), ``longest`` is the longest of them. Its
+    ``for`` is named, not given: the Helm chart's values may change it.
+
+    >>> data_age("the last 30m", "30m").split(": ")[-1]
+    'each evaluation speaks of calls that ended up to 1h earlier, and it fires once that held its `for`.'
+    """
+    total = compact(seconds(settings.SUMMARY_DELAY) + seconds(longest))
+    return (
+        f"Data age: Twilio sends a summary up to {settings.SUMMARY_DELAY} after its call ends and this alert reads {windows}: "
+        f"each evaluation speaks of calls that ended up to {total} earlier, and it fires once that held its `for`."
+    )
 
 
 def label(name: str) -> str:
@@ -185,10 +229,11 @@ def quality_alerts() -> list[Alert]:
                 summary=f"Many conference participants with {what(threshold)}",
                 description=(
                     f"{{{{ $value | humanizePercentage }}}} of {{{{ $labels.stream }}}} media streams reported by {{{{ $labels.job }}}} "
-                    f"had {what(threshold)} (Twilio's threshold) over the last {settings.QUALITY_WINDOW}; {GUARD_TEXT}."
+                    f"had {what(threshold)} (Twilio's threshold) over the last {settings.QUALITY_WINDOW}; {GUARD_TEXT}.\n"
+                    + data_age(f"the last {settings.QUALITY_WINDOW}", settings.QUALITY_WINDOW)
                 ),
                 probes=(share, count, scalar(ALERT_SHARE), scalar(MIN_STREAMS)),
-                dashboard_url=dashboard_url(job=label("job")),
+                dashboard=dashboard_path(quality.UID, job=label("job")),
             )
         )
     return alerts
@@ -266,8 +311,8 @@ def slice_series(values: dict[str, int], jobs: int = 1) -> int:
     """The series the slice groups record, for ``values[d]`` distinct values of each dimension d
     (alerts add none until they fire). docs/alerts.md tabulates it; the e2e test checks it.
 
-    >>> slice_series({"participant_region": 1, "conference_region": 1, "call_type": 1, "country_code": 1, "participant_label": 1})
-    280
+    >>> slice_series({"participant_region": 1, "conference_region": 1, "call_type": 1, "country_code": 1, "participant_label": 1, "task_queue": 1})
+    336
     """
     per_value = len(QUALITY_THRESHOLDS) * (2 + len(RATIO_WINDOWS) + len(COUNT_WINDOWS))
     return jobs * per_value * sum(values[dimension] for dimension in settings.SLICE_DIMENSIONS)
@@ -335,11 +380,12 @@ def alerts_of(slices: Iterable[SliceNames], wording: SliceWording, *, dimension:
                 summary=f"Many {w.many} with {what} in {where}",
                 description=(
                     f"{{{{ $value | humanizePercentage }}}} of the {w.streams} of {where} reported by {{{{ $labels.job }}}} had "
-                    f"{what}{w.what_note} over the last {settings.QUALITY_WINDOW}; {w.guard_text}."
+                    f"{what}{w.what_note} over the last {settings.QUALITY_WINDOW}; {w.guard_text}.\n"
+                    + data_age(f"the last {settings.QUALITY_WINDOW}", settings.QUALITY_WINDOW)
                 ),
                 probes=(share, count),
                 labels={"dimension": dimension},
-                dashboard_url=link,
+                dashboard=link,
             )
         )
         objective = shown(w.objective, threshold, percent=True)
@@ -349,6 +395,9 @@ def alerts_of(slices: Iterable[SliceNames], wording: SliceWording, *, dimension:
                 for b in windows
             ]
             spelled = ", or ".join(f"above {burn_factor(b):g} over both {b.long} and {b.short}" for b in windows)
+            first, *others = windows
+            read = f"the last {first.long} and {first.short}" + "".join(f" (or {b.long} and {b.short})" for b in others)
+            longest = max((b.long for b in windows), key=seconds)
             alerts.append(
                 Alert(
                     name=f"{w.name_prefix}{w.names[threshold.key]}{speed}Burn",
@@ -360,11 +409,11 @@ def alerts_of(slices: Iterable[SliceNames], wording: SliceWording, *, dimension:
                         f"The {w.streams} of {where} reported by {{{{ $labels.job }}}} burn the error budget of the objective "
                         f'"{objective} of streams without {what} over {settings.SLO_PERIOD}" {{{{ $value | humanize }}}} times '
                         f"as fast as the objective allows{w.burn_note}: the alert fires at a burn rate "
-                        f"{spelled}, with at least {shown(w.min_volume, percent=False)} streams in the long window."
+                        f"{spelled}, with at least {shown(w.min_volume, percent=False)} streams in the long window.\n" + data_age(read, longest)
                     ),
                     probes=tuple(one.burn(b.long) for b in windows) + tuple(one.count(b.long) for b in windows),
                     labels={"dimension": dimension},
-                    dashboard_url=link,
+                    dashboard=link,
                 )
             )
     return alerts
@@ -389,7 +438,7 @@ PARTICIPANT_WORDING = SliceWording(
 
 def slice_alerts(dimension: str) -> list[Alert]:
     where = f"{dimension} {{{{ $labels.{dimension} }}}}"
-    link = dashboard_url(job=label("job"), **{dimension: label(dimension)}, breakdown=dimension)
+    link = dashboard_path(quality.UID, job=label("job"), **{dimension: label(dimension)}, breakdown=dimension)
     slices = [Slice(dimension, threshold) for threshold in QUALITY_THRESHOLDS]
     return alerts_of(slices, PARTICIPANT_WORDING, dimension=dimension, where=where, link=link)
 
@@ -575,7 +624,12 @@ def pull_alerts() -> list[Alert]:
 
 def main_alerts() -> list[Alert]:
     """The alerts of the main rules file: exporter health first (new ones join here), then account-wide quality."""
-    return exporter_alerts() + pull_alerts() + kinesis_alerts() + quality_alerts()
+    return health_alerts() + quality_alerts()
+
+
+def health_alerts() -> list[Alert]:
+    """The exporter's own health, whatever it receives: the webhook, pull mode, Kinesis mode."""
+    return exporter_alerts() + pull_alerts() + kinesis_alerts()
 
 
 def kinesis_alerts() -> list[Alert]:
@@ -627,13 +681,30 @@ def alert_names() -> list[str]:
     return list(dict.fromkeys(alert.name for alert in alerts()))
 
 
+HEALTH_GROUP = f"{PREFIX}.health"
+QUALITY_GROUP = f"{PREFIX}.quality"
+
+
+def alert_groups() -> dict[str, list[Alert]]:
+    """The alerts of each rule group holding any, by group name, in file order (the main file, then
+    the slices file); :mod:`dashboards.generate` lists each one's dashboard from here."""
+    return {
+        HEALTH_GROUP: health_alerts(),
+        QUALITY_GROUP: quality_alerts(),
+        **{f"{SLICE_GROUP_PREFIX}{dimension}": slice_alerts(dimension) for dimension in settings.SLICE_DIMENSIONS},
+    }
+
+
 def build() -> dict[str, Any]:
-    """The main rules file as a YAML-ready dict: thresholds, account-wide rules and alerts."""
+    """The main rules file as a YAML-ready dict: thresholds, account-wide recording rules, the
+    exporter's health alerts and the account-wide quality alerts, each a group (so that each is one
+    PrometheusRule of the Helm chart, named after it)."""
     return {
         "groups": [
             {"name": THRESHOLDS_GROUP, "rules": threshold_rules()},
             {"name": f"{PREFIX}.recording", "rules": recording_rules()},
-            {"name": f"{PREFIX}.alerts", "rules": [alert.rule() for alert in main_alerts()]},
+            {"name": HEALTH_GROUP, "rules": [alert.rule() for alert in health_alerts()]},
+            {"name": QUALITY_GROUP, "rules": [alert.rule() for alert in quality_alerts()]},
         ]
     }
 

@@ -12,9 +12,16 @@ from dataclasses import dataclass
 
 from exporter.config import PullSettings
 
-# Where each alert's runbook lives; an alert's runbook_url is RUNBOOK_BASE_URL/<AlertName>.md.
-# Point it at your fork (or an internal wiki mirror) before loading the rules.
-RUNBOOK_BASE_URL = "https://github.com/twilio-insights-exporter/twilio-insights-exporter/blob/main/docs/runbooks"
+# Where each alert's runbook is served; an alert's runbook_url is RUNBOOK_BASE_URL/<AlertName>.md.
+# Empty by default, and then the alerts carry no runbook_url: the project serves its runbooks
+# (docs/runbooks/<AlertName>.md) nowhere, and a link to an address that does not exist is worse
+# than none at 3 a.m. Set it to where you serve docs/runbooks/ (your fork, a wiki mirror) and
+# regenerate; the Helm chart sets it from prometheusRule.runbookBaseUrl.
+RUNBOOK_BASE_URL = ""
+
+# Twilio sends a summary up to about 30 minutes after its call or conference ended: every quality
+# panel and alert reads data at least that old, and says so (the "Data age" of each description).
+SUMMARY_DELAY = "30m"
 
 # `up` is the one series that exists when the exporter is down, and it carries only target labels,
 # so the "exporter down" alert needs to know the scrape job. The Helm chart's ServiceMonitor names
@@ -119,9 +126,11 @@ SLOW_BURN = (BurnWindows("1d", "2h", 0.10), BurnWindows("3d", "6h", 0.10))
 FAST_BURN_FOR = "2m"
 SLOW_BURN_FOR = "15m"
 
-# Where an alert's dashboard_url points: the quality dashboard (uid twilio-conference-quality),
-# filtered to the alert's slice. The Helm chart sets it from prometheusRule.grafanaUrl.
-GRAFANA_URL = "https://grafana.example.com"
+# Grafana's base URL, where an alert's dashboard_url points: the quality dashboard of its kind,
+# filtered to the alert's job and slice (dashboards/alert-links.yml lists each alert's view).
+# Empty by default, and then the alerts carry no dashboard_url, for the reason RUNBOOK_BASE_URL
+# gives; the Helm chart sets it from prometheusRule.grafanaUrl.
+GRAFANA_URL = ""
 
 # Kinesis consumer mode. A stream keeps records 24 hours by default (up to a year): a consumer
 # behind by more than KINESIS_LAG_SECONDS for KINESIS_LAGGING_FOR is not keeping up and will lose

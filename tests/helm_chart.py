@@ -7,8 +7,11 @@ helm-python-sdk binds Helm's Go SDK compiled into a shared library shipped insid
 from __future__ import annotations
 
 import functools
+import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import helm_python as helm
@@ -26,15 +29,32 @@ KUBE_VERSION = "1.35.0"
 helm.disable_logging()
 
 
+# Profiles the chart ships beside values.yaml, for `helm install -f <file>`: scenarios too.
+PROFILES = {"flex": CHART_DIR / "values-flex.yaml"}
+
+
 def scenario_names() -> list[str]:
-    """ "default" (the chart's own values) and every ``ci/*-values.yaml`` scenario."""
-    return ["default", *sorted(p.name.removesuffix("-values.yaml") for p in (CHART_DIR / "ci").glob("*-values.yaml"))]
+    """ "default" (the chart's own values), every ``ci/*-values.yaml`` scenario and every profile the chart ships."""
+    return ["default", *sorted(p.name.removesuffix("-values.yaml") for p in (CHART_DIR / "ci").glob("*-values.yaml")), *PROFILES]
 
 
 def scenario_values(name: str) -> dict[str, Any] | None:
     if name == "default":
         return None
-    return yaml.safe_load((CHART_DIR / "ci" / f"{name}-values.yaml").read_text())
+    path = PROFILES.get(name, CHART_DIR / "ci" / f"{name}-values.yaml")
+    values: dict[str, Any] = yaml.safe_load(path.read_text())
+    return values
+
+
+def sizing() -> ModuleType:
+    """helm/sizing.py, where the chart's resources come from (helm/ is not a package)."""
+    if "sizing" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("sizing", ROOT / "helm" / "sizing.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["sizing"] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["sizing"]
 
 
 @functools.cache
@@ -69,6 +89,10 @@ class Rendering:
         found = self.of_kind(kind)
         assert len(found) == 1, f"expected one {kind}, rendered {[m.name for m in found]}"
         return found[0].doc
+
+    def rule_groups(self) -> list[dict[str, Any]]:
+        """The rule groups of every PrometheusRule, in rendering order (one group an object)."""
+        return [group for rule in self.of_kind("PrometheusRule") for group in rule.doc["spec"]["groups"]]
 
     def kinds(self) -> list[str]:
         return sorted(m.kind for m in self.manifests)

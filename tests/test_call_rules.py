@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from dashboards import call_rules, generate, settings
+from dashboards import call_rules, generate, rules, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLS_FILE = ROOT / "rules" / call_rules.FILE
@@ -83,7 +83,7 @@ def test_call_unit_tests_fail_when_the_slices_are_not_grouped_by_edge(tmp_path: 
 
 def test_every_call_alert_names_its_runbook_and_links_the_calls_dashboard_filtered_to_its_slice() -> None:
     for alert in call_rules.alerts():
-        rule = alert.rule()
+        rule = alert.rule(rules.Links(runbook_base="https://wiki.example.org/runbooks", grafana="https://grafana.example.org"))
         assert (ROOT / "docs" / "runbooks" / f"{alert.name}.md").read_text() == call_rules.runbook_pages()[f"{alert.name}.md"]
         assert rule["annotations"]["runbook_url"].endswith(f"/{alert.name}.md")
         dimension = rule["labels"]["dimension"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dashboards import calls, generate, health, quality, settings
-from dashboards.promql import LABEL_VARIABLES, OBJECTIVE, QUALITY_THRESHOLDS
+from dashboards.promql import LABEL_VARIABLES, OBJECTIVE, PANEL_DATA_AGE, QUALITY_THRESHOLDS
 from exporter import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,10 +120,12 @@ def test_every_variable_a_query_uses_is_defined(uid):
     assert defined - {"datasource"} <= used
 
 
-def test_quality_dashboard_has_a_variable_for_datasource_target_and_each_common_label():
+def test_quality_dashboard_has_a_variable_for_datasource_target_queue_team_and_each_common_label():
     names = [variable["name"] for variable in load(quality.UID)["templating"]["list"]]
     assert names == ["datasource", "job", "instance", *LABEL_VARIABLES, "stat", "breakdown"]
     assert LABEL_VARIABLES == (
+        "task_queue",
+        "team",
         "call_type",
         "call_direction",
         "participant_region",
@@ -131,6 +133,32 @@ def test_quality_dashboard_has_a_variable_for_datasource_target_and_each_common_
         "country_code",
         "participant_label",
     )
+
+
+def test_every_participant_query_of_the_quality_dashboard_is_filtered_by_queue_and_team():
+    """The dashboard a Flex centre opens first: picking a queue or a team narrows every panel of
+    participant data (only the TaskRouter join's own counter, which has neither label, is not)."""
+    dashboard = load(quality.UID)
+    selectors = [
+        (panel["title"], found)
+        for panel, target in targets(dashboard)
+        for found in re.findall(r"(twilio_conference_participant\w*)\{([^}]*)\}", target["expr"])
+    ]
+    assert len(selectors) > 200
+    unfiltered = [
+        (title, name) for title, (name, matchers) in selectors if not {'task_queue=~"$task_queue"', 'team=~"$team"'} <= set(matchers.split(", "))
+    ]
+    assert unfiltered == []
+    variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+    assert variables["task_queue"]["allValue"] == variables["team"]["allValue"] == ".*"  # All keeps series without a queue
+
+
+@pytest.mark.parametrize("uid", [quality.UID, calls.UID])
+def test_every_panel_of_the_quality_dashboards_says_how_old_its_data_is(uid):
+    assert settings.SUMMARY_DELAY == "30m"
+    assert PANEL_DATA_AGE.startswith("Data age: Twilio sends a summary up to 30m after its call ends")
+    stale = [panel["title"] for panel in panels(load(uid)) if not panel["description"].endswith(f" {PANEL_DATA_AGE}")]
+    assert stale == []
 
 
 def test_every_distribution_of_a_quality_metric_shows_exemplars():

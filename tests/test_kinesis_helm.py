@@ -6,7 +6,7 @@ import helm_python as helm
 import pytest
 
 from exporter.config import load_config
-from tests.helm_chart import container_args, render
+from tests.helm_chart import FULLNAME, container_args, render
 
 ROLE = "arn:aws:iam::123456789012:role/twilio-insights-exporter"
 KINESIS = {
@@ -75,3 +75,52 @@ def test_kinesis_mode_runs_without_a_twilio_auth_token():
     assert env["TWILIO_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
     webhook_env = {var["name"]: var for var in render({"twilio": {"authToken": "t"}}).deployment_container()["env"]}
     assert "optional" not in webhook_env["TWILIO_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+
+
+# Everything that could show the webhook: a NetworkPolicy (its webhook rule), a GKE BackendConfig
+# (its health check of the webhook port), a LoadBalancer Service.
+WEBHOOK_EXTRAS = {
+    "networkPolicy": {"enabled": True},
+    "webhook": {"healthCheck": {"gkeBackendConfig": True}, "service": {"type": "LoadBalancer"}},
+}
+
+
+def test_kinesis_mode_renders_no_webhook_service_port_flag_policy_rule_or_check():
+    """The process listens for no webhook in Kinesis mode: nothing may point at one. The same values
+    without a stream render each of them, so each assertion can fail."""
+    for kinesis, expected in ((KINESIS, False), ({}, True)):
+        rendering = render({**WEBHOOK_EXTRAS, "kinesis": kinesis})
+        container = rendering.deployment_container()
+        script = rendering.one("Pod")["spec"]["containers"][0]["command"][2]
+        shown = {
+            "service": f"{FULLNAME}-webhook" in [service.name for service in rendering.of_kind("Service")],
+            "port": "webhook" in [port["name"] for port in container["ports"]],
+            "flags": any(arg.startswith("--webhook.") for arg in container["args"]),
+            "policy": any(rule["ports"][0]["port"] == "webhook" for rule in rendering.one("NetworkPolicy")["spec"]["ingress"]),
+            "backend config": bool(rendering.of_kind("BackendConfig")),
+            "helm test": f"{FULLNAME}-webhook:8080/events" in script,
+        }
+        assert shown == dict.fromkeys(shown, expected), kinesis
+        compile(script, "helm-test", "exec")
+    assert [service.name for service in render({"kinesis": KINESIS}).of_kind("Service")] == [f"{FULLNAME}-metrics"]
+
+
+def test_kinesis_mode_notes_name_the_stream_and_give_no_webhook_step():
+    notes = render({"kinesis": KINESIS}).notes
+    assert "1. Kinesis mode: the exporter reads the Event Streams Kinesis sink's stream twilio-events" in notes
+    for webhook_step in ("webhook URL", "webhook.publicUrl", f"{FULLNAME}-webhook", "sinks:create", "WARNING: no Twilio auth token"):
+        assert webhook_step not in notes, webhook_step
+    assert "1. The webhook URL to give Twilio" in render({}).notes
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"ingress": {"enabled": True, "hosts": ["hooks.example.com"]}}, "ingress.enabled"),
+        ({"httpRoute": {"enabled": True, "parentRefs": [{"name": "public"}]}}, "httpRoute.enabled"),
+    ],
+)
+def test_kinesis_mode_refuses_to_expose_a_webhook_it_does_not_have(values, key):
+    with pytest.raises(helm.HelmRenderError) as failed:
+        render({"kinesis": KINESIS, **values})
+    assert f"{key}: Kinesis mode (kinesis.streamName) has no webhook to expose" in str(failed.value)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from dashboards import call_rules, docs, generate, rules, runbooks, settings
+from dashboards.promql import seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_FILE = ROOT / "rules" / "twilio-insights-exporter.rules.yml"
@@ -19,6 +20,7 @@ CALLS_FILE = ROOT / "rules" / call_rules.FILE
 RULES_FILES = (RULES_FILE, SLICES_FILE, CALLS_FILE)
 UNIT_TESTS = sorted((ROOT / "rules" / "tests").glob("*.test.yml"))
 SLICE_TESTS = ROOT / "rules" / "tests" / "slices.test.yml"
+LINKS_FILE = ROOT / "dashboards" / "alert-links.yml"
 PROMTOOL = shutil.which("promtool") or "promtool"
 
 
@@ -151,16 +153,64 @@ def all_alert_rules() -> list[dict]:
     return [rule for path in RULES_FILES for group in groups(path).values() for rule in group if "alert" in rule]
 
 
-def test_every_alert_has_summary_description_and_an_existing_runbook():
+def test_every_alert_has_summary_description_and_an_existing_runbook_and_no_link_by_default():
+    """The project serves neither its runbooks nor a Grafana: with no base set (the default), an alert
+    carries no runbook_url and no dashboard_url, never a link to an address that does not exist."""
     alerts = all_alert_rules()
     assert [rule["alert"] for rule in alerts] == [alert.name for alert in rules.alerts() + call_rules.alerts()]
+    assert (settings.RUNBOOK_BASE_URL, settings.GRAFANA_URL) == ("", "")
     for rule in alerts:
-        annotations = rule["annotations"]
-        quality = rule["alert"].startswith(("TwilioConference", "TwilioCall"))
-        assert set(annotations) == {"summary", "description", "runbook_url"} | ({"dashboard_url"} if quality else set())
-        runbook = annotations["runbook_url"].removeprefix(rules.settings.RUNBOOK_BASE_URL + "/")
-        assert (ROOT / "docs" / "runbooks" / runbook).is_file(), rule["alert"]
+        assert set(rule["annotations"]) == {"summary", "description"}, rule["alert"]
+        assert (ROOT / "docs" / "runbooks" / f"{rule['alert']}.md").is_file(), rule["alert"]
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+
+
+def test_with_their_bases_set_every_alert_links_its_runbook_and_every_quality_alert_its_dashboard():
+    links = rules.Links(runbook_base="https://wiki.example.org/runbooks/", grafana="https://grafana.example.org/")
+    for alert in rules.alerts() + call_rules.alerts():
+        annotations = alert.rule(links)["annotations"]
+        assert annotations["runbook_url"] == f"https://wiki.example.org/runbooks/{alert.name}.md"
+        quality = alert.name.startswith(("TwilioConference", "TwilioCall"))
+        assert ("dashboard_url" in annotations) is quality, alert.name
+        if quality:
+            uid = call_rules.UID if alert.name.startswith("TwilioCall") else "twilio-conference-quality"
+            assert annotations["dashboard_url"].startswith(f"https://grafana.example.org/d/{uid}?var-job={{{{ $labels.job | urlquery }}}}")
+
+
+def test_the_alert_links_file_lists_each_quality_alerts_dashboard_view_by_group():
+    """What the Helm chart prefixes with prometheusRule.grafanaUrl: generated, and one entry for
+    each alert that has a dashboard, under the group that holds it."""
+    assert LINKS_FILE.read_text(encoding="utf-8") == generate.render()[LINKS_FILE], "run `python -m dashboards.generate`"
+    views = yaml.safe_load(LINKS_FILE.read_text())["groups"]
+    expected = {
+        (name, rule["alert"])
+        for path in RULES_FILES
+        for name, group in groups(path).items()
+        for rule in group
+        if rule.get("alert", "").startswith(("TwilioConference", "TwilioCall"))
+    }
+    assert {(group, alert) for group, alerts in views.items() for alert in alerts} == expected
+    assert all(view.startswith("/d/") for alerts in views.values() for view in alerts.values())
+
+
+def test_every_quality_alert_says_how_old_its_data_is_from_the_windows_it_reads():
+    """The description's last line: Twilio's delay, the windows the expression reads, and their sum."""
+    delay = seconds(settings.SUMMARY_DELAY)
+    quality = [rule for rule in all_alert_rules() if rule["alert"].startswith(("TwilioConference", "TwilioCall"))]
+    assert len(quality) == len(rules.alerts()) + len(call_rules.alerts()) - len(rules.health_alerts())
+    for rule in quality:
+        line = rule["annotations"]["description"].split("\n")[-1]
+        match = re.fullmatch(
+            rf"Data age: Twilio sends a summary up to {settings.SUMMARY_DELAY} after its call ends and this alert reads the last (.+): "
+            r"each evaluation speaks of calls that ended up to (\w+) earlier, and it fires once that held its `for`\.",
+            line,
+        )
+        assert match, (rule["alert"], line)
+        said = set(re.findall(r"\d+[smhd]", match.group(1)))
+        read = set(re.findall(r":(?:ratio_rate|increase)(\d+[smhd])", rule["expr"]))
+        assert said == read, rule["alert"]
+        assert match.group(2) == rules.compact(delay + max(seconds(w) for w in read)), rule["alert"]
+    assert not any("Data age" in rule["annotations"]["description"] for rule in all_alert_rules() if rule not in quality)
 
 
 def test_quality_shares_use_the_bucket_at_twilios_threshold():
@@ -243,8 +293,9 @@ def test_each_slice_alert_carries_names_and_links_its_slice(dimension):
         # The dimension's label comes from the expression: every series it reads is grouped by it.
         assert f"by (job, {dimension})" not in rule["expr"] and rule["expr"].count(f"job_{dimension}:") >= 2
         assert f"{dimension} {{{{ $labels.{dimension} }}}}" in rule["annotations"]["summary"]
-        url = rule["annotations"]["dashboard_url"]
-        assert url.startswith(f"{settings.GRAFANA_URL}/d/twilio-conference-quality?")
+    for alert in rules.slice_alerts(dimension):
+        url = alert.dashboard
+        assert url.startswith("/d/twilio-conference-quality?")
         assert f"var-{dimension}={{{{ $labels.{dimension} | urlquery }}}}" in url and f"var-breakdown={dimension}" in url
 
 
@@ -316,10 +367,10 @@ def chart_values() -> dict:
 
 
 def rendered_groups(**values) -> dict[str, dict]:
+    """The rule groups of every PrometheusRule the chart renders with these prometheusRule values."""
     from tests.helm_chart import render
 
-    rule = render({"prometheusRule": {"enabled": True, **values}}).one("PrometheusRule")
-    return {group["name"]: group for group in rule["spec"]["groups"]}
+    return {group["name"]: group for group in render({"prometheusRule": {"enabled": True, **values}}).rule_groups()}
 
 
 def camel(key: str) -> str:
@@ -332,7 +383,7 @@ def test_chart_values_default_to_the_generators_settings():
     """values.yaml states the defaults for `helm show values`; they must be the generated ones."""
     values = chart_values()
     assert values["health"] == {camel(key): value for key, value in rules.HEALTH_THRESHOLDS.items()}
-    assert values["runbookBaseUrl"] == settings.RUNBOOK_BASE_URL
+    assert values["runbookBaseUrl"] == settings.RUNBOOK_BASE_URL == ""
     assert values["for"] == {alert.name: alert.duration for alert in rules.main_alerts() if alert.name.startswith("TwilioInsights")}
     assert tuple(values["sliceDimensions"]) == settings.SLICE_DIMENSIONS
     assert values["thresholds"] == {
@@ -340,7 +391,7 @@ def test_chart_values_default_to_the_generators_settings():
         "minStreams": settings.QUALITY_MIN_STREAMS,
         "sloObjectives": settings.SLO_OBJECTIVES,
     }
-    assert values["grafanaUrl"] == settings.GRAFANA_URL
+    assert values["grafanaUrl"] == settings.GRAFANA_URL == ""
     assert tuple(values["callSliceDimensions"]) == settings.CALL_SLICE_DIMENSIONS
     assert values["callThresholds"] == {
         "alertShare": settings.QUALITY_ALERT_SHARE,
@@ -369,6 +420,24 @@ def test_chart_sets_the_call_threshold_series_and_keeps_only_the_chosen_call_sli
 def test_chart_renders_the_rules_files_unchanged_with_its_default_values():
     expected = [group for path in RULES_FILES for group in yaml.safe_load(path.read_text())["groups"]]
     assert sorted(rendered_groups().values(), key=lambda g: g["name"]) == sorted(expected, key=lambda g: g["name"])
+
+
+def test_chart_renders_no_link_by_default_and_exactly_the_generators_links_once_their_bases_are_set():
+    def annotations(rendered: dict[str, dict]) -> dict[tuple[str, str], dict]:
+        return {(name, rule["alert"]): rule["annotations"] for name, group in rendered.items() for rule in group["rules"] if "alert" in rule}
+
+    default = annotations(rendered_groups())
+    assert len(default) == len(rules.alerts() + call_rules.alerts())
+    assert [key for key, found in default.items() if {"runbook_url", "dashboard_url"} & set(found)] == []
+    links = rules.Links(runbook_base="https://wiki.example.org/runbooks", grafana="https://grafana.example.org")
+    by_group = rules.alert_groups() | call_rules.alert_groups()
+    for values, expected in (
+        ({"runbookBaseUrl": links.runbook_base, "grafanaUrl": links.grafana}, links),
+        ({"grafanaUrl": links.grafana + "/"}, rules.Links(runbook_base="", grafana=links.grafana)),
+    ):
+        assert annotations(rendered_groups(**values)) == {
+            (name, alert.name): alert.rule(expected)["annotations"] for name, alerts in by_group.items() for alert in alerts
+        }, values
 
 
 def test_chart_keeps_only_the_slice_groups_of_the_chosen_dimensions():

@@ -34,7 +34,7 @@ Create chart name and version as used by the chart label.
 {{/*
 Common labels
 */}}
-{{- define "twilio-insights-exporter.record.labels" -}}
+{{- define "twilio-insights-exporter.labels" -}}
 helm.sh/chart: {{ include "twilio-insights-exporter.chart" . }}
 {{ include "twilio-insights-exporter.selectorLabels" . }}
 {{- if .Chart.AppVersion }}
@@ -90,6 +90,15 @@ Name of the Secret holding the Twilio credentials: the user's, or the one the ch
 
 {{- define "twilio-insights-exporter.metricsServiceName" -}}
 {{- printf "%s-metrics" (include "twilio-insights-exporter.fullname" .) }}
+{{- end }}
+
+{{/*
+"true" when the process listens for webhooks: always, but in Kinesis mode (kinesis.streamName),
+where it reads the stream instead (--no-webhook.enabled) and nothing of the webhook is rendered:
+no Service, no container port, no Ingress or HTTPRoute, no webhook step in the NOTES.
+*/}}
+{{- define "twilio-insights-exporter.webhookEnabled" -}}
+{{- if not .Values.kinesis.streamName }}true{{ end -}}
 {{- end }}
 
 {{- define "twilio-insights-exporter.webhookServiceName" -}}
