@@ -47,7 +47,7 @@ def serve(variant: str, report: Path, argv: list[str]) -> None:
     from exporter.config import load_config
     from exporter.doors.webhook import handler as webhook
     from exporter.doors.webhook import verify
-    from exporter.record.recorder import Recorder
+    from exporter.subjects.participant import ParticipantRecorder as Recorder
 
     counters = {"requests": 0, "handler_ns": 0, "gc_ns": 0, "gc_collections": 0}
     handle = webhook._handle

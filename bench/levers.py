@@ -56,8 +56,9 @@ from pydantic import TypeAdapter
 from exporter import synthetic
 from exporter.metrics import Source
 from exporter.models import CloudEvent, ParticipantSummary, loads
-from exporter.record.recorder import Recorder, _exemplar
 from exporter.subjects import PARTICIPANT
+from exporter.subjects.participant import ParticipantRecorder as Recorder
+from exporter.subjects.participant import exemplar as _exemplar
 
 from . import workload
 from .httpbench import CONNECTIONS

@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from exporter import metrics as m
+from exporter.subjects import call as call_subject
+from exporter.subjects import thresholds
 
 from . import settings
 from .promql import QualityThreshold, burn_factor
@@ -29,41 +30,49 @@ UID = "twilio-call-quality"
 FILE = "twilio-insights-exporter-calls.rules.yml"
 THRESHOLDS_GROUP = f"{PREFIX}.call.thresholds"
 SLICE_GROUP_PREFIX = f"{PREFIX}.call.slice."
-ALERT_SHARE = f"{m.CALL}:alert_share:threshold"
-MIN_OBSERVATIONS = f"{m.CALL}:alert_min_streams:threshold"
-OBJECTIVE = f"{m.CALL}:slo_objective:ratio"
+ALERT_SHARE = f"{call_subject.PREFIX}:alert_share:threshold"
+MIN_OBSERVATIONS = f"{call_subject.PREFIX}:alert_min_streams:threshold"
+OBJECTIVE = f"{call_subject.PREFIX}:slo_objective:ratio"
 
 # The call signals: Twilio's thresholds where Voice Insights documents one (MOS, jitter, loss, as
 # for participants), the Voice SDK's high-rtt warning for the round trip. Each is a bucket edge.
-MOS = QualityThreshold("mos", "low_mos", m.CALL_MOS, m.MOS_THRESHOLD, True, f"MOS ≤ {m.MOS_THRESHOLD:g}", ('stat="avg"',))
+MOS = QualityThreshold(
+    "mos", "low_mos", call_subject.CALL_MOS, thresholds.MOS_THRESHOLD, True, f"MOS ≤ {thresholds.MOS_THRESHOLD:g}", ('stat="avg"',)
+)
 JITTER = QualityThreshold(
     "jitter",
     "high_jitter",
-    m.CALL_JITTER,
-    m.JITTER_AVG_THRESHOLD_SECONDS,
+    call_subject.CALL_JITTER,
+    thresholds.JITTER_AVG_THRESHOLD_SECONDS,
     False,
-    f"Average jitter ≥ {m.JITTER_AVG_THRESHOLD_SECONDS * 1000:g} ms",
+    f"Average jitter ≥ {thresholds.JITTER_AVG_THRESHOLD_SECONDS * 1000:g} ms",
     ('stat="avg"',),
 )
 PACKET_LOSS = QualityThreshold(
     "packet_loss",
     "high_packet_loss",
-    m.CALL_PACKET_LOSS,
-    m.PACKET_LOSS_THRESHOLD_RATIO,
+    call_subject.CALL_PACKET_LOSS,
+    thresholds.PACKET_LOSS_THRESHOLD_RATIO,
     False,
-    f"Packet loss ≥ {m.PACKET_LOSS_THRESHOLD_RATIO * 100:g} %",
+    f"Packet loss ≥ {thresholds.PACKET_LOSS_THRESHOLD_RATIO * 100:g} %",
 )
 RTT = QualityThreshold(
-    "rtt", "high_rtt", m.CALL_RTT, m.RTT_THRESHOLD_SECONDS, False, f"Average round trip ≥ {m.RTT_THRESHOLD_SECONDS * 1000:g} ms", ('stat="avg"',)
+    "rtt",
+    "high_rtt",
+    call_subject.CALL_RTT,
+    thresholds.RTT_THRESHOLD_SECONDS,
+    False,
+    f"Average round trip ≥ {thresholds.RTT_THRESHOLD_SECONDS * 1000:g} ms",
+    ('stat="avg"',),
 )
 SIGNALS = (MOS, JITTER, PACKET_LOSS, RTT)
 
 NAMES = {"mos": "LowMOS", "jitter": "HighJitter", "packet_loss": "HighPacketLoss", "rtt": "HighRTT"}
 WHAT = {
-    "mos": f"MOS at or below {m.MOS_THRESHOLD:g}",
-    "jitter": f"average jitter above {m.JITTER_AVG_THRESHOLD_SECONDS * 1000:g} ms",
-    "packet_loss": f"packet loss above {m.PACKET_LOSS_THRESHOLD_RATIO * 100:g} %",
-    "rtt": f"average round-trip time above {m.RTT_THRESHOLD_SECONDS * 1000:g} ms",
+    "mos": f"MOS at or below {thresholds.MOS_THRESHOLD:g}",
+    "jitter": f"average jitter above {thresholds.JITTER_AVG_THRESHOLD_SECONDS * 1000:g} ms",
+    "packet_loss": f"packet loss above {thresholds.PACKET_LOSS_THRESHOLD_RATIO * 100:g} %",
+    "rtt": f"average round-trip time above {thresholds.RTT_THRESHOLD_SECONDS * 1000:g} ms",
 }
 BUDGET_NAME = {"mos": "low-MOS", "jitter": "high-jitter", "packet_loss": "packet-loss", "rtt": "high-RTT"}
 GROUP_BY_EDGE = ("job", "edge")
@@ -85,13 +94,13 @@ class CallSlice:
         return (*GROUP_BY_EDGE, self.dimension)
 
     def bad_rate(self) -> str:
-        return f"{self.level}:{m.CALL}_{self.threshold.tag}:rate{BASE_WINDOW}"
+        return f"{self.level}:{call_subject.PREFIX}_{self.threshold.tag}:rate{BASE_WINDOW}"
 
     def total_rate(self) -> str:
         return f"{self.level}:{self.threshold.count_name}:rate{BASE_WINDOW}"
 
     def ratio(self, window: str) -> str:
-        return f"{self.level}:{m.CALL}_{self.threshold.tag}:ratio_rate{window}"
+        return f"{self.level}:{call_subject.PREFIX}_{self.threshold.tag}:ratio_rate{window}"
 
     def count(self, window: str) -> str:
         return f"{self.level}:{self.threshold.count_name}:increase{window}"

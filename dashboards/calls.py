@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter import metrics as m
 from exporter.record.labels import CALL_COMMON_LABELS
+from exporter.subjects import call as call_subject
+from exporter.subjects import conference as conference_subject
 
 from . import call_rules, settings
 from .grafana import (
@@ -57,8 +58,8 @@ def per_minute(metric: str, group: tuple[str, ...] = (), filters: tuple[str, ...
 
 def calls_share(matcher: str, group: tuple[str, ...] = (), window: str = RATE) -> str:
     """Share of calls whose summary matches ``matcher``, per ``group``."""
-    total = f"sum{by(group)}(rate({m.CALL_SUMMARIES}_total{sel()}[{window}]))"
-    return f"sum{by(group)}(rate({m.CALL_SUMMARIES}_total{sel(matcher)}[{window}])) / {total}"
+    total = f"sum{by(group)}(rate({call_subject.CALL_SUMMARIES}_total{sel()}[{window}]))"
+    return f"sum{by(group)}(rate({call_subject.CALL_SUMMARIES}_total{sel(matcher)}[{window}])) / {total}"
 
 
 def overview() -> Section:
@@ -67,7 +68,7 @@ def overview() -> Section:
             stat(
                 "Calls",
                 "Calls recorded in the selected time range (one complete Call Summary each).",
-                query(f"sum(increase({m.CALL_SUMMARIES}_total{sel()}[{RANGE}]))", instant=True),
+                query(f"sum(increase({call_subject.CALL_SUMMARIES}_total{sel()}[{RANGE}]))", instant=True),
                 "short",
                 thresholds((None, "blue")),
                 decimals=0,
@@ -127,8 +128,8 @@ def per_edge() -> Section:
                 "RTP packets lost over packets received (inbound) or sent (outbound), summed over calls.",
                 [
                     query(
-                        f"sum by (edge, stream) (rate({m.CALL_PACKETS_LOST}_total{selector(*EDGE_FILTERS)}[{RATE}])) / "
-                        f"sum by (edge, stream) (rate({m.CALL_PACKETS}_total{selector(*EDGE_FILTERS)}[{RATE}]))",
+                        f"sum by (edge, stream) (rate({call_subject.CALL_PACKETS_LOST}_total{selector(*EDGE_FILTERS)}[{RATE}])) / "
+                        f"sum by (edge, stream) (rate({call_subject.CALL_PACKETS}_total{selector(*EDGE_FILTERS)}[{RATE}]))",
                         "{{edge}} {{stream}}",
                     )
                 ],
@@ -142,7 +143,7 @@ def per_edge() -> Section:
             timeseries(
                 "Codecs by edge",
                 "Calls' media streams per minute by codec, per edge and direction.",
-                [query(per_minute(m.CALL_CODECS, ("edge", "stream", "codec"), EDGE_FILTERS), "{{edge}} {{stream}} {{codec}}")],
+                [query(per_minute(call_subject.CALL_CODECS, ("edge", "stream", "codec"), EDGE_FILTERS), "{{edge}} {{stream}} {{codec}}")],
                 "cpm",
                 stack=True,
             ),
@@ -158,7 +159,7 @@ def breakdown() -> Section:
             timeseries(
                 "Calls per minute by $breakdown",
                 "Calls recorded per minute, by the label chosen in the `breakdown` variable (carrier, country_code, edge_location, ...).",
-                [query(per_minute(m.CALL_SUMMARIES, BREAKDOWN))],
+                [query(per_minute(call_subject.CALL_SUMMARIES, BREAKDOWN))],
                 "cpm",
                 stack=True,
             )
@@ -230,9 +231,9 @@ def where_is_it_worse() -> Section:
 def distributions() -> Section:
     cells = []
     for metric, title, unit, stat_value, percentiles in (
-        (m.CALL_MOS, "MOS (Voice SDK)", "none", "avg", (0.05, 0.25, 0.5)),
-        (m.CALL_JITTER, "Average jitter", "s", "avg", (0.5, 0.9, 0.99)),
-        (m.CALL_RTT, "Average round trip (Voice SDK)", "s", "avg", (0.5, 0.9, 0.99)),
+        (call_subject.CALL_MOS, "MOS (Voice SDK)", "none", "avg", (0.05, 0.25, 0.5)),
+        (call_subject.CALL_JITTER, "Average jitter", "s", "avg", (0.5, 0.9, 0.99)),
+        (call_subject.CALL_RTT, "Average round trip (Voice SDK)", "s", "avg", (0.5, 0.9, 0.99)),
     ):
         matchers = (*EDGE_FILTERS, f'stat="{stat_value}"')
         cells += [
@@ -271,7 +272,7 @@ def delay_and_duration() -> Section:
             heatmap(
                 "Post-dial delay",
                 "Distribution of the post-dial delay (dialling to the far end ringing). Exemplar dots lead to the call.",
-                query(f"sum by (le) (rate({m.CALL_POST_DIAL_DELAY}_bucket{sel()}[{RATE}]))", "{{le}}", exemplar=True, heatmap=True),
+                query(f"sum by (le) (rate({call_subject.CALL_POST_DIAL_DELAY}_bucket{sel()}[{RATE}]))", "{{le}}", exemplar=True, heatmap=True),
                 "s",
             ),
             8,
@@ -280,7 +281,7 @@ def delay_and_duration() -> Section:
             timeseries(
                 "Post-dial delay p90 by $breakdown",
                 "The 90th percentile of the post-dial delay by the chosen label (carrier and country are where it usually differs).",
-                [query(f"histogram_quantile(0.9, sum by (le, $breakdown) (rate({m.CALL_POST_DIAL_DELAY}_bucket{sel()}[{RATE}])))")],
+                [query(f"histogram_quantile(0.9, sum by (le, $breakdown) (rate({call_subject.CALL_POST_DIAL_DELAY}_bucket{sel()}[{RATE}])))")],
                 "s",
             ),
             8,
@@ -291,7 +292,7 @@ def delay_and_duration() -> Section:
                 "Median and 90th percentile of the connect duration (answer to hang-up) and of the time queued at Twilio.",
                 [
                     query(f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{sel()}[{RATE}])))", f"{name} p{q * 100:g}")
-                    for metric, name in ((m.CALL_DURATION, "duration"), (m.CALL_QUEUE_TIME, "queue"))
+                    for metric, name in ((call_subject.CALL_DURATION, "duration"), (call_subject.CALL_QUEUE_TIME, "queue"))
                     for q in (0.5, 0.9)
                 ],
                 "s",
@@ -310,7 +311,7 @@ def outcomes() -> Section:
                 timeseries(
                     "Calls per minute by status",
                     "Calls by their final call_state: completed, busy, fail, noanswer, canceled, ...",
-                    [query(per_minute(m.CALL_SUMMARIES, ("call_status",)), "{{call_status}}")],
+                    [query(per_minute(call_subject.CALL_SUMMARIES, ("call_status",)), "{{call_status}}")],
                     "cpm",
                     stack=True,
                 ),
@@ -320,7 +321,7 @@ def outcomes() -> Section:
                 timeseries(
                     "Last SIP response class",
                     "Calls per minute by the class of their last SIP response (4xx, 5xx, 6xx are failures at the far end or on the way).",
-                    [query(per_minute(m.CALL_SIP_RESPONSES, ("sip_response_class",)), "{{sip_response_class}}")],
+                    [query(per_minute(call_subject.CALL_SIP_RESPONSES, ("sip_response_class",)), "{{sip_response_class}}")],
                     "cpm",
                     stack=True,
                 ),
@@ -330,7 +331,7 @@ def outcomes() -> Section:
                 timeseries(
                     "Who hung up",
                     "Calls per minute by who disconnected (caller, callee, ...).",
-                    [query(per_minute(m.CALL_DISCONNECTS, ("disconnected_by",)), "{{disconnected_by}}")],
+                    [query(per_minute(call_subject.CALL_DISCONNECTS, ("disconnected_by",)), "{{disconnected_by}}")],
                     "cpm",
                     stack=True,
                 ),
@@ -340,7 +341,7 @@ def outcomes() -> Section:
                 timeseries(
                     "Answered by",
                     "Calls per minute by who answered, as answering machine detection decided (only calls that asked for it).",
-                    [query(per_minute(m.CALL_ANSWERED_BY, ("answered_by",)), "{{answered_by}}")],
+                    [query(per_minute(call_subject.CALL_ANSWERED_BY, ("answered_by",)), "{{answered_by}}")],
                     "cpm",
                     stack=True,
                 ),
@@ -350,7 +351,7 @@ def outcomes() -> Section:
                 timeseries(
                     "Call tags per minute",
                     "Voice Insights tags of calls (high_pdd, high_jitter, high_packet_loss, silence, ...).",
-                    [query(per_minute(m.CALL_TAGS, ("tag",)), "{{tag}}")],
+                    [query(per_minute(call_subject.CALL_TAGS, ("tag",)), "{{tag}}")],
                     "cpm",
                     stack=True,
                 ),
@@ -369,7 +370,7 @@ def conferences() -> Section:
                 timeseries(
                     "Conferences per minute by end reason",
                     "Conferences ended per minute (one final Conference Summary each), by why they ended.",
-                    [query(per_minute(m.CONFERENCE_SUMMARIES, ("end_reason",), TARGET_FILTERS), "{{end_reason}}")],
+                    [query(per_minute(conference_subject.CONFERENCE_SUMMARIES, ("end_reason",), TARGET_FILTERS), "{{end_reason}}")],
                     "cpm",
                     stack=True,
                 ),
@@ -379,7 +380,12 @@ def conferences() -> Section:
                 timeseries(
                     "Conferences per minute by status and processing state",
                     "`not_started` conferences never had two participants; `timeout` summaries may lack data.",
-                    [query(per_minute(m.CONFERENCE_SUMMARIES, ("status", "processing_state"), TARGET_FILTERS), "{{status}} / {{processing_state}}")],
+                    [
+                        query(
+                            per_minute(conference_subject.CONFERENCE_SUMMARIES, ("status", "processing_state"), TARGET_FILTERS),
+                            "{{status}} / {{processing_state}}",
+                        )
+                    ],
                     "cpm",
                     stack=True,
                 ),
@@ -391,7 +397,7 @@ def conferences() -> Section:
                     "Median and 90th percentile of how long conferences lasted, by mixer region.",
                     [
                         query(
-                            f"histogram_quantile({q}, sum by (le, mixer_region) (rate({m.CONFERENCE_DURATION}_bucket{target}[{RATE}])))",
+                            f"histogram_quantile({q}, sum by (le, mixer_region) (rate({conference_subject.CONFERENCE_DURATION}_bucket{target}[{RATE}])))",
                             f"p{q * 100:g} {{{{mixer_region}}}}",
                             exemplar=True,
                         )
@@ -406,7 +412,10 @@ def conferences() -> Section:
                     "Participants at once",
                     "Median and 90th percentile of the most participants a conference had at once.",
                     [
-                        query(f"histogram_quantile({q}, sum by (le) (rate({m.CONFERENCE_CONCURRENT}_bucket{target}[{RATE}])))", f"p{q * 100:g}")
+                        query(
+                            f"histogram_quantile({q}, sum by (le) (rate({conference_subject.CONFERENCE_CONCURRENT}_bucket{target}[{RATE}])))",
+                            f"p{q * 100:g}",
+                        )
                         for q in (0.5, 0.9)
                     ],
                     "short",
@@ -419,8 +428,8 @@ def conferences() -> Section:
                     "Issues Voice Insights detected per conference: call_quality, region_configuration, participant_behavior.",
                     [
                         query(
-                            f"sum by (category) (rate({m.CONFERENCE_ISSUES}_total{target}[{RATE}])) / on () group_left () "
-                            f"sum(rate({m.CONFERENCE_SUMMARIES}_total{target}[{RATE}]))",
+                            f"sum by (category) (rate({conference_subject.CONFERENCE_ISSUES}_total{target}[{RATE}])) / on () group_left () "
+                            f"sum(rate({conference_subject.CONFERENCE_SUMMARIES}_total{target}[{RATE}]))",
                             "{{category}}",
                         )
                     ],
@@ -432,7 +441,7 @@ def conferences() -> Section:
                 timeseries(
                     "Conference tags per minute",
                     "Voice Insights tags of conferences (quality_warnings, start_failure, region_configuration_issues, ...).",
-                    [query(per_minute(m.CONFERENCE_TAGS, ("tag",), TARGET_FILTERS), "{{tag}}")],
+                    [query(per_minute(conference_subject.CONFERENCE_TAGS, ("tag",), TARGET_FILTERS), "{{tag}}")],
                     "cpm",
                     stack=True,
                 ),
@@ -443,7 +452,7 @@ def conferences() -> Section:
 
 
 def variables() -> list[dict[str, Any]]:
-    found_in = f"{m.CALL_SUMMARIES}_total"
+    found_in = f"{call_subject.CALL_SUMMARIES}_total"
     result = [
         datasource_variable(),
         query_variable("job", f"label_values({found_in}, job)"),
@@ -454,7 +463,7 @@ def variables() -> list[dict[str, Any]]:
         for name in CALL_COMMON_LABELS
     ]
     result += [
-        query_variable("edge", f'label_values({m.CALL_PACKETS}_total{{job=~"$job", instance=~"$instance"}}, edge)', label="edge"),
+        query_variable("edge", f'label_values({call_subject.CALL_PACKETS}_total{{job=~"$job", instance=~"$instance"}}, edge)', label="edge"),
         custom_variable("breakdown", CALL_COMMON_LABELS, label="breakdown", description="The label the breakdown panels split by."),
     ]
     return result

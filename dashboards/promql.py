@@ -12,16 +12,17 @@ from dataclasses import dataclass, field
 
 from prometheus_client.utils import floatToGoString
 
-from exporter import metrics as m
 from exporter.record.labels import COMMON_LABELS, JOIN_LABELS
+from exporter.subjects import participant as participant_subject
+from exporter.subjects import thresholds
 
 from . import settings
 
 # The alert thresholds as series, recorded by the rules (one place to change them without
 # regenerating; the quality dashboard's error-budget row reads the objectives from there too).
-ALERT_SHARE = f"{m.PARTICIPANT}:alert_share:threshold"
-MIN_STREAMS = f"{m.PARTICIPANT}:alert_min_streams:threshold"
-OBJECTIVE = f"{m.PARTICIPANT}:slo_objective:ratio"
+ALERT_SHARE = f"{participant_subject.PREFIX}:alert_share:threshold"
+MIN_STREAMS = f"{participant_subject.PREFIX}:alert_min_streams:threshold"
+OBJECTIVE = f"{participant_subject.PREFIX}:slo_objective:ratio"
 
 # Template variables of the quality dashboard: scrape target first, then the TaskRouter join's
 # queue and team, then each common label.
@@ -137,26 +138,31 @@ class QualityThreshold:
         return f"sum{by(group)}(increase({self.metric}_count{selector(*matchers, *self.matchers)}[{window}]))"
 
 
-MOS = QualityThreshold("mos", "low_mos", m.MOS, m.MOS_THRESHOLD, True, f"MOS ≤ {m.MOS_THRESHOLD:g}")
+MOS = QualityThreshold("mos", "low_mos", participant_subject.MOS, thresholds.MOS_THRESHOLD, True, f"MOS ≤ {thresholds.MOS_THRESHOLD:g}")
 JITTER = QualityThreshold(
     "jitter",
     "high_jitter",
-    m.JITTER,
-    m.JITTER_AVG_THRESHOLD_SECONDS,
+    participant_subject.JITTER,
+    thresholds.JITTER_AVG_THRESHOLD_SECONDS,
     False,
-    f"Average jitter ≥ {m.JITTER_AVG_THRESHOLD_SECONDS * 1000:g} ms",
+    f"Average jitter ≥ {thresholds.JITTER_AVG_THRESHOLD_SECONDS * 1000:g} ms",
     ('stat="avg"',),
 )
 LATENCY = QualityThreshold(
     "latency",
     "high_latency",
-    m.LATENCY,
-    m.LATENCY_AVG_THRESHOLD_SECONDS,
+    participant_subject.LATENCY,
+    thresholds.LATENCY_AVG_THRESHOLD_SECONDS,
     False,
-    f"Average latency ≥ {m.LATENCY_AVG_THRESHOLD_SECONDS * 1000:g} ms",
+    f"Average latency ≥ {thresholds.LATENCY_AVG_THRESHOLD_SECONDS * 1000:g} ms",
     ('stat="avg"',),
 )
 PACKET_LOSS = QualityThreshold(
-    "packet_loss", "high_packet_loss", m.PACKET_LOSS, m.PACKET_LOSS_THRESHOLD_RATIO, False, f"Packet loss ≥ {m.PACKET_LOSS_THRESHOLD_RATIO * 100:g} %"
+    "packet_loss",
+    "high_packet_loss",
+    participant_subject.PACKET_LOSS,
+    thresholds.PACKET_LOSS_THRESHOLD_RATIO,
+    False,
+    f"Packet loss ≥ {thresholds.PACKET_LOSS_THRESHOLD_RATIO * 100:g} %",
 )
 QUALITY_THRESHOLDS = (MOS, JITTER, LATENCY, PACKET_LOSS)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter import metrics as m
 from exporter.join import JOIN_TOTAL
 from exporter.record.labels import JOIN_LABELS
+from exporter.subjects import participant as participant_subject
+from exporter.subjects import thresholds as twilio_thresholds
 
 from . import settings
 from .grafana import (
@@ -53,14 +54,29 @@ BREAKDOWN = ("$breakdown",)
 SILENT = 'tag="silent"'
 
 # "Has at least one quality warning": the per-participant issue count is above its 0 bucket.
-WARNED = QualityThreshold("quality_issues", "quality_warning", m.QUALITY_ISSUES, 0.0, False, "With a quality warning")
+WARNED = QualityThreshold("quality_issues", "quality_warning", participant_subject.QUALITY_ISSUES, 0.0, False, "With a quality warning")
 
-UNITS = {m.MOS: "none", m.JITTER: "s", m.LATENCY: "s", m.PACKET_LOSS: "percentunit"}
-NAMES = {m.MOS: "MOS", m.JITTER: "Jitter", m.LATENCY: "Latency", m.PACKET_LOSS: "Packet loss"}
+UNITS = {
+    participant_subject.MOS: "none",
+    participant_subject.JITTER: "s",
+    participant_subject.LATENCY: "s",
+    participant_subject.PACKET_LOSS: "percentunit",
+}
+NAMES = {
+    participant_subject.MOS: "MOS",
+    participant_subject.JITTER: "Jitter",
+    participant_subject.LATENCY: "Latency",
+    participant_subject.PACKET_LOSS: "Packet loss",
+}
 # Low MOS is bad, so its interesting percentiles are the low ones; for the others, the high ones.
-PERCENTILES = {m.MOS: (0.05, 0.25, 0.5), m.JITTER: (0.5, 0.9, 0.99), m.LATENCY: (0.5, 0.9, 0.99), m.PACKET_LOSS: (0.5, 0.9, 0.99)}
+PERCENTILES = {
+    participant_subject.MOS: (0.05, 0.25, 0.5),
+    participant_subject.JITTER: (0.5, 0.9, 0.99),
+    participant_subject.LATENCY: (0.5, 0.9, 0.99),
+    participant_subject.PACKET_LOSS: (0.5, 0.9, 0.99),
+}
 # Jitter and latency are observed as both the average and the maximum of a stream.
-HAS_STAT = {m.JITTER, m.LATENCY}
+HAS_STAT = {participant_subject.JITTER, participant_subject.LATENCY}
 
 
 def sel(*extra: str) -> str:
@@ -78,8 +94,8 @@ def per_summary(numerator: str, group: tuple[str, ...] = (), window: str = RATE)
     Summaries carry no ``stream`` label, so a per-stream numerator divides by all summaries.
     """
     if "stream" in group:
-        return f"sum{by(group)}(rate({numerator}[{window}])) / on () group_left () sum(rate({m.SUMMARIES}_total{sel()}[{window}]))"
-    return f"sum{by(group)}(rate({numerator}[{window}])) / sum{by(group)}(rate({m.SUMMARIES}_total{sel()}[{window}]))"
+        return f"sum{by(group)}(rate({numerator}[{window}])) / on () group_left () sum(rate({participant_subject.SUMMARIES}_total{sel()}[{window}]))"
+    return f"sum{by(group)}(rate({numerator}[{window}])) / sum{by(group)}(rate({participant_subject.SUMMARIES}_total{sel()}[{window}]))"
 
 
 def share_steps(alerting: bool) -> dict[str, Any]:
@@ -94,7 +110,7 @@ def overview() -> Section:
             stat(
                 "Summaries",
                 "Participant summaries recorded in the selected time range (one per participant per conference).",
-                query(f"sum(increase({m.SUMMARIES}_total{sel()}[{RANGE}]))", instant=True),
+                query(f"sum(increase({participant_subject.SUMMARIES}_total{sel()}[{RANGE}]))", instant=True),
                 "short",
                 thresholds((None, "blue")),
                 decimals=0,
@@ -134,7 +150,7 @@ def overview() -> Section:
             stat(
                 "Region mismatch",
                 "Share of participants whose media region differs from the conference's mixer region (a region configuration issue: media crosses regions).",
-                query(per_summary(f"{m.REGION_MISMATCH}_total{sel()}", window=RANGE), instant=True),
+                query(per_summary(f"{participant_subject.REGION_MISMATCH}_total{sel()}", window=RANGE), instant=True),
                 "percentunit",
                 share_steps(False),
             ),
@@ -145,7 +161,7 @@ def overview() -> Section:
             stat(
                 "Silent streams",
                 "Streams tagged `silent` by Voice Insights, per participant, over the selected range.",
-                query(per_summary(f"{m.TAGS}_total{sel(SILENT)}", window=RANGE), instant=True),
+                query(per_summary(f"{participant_subject.TAGS}_total{sel(SILENT)}", window=RANGE), instant=True),
                 "percentunit",
                 share_steps(False),
             ),
@@ -187,7 +203,7 @@ def thresholds_over_time() -> Section:
                 "RTP packets lost over packets received, summed over every participant: the loss a listener hears on average.",
                 [
                     query(
-                        f"sum by (stream) (rate({m.PACKETS_LOST}_total{sel()}[{RATE}])) / sum by (stream) (rate({m.PACKETS_RECEIVED}_total{sel()}[{RATE}]))",
+                        f"sum by (stream) (rate({participant_subject.PACKETS_LOST}_total{sel()}[{RATE}])) / sum by (stream) (rate({participant_subject.PACKETS_RECEIVED}_total{sel()}[{RATE}]))",
                         "{{stream}}",
                     )
                 ],
@@ -200,11 +216,11 @@ def thresholds_over_time() -> Section:
 
 def distributions() -> Section:
     cells = []
-    for metric in (m.MOS, m.JITTER, m.LATENCY, m.PACKET_LOSS):
+    for metric in (participant_subject.MOS, participant_subject.JITTER, participant_subject.LATENCY, participant_subject.PACKET_LOSS):
         name, unit = NAMES[metric], UNITS[metric]
         stat_matcher = ('stat="$stat"',) if metric in HAS_STAT else ()
         which = " ($stat)" if metric in HAS_STAT else ""
-        for stream in m.STREAMS:
+        for stream in participant_subject.STREAMS:
             stream_matcher = f'stream="{stream}"'
             cells.append(
                 Cell(
@@ -237,7 +253,7 @@ def distributions() -> Section:
                         for q in PERCENTILES[metric]
                     ],
                     unit,
-                    maximum=1 if metric == m.PACKET_LOSS else None,
+                    maximum=1 if metric == participant_subject.PACKET_LOSS else None,
                 ),
                 8,
             )
@@ -251,7 +267,7 @@ def breakdown() -> Section:
             timeseries(
                 "Summaries per minute by $breakdown",
                 "Participant summaries recorded per minute, by the label chosen in the `breakdown` variable.",
-                [query(per_minute(m.SUMMARIES, BREAKDOWN))],
+                [query(per_minute(participant_subject.SUMMARIES, BREAKDOWN))],
                 "cpm",
                 stack=True,
             )
@@ -292,7 +308,7 @@ def queues_and_teams() -> Section:
                     f"Summaries per minute by {title}",
                     f"Participant summaries recorded per minute, by the {name} the TaskRouter join gave them (unknown: no TaskRouter event "
                     "of the call was received before its summary).",
-                    [query(per_minute(m.SUMMARIES, (name,)))],
+                    [query(per_minute(participant_subject.SUMMARIES, (name,)))],
                     "cpm",
                     stack=True,
                 )
@@ -434,7 +450,7 @@ def volume_and_regions() -> Section:
                 timeseries(
                     "Summaries per minute by state and call status",
                     "`timeout` means Twilio gave up processing after 24 h and the metrics may be missing.",
-                    [query(per_minute(m.SUMMARIES, ("processing_state", "call_status")), "{{processing_state}} / {{call_status}}")],
+                    [query(per_minute(participant_subject.SUMMARIES, ("processing_state", "call_status")), "{{processing_state}} / {{call_status}}")],
                     "cpm",
                     stack=True,
                 )
@@ -443,7 +459,7 @@ def volume_and_regions() -> Section:
                 timeseries(
                     "Summaries per minute by call type and direction",
                     "Volume trend by call type (carrier, client, sip) and direction.",
-                    [query(per_minute(m.SUMMARIES, ("call_type", "call_direction")), "{{call_type}} {{call_direction}}")],
+                    [query(per_minute(participant_subject.SUMMARIES, ("call_type", "call_direction")), "{{call_type}} {{call_direction}}")],
                     "cpm",
                     stack=True,
                 )
@@ -454,7 +470,7 @@ def volume_and_regions() -> Section:
                     "Participants whose media region differs from the conference's mixer region, by the pair of regions.",
                     [
                         query(
-                            per_minute(m.REGION_MISMATCH, ("participant_region", "conference_region")),
+                            per_minute(participant_subject.REGION_MISMATCH, ("participant_region", "conference_region")),
                             "{{participant_region}} → {{conference_region}}",
                         )
                     ],
@@ -466,7 +482,7 @@ def volume_and_regions() -> Section:
                 timeseries(
                     "Region mismatch share by conference region",
                     "Share of a mixer region's participants whose media region differs from it.",
-                    [query(per_summary(f"{m.REGION_MISMATCH}_total{sel()}", ("conference_region",)), "{{conference_region}}")],
+                    [query(per_summary(f"{participant_subject.REGION_MISMATCH}_total{sel()}", ("conference_region",)), "{{conference_region}}")],
                     "percentunit",
                     maximum=1,
                 )
@@ -483,7 +499,7 @@ def tags() -> Section:
                 timeseries(
                     "Quality tags per minute",
                     "Voice Insights tags applied to streams (silent, high_jitter, high_latency, high_packet_loss, low_mos, ...).",
-                    [query(per_minute(m.TAGS, ("tag", "stream")), "{{tag}} {{stream}}")],
+                    [query(per_minute(participant_subject.TAGS, ("tag", "stream")), "{{tag}} {{stream}}")],
                     "cpm",
                     stack=True,
                 )
@@ -492,7 +508,7 @@ def tags() -> Section:
                 timeseries(
                     "Detected issues per minute by severity",
                     "Severity Voice Insights gave each detected issue (tags_info).",
-                    [query(per_minute(m.TAG_SEVERITY, ("issue", "severity")), "{{issue}} {{severity}}")],
+                    [query(per_minute(participant_subject.TAG_SEVERITY, ("issue", "severity")), "{{issue}} {{severity}}")],
                     "cpm",
                     stack=True,
                 )
@@ -501,7 +517,7 @@ def tags() -> Section:
                 timeseries(
                     "Silent streams per participant",
                     "Streams tagged `silent` per participant: one-way audio, a muted device or a broken media path.",
-                    [query(per_summary(f"{m.TAGS}_total{sel(SILENT)}", ("stream",)), "{{stream}}")],
+                    [query(per_summary(f"{participant_subject.TAGS}_total{sel(SILENT)}", ("stream",)), "{{stream}}")],
                     "percentunit",
                 )
             ),
@@ -509,7 +525,7 @@ def tags() -> Section:
                 timeseries(
                     "Degradations per minute",
                     "Degradation occurrences Voice Insights reported within streams, by metric.",
-                    [query(per_minute(m.DEGRADATIONS, ("metric", "stream")), "{{metric}} {{stream}}")],
+                    [query(per_minute(participant_subject.DEGRADATIONS, ("metric", "stream")), "{{metric}} {{stream}}")],
                     "cpm",
                     stack=True,
                 )
@@ -520,7 +536,7 @@ def tags() -> Section:
 
 def durations() -> Section:
     cells = []
-    for metric, name in ((m.DURATION, "Time in conference"), (m.QUEUE_TIME, "Queue time")):
+    for metric, name in ((participant_subject.DURATION, "Time in conference"), (participant_subject.QUEUE_TIME, "Queue time")):
         cells += [
             Cell(
                 heatmap(
@@ -564,7 +580,7 @@ def activity() -> Section:
                 timeseries(
                     "Participant actions per minute",
                     "Hold, mute, coaching and modify events recorded in summaries.",
-                    [query(per_minute(m.ACTIONS, ("action",)), "{{action}}")],
+                    [query(per_minute(participant_subject.ACTIONS, ("action",)), "{{action}}")],
                     "cpm",
                     stack=True,
                 )
@@ -575,7 +591,7 @@ def activity() -> Section:
                     "How often, on average, a participant is put on hold, muted or coached.",
                     [
                         query(
-                            f"sum by (action) (rate({m.ACTIONS}_total{sel()}[{RATE}])) / on () group_left () sum(rate({m.SUMMARIES}_total{sel()}[{RATE}]))",
+                            f"sum by (action) (rate({participant_subject.ACTIONS}_total{sel()}[{RATE}])) / on () group_left () sum(rate({participant_subject.SUMMARIES}_total{sel()}[{RATE}]))",
                             "{{action}}",
                         )
                     ],
@@ -587,7 +603,7 @@ def activity() -> Section:
 
 
 def variables() -> list[dict[str, Any]]:
-    found_in = f"{m.SUMMARIES}_total"
+    found_in = f"{participant_subject.SUMMARIES}_total"
     result = [
         datasource_variable(),
         query_variable("job", f"label_values({found_in}, job)"),
@@ -600,7 +616,7 @@ def variables() -> list[dict[str, Any]]:
     result += [
         custom_variable(
             "stat",
-            m.STATS,
+            participant_subject.STATS,
             label="jitter/latency stat",
             description="Which jitter and latency the distribution panels show: each stream's average or its maximum.",
         ),
@@ -614,9 +630,9 @@ def build(generated: str) -> dict[str, Any]:
     return dashboard(
         uid=UID,
         title="Twilio conference quality",
-        description=f"Twilio Voice Insights conference participant summaries. Twilio's thresholds: MOS <= {m.MOS_THRESHOLD:g}, "
-        f"average jitter >= {m.JITTER_AVG_THRESHOLD_SECONDS * 1000:g} ms, average latency >= {m.LATENCY_AVG_THRESHOLD_SECONDS * 1000:g} ms, "
-        f"packet loss >= {m.PACKET_LOSS_THRESHOLD_RATIO * 100:g} %.",
+        description=f"Twilio Voice Insights conference participant summaries. Twilio's thresholds: MOS <= {twilio_thresholds.MOS_THRESHOLD:g}, "
+        f"average jitter >= {twilio_thresholds.JITTER_AVG_THRESHOLD_SECONDS * 1000:g} ms, average latency >= {twilio_thresholds.LATENCY_AVG_THRESHOLD_SECONDS * 1000:g} ms, "
+        f"packet loss >= {twilio_thresholds.PACKET_LOSS_THRESHOLD_RATIO * 100:g} %.",
         generated=generated,
         variables=variables(),
         sections=noted(

@@ -22,6 +22,10 @@ from typing import Any, Protocol
 
 from exporter import metrics as m
 from exporter.metrics import Outcome
+from exporter.subjects import call as call_subject
+from exporter.subjects import conference as conference_subject
+from exporter.subjects import participant as participant_subject
+from exporter.subjects import thresholds
 
 from . import quality, settings
 from .promql import ALERT_SHARE, MIN_STREAMS, OBJECTIVE, QUALITY_THRESHOLDS, QualityThreshold, burn_factor, seconds
@@ -41,10 +45,10 @@ WHAT = {
 }
 BUDGET_NAME = {"mos": "low-MOS", "jitter": "high-jitter", "latency": "high-latency", "packet_loss": "packet-loss"}
 EDGE_TEXT = {
-    "mos": f"{m.MOS_THRESHOLD:g}",
-    "jitter": f"{m.JITTER_AVG_THRESHOLD_SECONDS * 1000:g} ms",
-    "latency": f"{m.LATENCY_AVG_THRESHOLD_SECONDS * 1000:g} ms",
-    "packet_loss": f"{m.PACKET_LOSS_THRESHOLD_RATIO * 100:g} %",
+    "mos": f"{thresholds.MOS_THRESHOLD:g}",
+    "jitter": f"{thresholds.JITTER_AVG_THRESHOLD_SECONDS * 1000:g} ms",
+    "latency": f"{thresholds.LATENCY_AVG_THRESHOLD_SECONDS * 1000:g} ms",
+    "packet_loss": f"{thresholds.PACKET_LOSS_THRESHOLD_RATIO * 100:g} %",
 }
 
 
@@ -161,7 +165,11 @@ def health_threshold(key: str) -> str:
 
 
 # Each summary subject (exporter/subjects/__init__.py) and the family that counts its recorded summaries.
-SUBJECT_SUMMARIES = {"participant": m.SUMMARIES, "call": m.CALL_SUMMARIES, "conference": m.CONFERENCE_SUMMARIES}
+SUBJECT_SUMMARIES = {
+    "participant": participant_subject.SUMMARIES,
+    "call": call_subject.CALL_SUMMARIES,
+    "conference": conference_subject.CONFERENCE_SUMMARIES,
+}
 
 
 # The numbers the exporter-health alerts compare with, each a series of the thresholds group (as
@@ -193,7 +201,7 @@ def threshold_rules() -> list[dict[str, Any]]:
 
 
 def share_record(threshold: QualityThreshold) -> str:
-    return f"job_stream:{m.PARTICIPANT}_{threshold.tag}:ratio_rate{settings.QUALITY_WINDOW}"
+    return f"job_stream:{participant_subject.PREFIX}_{threshold.tag}:ratio_rate{settings.QUALITY_WINDOW}"
 
 
 def count_record(threshold: QualityThreshold) -> str:
@@ -258,13 +266,13 @@ class Slice:
         return ("job", self.dimension)
 
     def bad_rate(self) -> str:
-        return f"{self.level}:{m.PARTICIPANT}_{self.threshold.tag}:rate{BASE_WINDOW}"
+        return f"{self.level}:{participant_subject.PREFIX}_{self.threshold.tag}:rate{BASE_WINDOW}"
 
     def total_rate(self) -> str:
         return f"{self.level}:{self.threshold.count_name}:rate{BASE_WINDOW}"
 
     def ratio(self, window: str) -> str:
-        return f"{self.level}:{m.PARTICIPANT}_{self.threshold.tag}:ratio_rate{window}"
+        return f"{self.level}:{participant_subject.PREFIX}_{self.threshold.tag}:ratio_rate{window}"
 
     def count(self, window: str) -> str:
         return f"{self.level}:{self.threshold.count_name}:increase{window}"

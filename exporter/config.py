@@ -37,8 +37,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from exporter import metrics
 from exporter.record.labels import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, JOIN_LABELS, OPTIONAL_LABELS
+from exporter.subjects import participant as participant_subject
+from exporter.subjects import thresholds
 from exporter.values import ByteSize, Duration, HttpUrl, ListenAddress, Network, PositiveDuration, Size, load_yaml
 from exporter.values import format_duration as format_duration  # re-exported: scripts/readme_tables.py and the tests read them here
 from exporter.values import format_size as format_size
@@ -244,17 +245,17 @@ Buckets = list[float] | None
 class BucketSettings(_Section):
     """Histogram bucket overrides; each must keep the threshold edges the dashboards rely on."""
 
-    mos: Buckets = Field(None, description=f"MOS buckets. Default {list(metrics.MOS_BUCKETS)}.")
-    jitter: Buckets = Field(None, description=f"Jitter buckets, seconds. Default {list(metrics.JITTER_BUCKETS)}.")
-    latency: Buckets = Field(None, description=f"Latency buckets, seconds. Default {list(metrics.LATENCY_BUCKETS)}.")
-    packet_loss: Buckets = Field(None, description=f"Packet loss buckets, ratio. Default {list(metrics.PACKET_LOSS_BUCKETS)}.")
-    quality_issues: Buckets = Field(None, description=f"Quality issue count buckets. Default {list(metrics.QUALITY_ISSUES_BUCKETS)}.")
-    duration: Buckets = Field(None, description=f"Participant duration buckets, seconds. Default {list(metrics.DURATION_BUCKETS)}.")
-    queue_time: Buckets = Field(None, description=f"Queue time buckets, seconds. Default {list(metrics.QUEUE_TIME_BUCKETS)}.")
+    mos: Buckets = Field(None, description=f"MOS buckets. Default {list(thresholds.MOS_BUCKETS)}.")
+    jitter: Buckets = Field(None, description=f"Jitter buckets, seconds. Default {list(thresholds.JITTER_BUCKETS)}.")
+    latency: Buckets = Field(None, description=f"Latency buckets, seconds. Default {list(thresholds.LATENCY_BUCKETS)}.")
+    packet_loss: Buckets = Field(None, description=f"Packet loss buckets, ratio. Default {list(thresholds.PACKET_LOSS_BUCKETS)}.")
+    quality_issues: Buckets = Field(None, description=f"Quality issue count buckets. Default {list(thresholds.QUALITY_ISSUES_BUCKETS)}.")
+    duration: Buckets = Field(None, description=f"Participant duration buckets, seconds. Default {list(thresholds.DURATION_BUCKETS)}.")
+    queue_time: Buckets = Field(None, description=f"Queue time buckets, seconds. Default {list(thresholds.QUEUE_TIME_BUCKETS)}.")
 
     @model_validator(mode="after")
     def _keep_threshold_edges(self) -> BucketSettings:
-        for name, required in metrics.REQUIRED_EDGES.items():
+        for name, required in participant_subject.REQUIRED_EDGES.items():
             edges = getattr(self, name)
             if edges is None:
                 continue
@@ -266,7 +267,7 @@ class BucketSettings(_Section):
         return self
 
     def resolved(self) -> dict[str, tuple[float, ...]]:
-        return {name: tuple(getattr(self, name) or default) for name, default in metrics.DEFAULT_BUCKETS.items()}
+        return {name: tuple(getattr(self, name) or default) for name, default in participant_subject.DEFAULT_BUCKETS.items()}
 
 
 class LogSettings(_Section):

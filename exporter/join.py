@@ -60,6 +60,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from exporter.config import Config
+from exporter.metrics import EXPORTER
 from exporter.models import TASKROUTER_PREFIX, TaskRouterPayload
 from exporter.reader import clean_value
 
@@ -175,10 +176,10 @@ class JoinMetrics:
     memory: Gauge
 
 
-JOIN_TOTAL = "twilio_insights_exporter_taskrouter_join"
-JOIN_ENTRIES = "twilio_insights_exporter_taskrouter_joins"
-JOIN_EVICTIONS = "twilio_insights_exporter_taskrouter_join_evictions"
-JOIN_MEMORY = "twilio_insights_exporter_taskrouter_join_memory_bytes"
+JOIN_TOTAL = f"{EXPORTER}_taskrouter_join"
+JOIN_ENTRIES = f"{EXPORTER}_taskrouter_joins"
+JOIN_EVICTIONS = f"{EXPORTER}_taskrouter_join_evictions"
+JOIN_MEMORY = f"{EXPORTER}_taskrouter_join_memory_bytes"
 JOIN_KINDS = ("participant", "call", "conference")
 JOIN_RESULTS = ("hit", "miss")
 

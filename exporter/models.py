@@ -19,7 +19,7 @@ reader share one set of rules and no road into the exporter meets weaker ones.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, TypeAlias
+from typing import Annotated, Any, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator
 
@@ -271,11 +271,8 @@ class ParticipantSummary(_Tolerant):
 CALL_SUMMARY_COMPLETE = "com.twilio.voice.insights.call-summary.complete"
 CALL_SUMMARY_PARTIAL = "com.twilio.voice.insights.call-summary.partial"
 CALL_SUMMARY_PREDICTED = "com.twilio.voice.insights.call-summary.predicted-complete"
-# Every call summary event type; only the complete one is recorded (CallSummary.final).
-CALL_SUMMARY_TYPES = frozenset({CALL_SUMMARY_COMPLETE, CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED})
 CONFERENCE_SUMMARY_COMPLETE = "com.twilio.voice.insights.conference-summary.complete"
 CONFERENCE_SUMMARY_PARTIAL = "com.twilio.voice.insights.conference-summary.partial"
-CONFERENCE_SUMMARY_TYPES = frozenset({CONFERENCE_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_PARTIAL})
 # A conference summary's processing_state once Twilio stops updating it.
 CONFERENCE_FINAL_STATES = frozenset({"complete", "timeout"})
 
@@ -396,11 +393,8 @@ _GATEWAY_EDGES = ("carrier_edge", "sip_edge", "client_edge")
 class CallSummary(_Tolerant):
     """A Voice Insights Call Summary (schema versions 1 to 7): the pushed event's ``data`` and the REST resource alike.
 
-    Deduplicated by ``call_sid``. Recorded only when :meth:`final`.
+    Deduplicated by ``call_sid``. Recorded only from a ``complete`` event (exporter/subjects/__init__.py), or, pulled, when ``processing_state`` is ``complete``.
     """
-
-    # The kind of key its deduplication window (and the durable state) keeps: :attr:`key` values.
-    KEY: ClassVar[str] = "call_sid"
 
     call_sid: Annotated[str, Field(min_length=1)]
     account_sid: str | None = None
@@ -417,21 +411,6 @@ class CallSummary(_Tolerant):
     sip_edge: Edge | None = None
     sdk_edge: Edge | None = None
     client_edge: Edge | None = None
-
-    @property
-    def key(self) -> str:
-        """What deduplicates this summary: the call SID."""
-        return self.call_sid
-
-    def final(self, event_type: str | None = None) -> bool:
-        """Whether this is the call's last word: a ``complete`` event, or (REST, no event) a complete summary.
-
-        An event is told by its type, not by ``processing_state``: a predicted-complete event can
-        still say ``partial``, and a complete one is final whatever it says.
-        """
-        if event_type is not None:
-            return event_type == CALL_SUMMARY_COMPLETE
-        return self.processing_state == "complete"
 
     def edges(self) -> list[tuple[str, Edge]]:
         """The edges present, as ``(edge label, edge)``, in label order."""
@@ -470,11 +449,8 @@ class ConferenceSummary(_Tolerant):
     """A Voice Insights Conference Summary: the pushed event's ``data`` and ``GET /v1/Conferences/{CF}`` alike.
 
     Deduplicated by ``conference_sid`` (a key of its own: the poller's conference keys mean
-    "its participants are done"). Recorded only when :meth:`final`.
+    "its participants are done"). Recorded only when :meth:`final` (and, pushed, from a ``complete`` event).
     """
-
-    # Not "conference_sid": the poller's keys of that name mean "participants done" (see above).
-    KEY: ClassVar[str] = "conference_summary"
 
     conference_sid: Annotated[str, Field(min_length=1)]
     account_sid: str | None = None
@@ -490,15 +466,8 @@ class ConferenceSummary(_Tolerant):
     # by Twilio's flags, so never a label. Anything but text counts as absent.
     friendly_name: Annotated[str | None, BeforeValidator(lambda v: v if isinstance(v, str) and v else None)] = None
 
-    @property
-    def key(self) -> str:
-        """What deduplicates this summary: the conference SID, under :attr:`KEY`."""
-        return self.conference_sid
-
-    def final(self, event_type: str | None = None) -> bool:
-        """A ``complete`` event (or, REST, no event) whose ``processing_state`` Twilio no longer changes."""
-        if event_type is not None and event_type != CONFERENCE_SUMMARY_COMPLETE:
-            return False
+    def final(self) -> bool:
+        """Whether Twilio no longer changes this summary (its ``processing_state``); its event type is the subject's to tell."""
         return self.processing_state in CONFERENCE_FINAL_STATES
 
     def issue_counts(self) -> list[tuple[str, int]]:

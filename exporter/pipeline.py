@@ -18,7 +18,7 @@ it yet (counted as a miss): nothing is held back.
 
 A summary is deduplicated by its subject's key (a participant's SID): one participant has one
 summary, whichever door it came through and however often. Recording it is all or nothing
-(:meth:`~exporter.record.recorder.Recorder.plan` then :meth:`~exporter.record.recorder.Recorder.apply`), and
+(:meth:`~exporter.record.recorder.SummaryRecorder.plan` then :meth:`~exporter.record.recorder.SummaryRecorder.apply`), and
 its key is remembered only once it is recorded, so a failure anywhere makes the door answer 5xx
 and the retry records it exactly once. With a durable store, :meth:`Pipeline.deliver` returns
 only after what it recorded, the keys and the door's checkpoint are committed together
@@ -55,8 +55,8 @@ CHUNK = 64
 
 @functools.lru_cache(maxsize=1024)
 def counter_child(counter: Counter, *labels: str) -> Counter:
-    """``counter.labels(*labels)`` resolved once: the fast path's self-metrics 3.5 -> 1.7 µs a
-    request (bench/levers.py reply, issue 21). Valid because these children are never removed."""
+    """``counter.labels(*labels)`` resolved once: the fast path's self-metrics at half the cost
+    (bench/levers.py reply; docs/performance.md). Valid because these children are never removed."""
     return counter.labels(*labels)
 
 

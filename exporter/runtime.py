@@ -66,4 +66,16 @@ class Runtime:
         em.webhook_memory_reserved.set_function(lambda: intake.budget.reserved)
         em.signature_verification_enabled.set(0 if settings.webhook.insecure_skip_signature_verification else 1)
         networks = SourceNetworks.from_settings(settings.webhook)
-        return cls(config, registry, em, subjects, pipeline, SignatureVerifier(config), BasicAuth(config), state, durable, intake, networks)
+        return cls(
+            config=config,
+            registry=registry,
+            exporter_metrics=em,
+            subjects=subjects,
+            pipeline=pipeline,
+            verifier=SignatureVerifier(config),
+            basic_auth=BasicAuth(config),
+            state=state,
+            durable=durable,
+            intake=intake,
+            networks=networks,
+        )

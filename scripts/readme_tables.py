@@ -80,9 +80,9 @@ def worst_case_samples_per_label_set() -> dict[str, int]:
     """Samples one common label set can hold in each participant family, every other label at its cap."""
     from prometheus_client import CollectorRegistry
 
-    from exporter.metrics import STATS, STREAMS, build_participant_metrics
     from exporter.record.families import HistogramFamily
     from exporter.record.labels import COMMON_LABELS, DEFAULT_MAX_VALUES
+    from exporter.subjects.participant import STATS, STREAMS, build_participant_metrics
 
     fixed = {"stream": len(STREAMS), "stat": len(STATS)}
     families = build_participant_metrics(CollectorRegistry(), COMMON_LABELS)
@@ -132,10 +132,11 @@ def worst_case_samples_per_kind() -> dict[str, tuple[int, int]]:
     """
     from prometheus_client import CollectorRegistry
 
-    from exporter.metrics import EDGES, STATS, STREAMS
     from exporter.record.families import HistogramFamily
     from exporter.record.labels import LabelPolicy, call_label_policy, conference_label_policy
-    from exporter.record.recorder import CallRecorder, ConferenceRecorder
+    from exporter.subjects.call import EDGES, CallRecorder
+    from exporter.subjects.conference import ConferenceRecorder
+    from exporter.subjects.participant import STATS, STREAMS
 
     fixed = {"edge": len(EDGES), "stream": len(STREAMS), "stat": len(STATS)}
     out = {}

@@ -12,11 +12,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from exporter.metrics import CALL_DEFAULT_BUCKETS
+from exporter.config import load_config
 from exporter.models import CALL_SUMMARY_COMPLETE, CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED, CallSummary, CloudEvent
 from exporter.record import families
 from exporter.record.labels import CALL_COMMON_LABELS, OTHER, call_label_policy
-from exporter.record.recorder import CallRecorder, Change
+from exporter.record.recorder import Change
+from exporter.subjects import build_subjects
+from exporter.subjects.call import CALL_DEFAULT_BUCKETS, CallRecorder
 from tests.conftest import JOINLESS, fixture, sample_sum, snapshot
 
 C = "twilio_call_"
@@ -136,7 +138,6 @@ def test_a_v1_event_with_data_as_a_json_string_is_recorded_like_the_object() -> 
     change = calls.recorder.plan(summary_of(event))
     calls.recorder.apply(change)
 
-    assert summary_of(event).final(event["type"])
     assert calls.exact(C + "mos_sum", edge="sdk_edge", stream="inbound", stat="avg") == pytest.approx(4.43, rel=1e-9)
     assert change.exemplar == {"call_sid": "CA" + "0" * 31 + "2"}
 
@@ -145,17 +146,14 @@ def test_only_the_complete_event_is_final_whatever_its_processing_state_says() -
     partial = fixture("call_summary_partial.json")
     predicted = fixture("call_summary_predicted_complete.json")
     complete = fixture("call_summary_complete.json")
+    complete["data"]["processing_state"] = "partial"
+    subjects = build_subjects(load_config([]), CollectorRegistry())
 
     assert (partial["type"], predicted["type"], complete["type"]) == (CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED, CALL_SUMMARY_COMPLETE)
-    assert not summary_of(partial).final(partial["type"])
-    assert not summary_of(predicted).final(predicted["type"])
-    assert summary_of(complete).final(complete["type"])
-    complete["data"]["processing_state"] = "partial"
-    assert summary_of(complete).final(complete["type"])
-    # A REST answer has no event type: its processing_state decides.
-    assert CallSummary.model_validate(realistic()).final()
-    assert not CallSummary.model_validate({**realistic(), "processing_state": "partial"}).final()
-    assert (CallSummary.KEY, summary_of(partial).key) == ("call_sid", "CA04917eab5c194f4c86207384933c0c41")
+    assert [(subject.name, final) for subject, final in map(subjects.carried_by, (partial["type"], predicted["type"]))] == [("call", False)] * 2
+    call, final = subjects.carried_by(complete["type"]) or (None, False)
+    assert call is not None and final and call.is_final(summary_of(complete))
+    assert (call.key_field, call.key(summary_of(partial))) == ("call_sid", "CA04917eab5c194f4c86207384933c0c41")
 
 
 def test_the_far_end_of_an_inbound_call_is_the_caller_and_the_edge_location_comes_from_the_first_edge_naming_it() -> None:

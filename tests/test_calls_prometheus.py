@@ -1,8 +1,8 @@
 """The calls dashboard and the call rules on a real Prometheus, fed by the call and conference recorders.
 
 Until the pipeline dispatches Call and Conference Summaries, no door records them: this test
-records realistic summaries with :class:`~exporter.record.recorder.CallRecorder` and
-:class:`~exporter.record.recorder.ConferenceRecorder` into a registry served over a real socket
+records realistic summaries with :class:`~exporter.subjects.call.CallRecorder` and
+:class:`~exporter.subjects.conference.ConferenceRecorder` into a registry served over a real socket
 (``prometheus_client.start_http_server``), lets a real Prometheus scrape it, and runs every
 panel query of the calls dashboard and every call rule there.
 """
@@ -23,7 +23,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from dashboards import call_rules, calls
 from exporter.models import CallSummary, ConferenceSummary
 from exporter.record.labels import call_label_policy, conference_label_policy
-from exporter.record.recorder import CallRecorder, ConferenceRecorder
+from exporter.subjects import call as call_subject
+from exporter.subjects.call import CallRecorder
+from exporter.subjects.conference import ConferenceRecorder
 from tests.conftest import fixture
 from tests.e2e_prometheus import Prometheus, has_finite_value, panel_queries, start_prometheus, variable_queries
 from tests.exporter_process import free_port
@@ -107,7 +109,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     try:
         with start_prometheus(tmp, [f"127.0.0.1:{port}"], [every_second(tmp)]) as prom:
             instance = f"127.0.0.1:{port}"
-            total = f'sum({calls.m.CALL_SUMMARIES}_total{{instance="{instance}"}})'
+            total = f'sum({call_subject.CALL_SUMMARIES}_total{{instance="{instance}"}})'
             # Rounds of traffic, each seen by Prometheus before the next, so every counter grew
             # between scrapes; 90 calls a round put every slice of the ranking past the volume guard.
             for _ in range(4):
@@ -140,7 +142,7 @@ def test_every_panel_query_of_the_calls_dashboard_returns_data(prometheus: Prome
 def test_every_template_variable_of_the_calls_dashboard_lists_values(prometheus: Prometheus) -> None:
     for name, label, series in variable_queries(DASHBOARD):
         assert prometheus.api(f"label/{label}/values", **{"match[]": series}), f"${name} is empty"
-    assert prometheus.api("label/carrier/values", **{"match[]": f"{calls.m.CALL_SUMMARIES}_total"}) == sorted(CARRIERS)
+    assert prometheus.api("label/carrier/values", **{"match[]": f"{call_subject.CALL_SUMMARIES}_total"}) == sorted(CARRIERS)
 
 
 def test_every_call_rule_evaluates_and_every_recording_rule_and_alert_probe_returns_data(prometheus: Prometheus) -> None:

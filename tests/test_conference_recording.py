@@ -8,10 +8,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from exporter.metrics import CONFERENCE_DEFAULT_BUCKETS
+from exporter.config import load_config
 from exporter.models import CONFERENCE_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_PARTIAL, CloudEvent, ConferenceSummary
 from exporter.record.labels import CONFERENCE_COMMON_LABELS, OTHER, conference_label_policy
-from exporter.record.recorder import Change, ConferenceRecorder
+from exporter.record.recorder import Change
+from exporter.subjects import build_subjects
+from exporter.subjects.conference import CONFERENCE_DEFAULT_BUCKETS, ConferenceRecorder
 from tests.conftest import JOINLESS, fixture, sample_sum, snapshot
 from tests.test_call_recording import Boom, failing_at
 
@@ -67,12 +69,14 @@ def test_only_a_complete_event_whose_processing_state_is_complete_or_timeout_is_
     in_progress = ConferenceSummary.model_validate({**data(), "processing_state": "in_progress"})
     timeout = ConferenceSummary.model_validate({**data(), "processing_state": "timeout"})
 
-    assert summary.final(CONFERENCE_SUMMARY_COMPLETE) and timeout.final(CONFERENCE_SUMMARY_COMPLETE)
-    assert not in_progress.final(CONFERENCE_SUMMARY_COMPLETE)
-    assert not summary.final(CONFERENCE_SUMMARY_PARTIAL)
+    subjects = build_subjects(load_config([]), CollectorRegistry())
+    conference, complete_is_final = subjects.carried_by(CONFERENCE_SUMMARY_COMPLETE) or (None, False)
+    assert conference is not None and complete_is_final
+    assert conference.is_final(summary) and conference.is_final(timeout)
+    assert not conference.is_final(in_progress)
+    assert subjects.carried_by(CONFERENCE_SUMMARY_PARTIAL) == (conference, False)
     assert summary.final() and not in_progress.final()  # REST: no event type
-    # Its own kind of dedup key: the poller's conference_sid keys mean "participants done".
-    assert (ConferenceSummary.KEY, summary.key) == ("conference_summary", "CF" + "0" * 31 + "3")
+    assert (conference.key_field, conference.key(summary)) == ("conference_sid", "CF" + "0" * 31 + "3")
 
 
 @pytest.mark.parametrize(

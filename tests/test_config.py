@@ -13,10 +13,11 @@ import pytest
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from exporter import metrics, subjects
+from exporter import subjects
 from exporter.__main__ import main
 from exporter.config import Settings, UnknownVariableError, check_environment, format_duration, load_config
 from exporter.record.labels import DEFAULT_MAX_VALUES
+from exporter.subjects import participant as participant_subject
 from tests.helpers import scrub_environment, secret_variables
 
 
@@ -352,8 +353,8 @@ def candidates(path: tuple[str, ...], info: FieldInfo, default: object, tmp_path
         return [str(default - 1), str(default + 1)]
     if get_origin(annotation) is Literal:
         return [choice for choice in get_args(annotation) if choice != default]
-    if path[-1] in metrics.DEFAULT_BUCKETS:  # a bucket list: the default edges and one more
-        edges = list(metrics.DEFAULT_BUCKETS[path[-1]])
+    if path[-1] in participant_subject.DEFAULT_BUCKETS:  # a bucket list: the default edges and one more
+        edges = list(participant_subject.DEFAULT_BUCKETS[path[-1]])
         return [json.dumps([*edges, edges[-1] * 2])]
     if get_origin(annotation) is list and get_origin(get_args(annotation)[0]) is Literal:  # names from a vocabulary (--pull.summaries)
         return [json.dumps([get_args(get_args(annotation)[0])[0]])]

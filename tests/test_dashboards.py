@@ -11,6 +11,7 @@ import pytest
 from dashboards import calls, generate, health, quality, settings
 from dashboards.promql import LABEL_VARIABLES, OBJECTIVE, PANEL_DATA_AGE, QUALITY_THRESHOLDS
 from exporter import metrics
+from exporter.subjects import participant as participant_subject
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = {module.UID: ROOT / "dashboards" / module.FILE for module in (quality, health, calls)}
@@ -162,7 +163,7 @@ def test_every_panel_of_the_quality_dashboards_says_how_old_its_data_is(uid):
 
 
 def test_every_distribution_of_a_quality_metric_shows_exemplars():
-    quality_metrics = (metrics.MOS, metrics.JITTER, metrics.LATENCY, metrics.PACKET_LOSS)
+    quality_metrics = (participant_subject.MOS, participant_subject.JITTER, participant_subject.LATENCY, participant_subject.PACKET_LOSS)
     distribution = [
         (panel, target)
         for panel, target in targets(load(quality.UID))
@@ -205,9 +206,9 @@ def test_health_dashboard_covers_what_an_operator_asks():
 def test_quality_dashboard_covers_every_participant_metric():
     exprs = " ".join(t["expr"] for _, t in targets(load(quality.UID)))
     for name in (
-        metrics.SUMMARIES, metrics.MOS, metrics.JITTER, metrics.LATENCY, metrics.PACKET_LOSS, metrics.PACKETS_RECEIVED,
-        metrics.PACKETS_LOST, metrics.TAGS, metrics.TAG_SEVERITY, metrics.DEGRADATIONS, metrics.QUALITY_ISSUES,
-        metrics.DURATION, metrics.QUEUE_TIME, metrics.ACTIONS, metrics.REGION_MISMATCH,
+        participant_subject.SUMMARIES, participant_subject.MOS, participant_subject.JITTER, participant_subject.LATENCY, participant_subject.PACKET_LOSS, participant_subject.PACKETS_RECEIVED,
+        participant_subject.PACKETS_LOST, participant_subject.TAGS, participant_subject.TAG_SEVERITY, participant_subject.DEGRADATIONS, participant_subject.QUALITY_ISSUES,
+        participant_subject.DURATION, participant_subject.QUEUE_TIME, participant_subject.ACTIONS, participant_subject.REGION_MISMATCH,
     ):  # fmt: skip
         assert name in exprs, name
 
@@ -283,7 +284,8 @@ def test_calls_dashboard_covers_every_call_and_conference_family_and_each_edge_s
     from prometheus_client import CollectorRegistry
 
     from exporter.record.labels import call_label_policy, conference_label_policy
-    from exporter.record.recorder import CallRecorder, ConferenceRecorder
+    from exporter.subjects.call import CallRecorder
+    from exporter.subjects.conference import ConferenceRecorder
 
     registry = CollectorRegistry()
     names = [

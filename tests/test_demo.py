@@ -13,6 +13,9 @@ from exporter import metrics, synthetic
 from exporter.join import JOIN_TOTAL
 from exporter.models import CALL_SUMMARY_COMPLETE, CALL_SUMMARY_PARTIAL, CONFERENCE_SUMMARY_COMPLETE, SUMMARY_TYPES
 from exporter.record.labels import JOIN_LABELS, OTHER, UNKNOWN
+from exporter.subjects import call as call_subject
+from exporter.subjects import conference as conference_subject
+from exporter.subjects import participant as participant_subject
 from tests.exporter_process import ROOT, start_exporter
 from tests.helpers import clean_environ
 
@@ -81,10 +84,10 @@ def test_the_demo_sends_signed_deliveries_of_every_summary_kind_that_are_each_co
         assert not any(name == f"{metrics.INVALID_EVENTS}_total" and v for (name, _), v in scraped.items())
         assert sum(v for (name, _), v in scraped.items() if name == f"{metrics.SIGNATURE_FAILURES}_total") == 0
         # Both streams of every participant reach the quality histograms.
-        assert total(scraped, f"{metrics.MOS}_count") == 2 * 25
+        assert total(scraped, f"{participant_subject.MOS}_count") == 2 * 25
         # Each complete call once, the partial one not at all; each final conference once.
-        assert total(scraped, f"{metrics.CALL_SUMMARIES}_total") == 7
-        assert total(scraped, f"{metrics.CONFERENCE_SUMMARIES}_total") == 4
+        assert total(scraped, f"{call_subject.CALL_SUMMARIES}_total") == 7
+        assert total(scraped, f"{conference_subject.CONFERENCE_SUMMARIES}_total") == 4
 
         # Run again with the same seed: the same participants, calls and conferences, acknowledged
         # and not counted twice; the partial is not_final again.
@@ -95,8 +98,8 @@ def test_the_demo_sends_signed_deliveries_of_every_summary_kind_that_are_each_co
         assert value(scraped, events, source="webhook", type="summary", outcome="duplicate") == 25 + 7 + 4
         assert value(scraped, events, source="webhook", type="summary", outcome="not_final") == 2
         assert value(scraped, events, source="webhook", type="taskrouter", outcome="recorded") == 2 * 3 * 13
-        assert total(scraped, f"{metrics.CALL_SUMMARIES}_total") == 7
-        assert total(scraped, f"{metrics.CONFERENCE_SUMMARIES}_total") == 4
+        assert total(scraped, f"{call_subject.CALL_SUMMARIES}_total") == 7
+        assert total(scraped, f"{conference_subject.CONFERENCE_SUMMARIES}_total") == 4
 
 
 def test_a_demo_run_overflows_no_label_and_gives_every_summary_a_task_queue_and_a_team(tmp_path):
@@ -127,7 +130,7 @@ def test_a_demo_run_overflows_no_label_and_gives_every_summary_a_task_queue_and_
         assert not [s for s in joined if {s.labels[name] for name in JOIN_LABELS} & {UNKNOWN, OTHER}]
         queues = {queue for queue, _, _ in synthetic.QUEUES}
         teams = {team for _, _, answering in synthetic.QUEUES for team in answering}
-        for prefix in (metrics.PARTICIPANT + "_", metrics.CALL + "_", metrics.CONFERENCE + "_summaries"):
+        for prefix in (participant_subject.PREFIX + "_", call_subject.PREFIX + "_", conference_subject.PREFIX + "_summaries"):
             kind = [s for s in joined if s.name.startswith(prefix)]
             assert {s.labels["task_queue"] for s in kind} == queues, prefix
             assert {s.labels["team"] for s in kind} == teams, prefix

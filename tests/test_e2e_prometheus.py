@@ -37,6 +37,7 @@ import yaml
 from dashboards import health, quality, rules, settings
 from exporter import metrics, synthetic
 from exporter.metrics import Outcome
+from exporter.subjects import participant as participant_subject
 from tests import fake_insights
 from tests.e2e_prometheus import (
     JOB,
@@ -116,7 +117,7 @@ def side_traffic(exporter: ExporterProcess, batch: list[dict[str, Any]]) -> None
 
 
 def total_summaries(prometheus: Prometheus, instance: str, at: float | None = None) -> float:
-    return prometheus.value(f'sum({metrics.SUMMARIES}_total{{instance="{instance}"}})', at) or 0.0
+    return prometheus.value(f'sum({participant_subject.SUMMARIES}_total{{instance="{instance}"}})', at) or 0.0
 
 
 def pulled(prometheus: Prometheus, instance: str, at: float | None = None) -> float:
@@ -258,7 +259,7 @@ def test_every_template_variable_lists_values(stack, uid):
         values = stack.prometheus.api(f"label/{label}/values", **{"match[]": series})
         assert values, f"${name}: label_values({series}, {label}) is empty"
     if uid == quality.UID:
-        call_types = stack.prometheus.api("label/call_type/values", **{"match[]": f"{metrics.SUMMARIES}_total"})
+        call_types = stack.prometheus.api("label/call_type/values", **{"match[]": f"{participant_subject.SUMMARIES}_total"})
         assert call_types == sorted({s["call_type"] for s in stack.summaries})
 
 
@@ -297,8 +298,8 @@ def test_every_alert_probe_returns_data(stack, alert):
 def test_each_slice_group_records_every_value_the_exporter_exposes_and_the_series_the_docs_count(stack):
     values = {}
     for dimension in settings.SLICE_DIMENSIONS:
-        exposed = {s["metric"][dimension] for s in stack.prometheus.query(f'{metrics.MOS}_count{{instance="{stack.instance}"}}')}
-        recorded = stack.prometheus.query(f"job_{dimension}:{metrics.PARTICIPANT}_low_mos:ratio_rate{settings.QUALITY_WINDOW}")
+        exposed = {s["metric"][dimension] for s in stack.prometheus.query(f'{participant_subject.MOS}_count{{instance="{stack.instance}"}}')}
+        recorded = stack.prometheus.query(f"job_{dimension}:{participant_subject.PREFIX}_low_mos:ratio_rate{settings.QUALITY_WINDOW}")
         assert sorted(s["metric"][dimension] for s in recorded) == sorted(exposed), dimension
         assert {s["metric"]["job"] for s in recorded} == {JOB}
         values[dimension] = len(exposed)
@@ -322,7 +323,7 @@ def test_every_rule_group_is_evaluated_and_timed_by_prometheus(stack):
     stack.prometheus.poll("ten evaluations of every rule group", ten_each, 60)
     medians = {name: statistics.median(timings.values()) for name, timings in samples.items()}
     assert all(median > 0 for median in medians.values()), medians
-    raw = stack.prometheus.value(f'count({{__name__=~"{metrics.PARTICIPANT}_.+", instance="{stack.instance}"}})')
+    raw = stack.prometheus.value(f'count({{__name__=~"{participant_subject.PREFIX}_.+", instance="{stack.instance}"}})')
     recording = medians["twilio-insights-exporter.recording"]
     print(
         f"\nmedian evaluation of each rule group over ten evaluations, {raw:g} raw series of the exporter:\n"
@@ -382,16 +383,16 @@ def test_summaries_expired_alert_fires_for_the_summary_given_up(stack):
 
 def test_threshold_buckets_count_exactly_the_streams_past_twilios_thresholds(stack):
     """The dashboards' and rules' le="..." edges exist in the live output and mean Twilio's thresholds."""
-    streams = [s["metrics"][direction] for s in stack.summaries for direction in metrics.STREAMS]
+    streams = [s["metrics"][direction] for s in stack.summaries for direction in participant_subject.STREAMS]
     expected = {
-        f'{metrics.MOS}_bucket{{le="3.5"}}': sum(st["mos"] <= 3.5 for st in streams),
-        f'{metrics.JITTER}_bucket{{stat="avg", le="0.005"}}': sum(st["jitter"]["avg"] <= 5 for st in streams),
-        f'{metrics.LATENCY}_bucket{{stat="avg", le="0.15"}}': sum(st["latency"]["avg"] <= 150 for st in streams),
-        f'{metrics.PACKET_LOSS}_bucket{{le="0.05"}}': sum(st["packet_loss_percentage"] <= 5 for st in streams),
+        f'{participant_subject.MOS}_bucket{{le="3.5"}}': sum(st["mos"] <= 3.5 for st in streams),
+        f'{participant_subject.JITTER}_bucket{{stat="avg", le="0.005"}}': sum(st["jitter"]["avg"] <= 5 for st in streams),
+        f'{participant_subject.LATENCY}_bucket{{stat="avg", le="0.15"}}': sum(st["latency"]["avg"] <= 150 for st in streams),
+        f'{participant_subject.PACKET_LOSS}_bucket{{le="0.05"}}': sum(st["packet_loss_percentage"] <= 5 for st in streams),
     }
     got = {selector: stack.prometheus.value(f'sum({selector[:-1]}, instance="{stack.instance}"}})', stack.settled) for selector in expected}
     assert got == {selector: float(count) for selector, count in expected.items()}
-    assert 0 < expected[f'{metrics.MOS}_bucket{{le="3.5"}}'] < len(streams)
+    assert 0 < expected[f'{participant_subject.MOS}_bucket{{le="3.5"}}'] < len(streams)
 
 
 def test_distribution_panels_lead_to_calls_through_exemplars(stack):
@@ -411,7 +412,7 @@ def test_distribution_panels_lead_to_calls_through_exemplars(stack):
 def test_promtool_check_metrics_is_clean_on_the_exporter_output(stack):
     with urllib.request.urlopen(stack.exporter.metrics_url + "/metrics", timeout=10) as response:
         exposition = response.read()
-    assert f"{metrics.SUMMARIES}_total".encode() in exposition
+    assert f"{participant_subject.SUMMARIES}_total".encode() in exposition
     promtool = shutil.which("promtool") or "promtool"
     result = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, timeout=60)
     assert (result.returncode, result.stdout.decode() + result.stderr.decode()) == (0, "")

@@ -76,7 +76,7 @@ async def test_completed_calls_are_listed_page_by_page_and_a_partial_one_is_not(
 
     assert [len(page) for page in pages] == [2, 2, 1]
     assert sorted(item["call_sid"] for page in pages for item in page) == [ca(n) for n in range(5)]
-    assert all(CallSummary.model_validate(item).final() for page in pages for item in page)
+    assert all(CallSummary.model_validate(item).processing_state == "complete" for page in pages for item in page)
     seen = fake.requests(fi.CALL_SUMMARIES)
     assert len(seen) == 3
     first = seen[0].query

@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.metrics import DEFAULT_BUCKETS
 from exporter.models import ParticipantSummary
 from exporter.record import families
 from exporter.record.labels import COMMON_LABELS, OTHER, LabelPolicy
-from exporter.record.recorder import Recorder
+from exporter.subjects.participant import DEFAULT_BUCKETS, ParticipantRecorder
 from tests.conftest import fixture, sample_sum, snapshot
 
 P = "twilio_conference_participant_"
@@ -26,9 +25,9 @@ REFERENCE = dict(zip(COMMON_LABELS, COMMON, strict=True))
 OTHER_COMMON = ("carrier", "outbound", "ie1", "us1", "GB", "customer")
 
 
-def recorder(buckets: dict[str, tuple[float, ...]] | None = None, **max_values: int) -> tuple[Recorder, CollectorRegistry]:
+def recorder(buckets: dict[str, tuple[float, ...]] | None = None, **max_values: int) -> tuple[ParticipantRecorder, CollectorRegistry]:
     registry = CollectorRegistry()
-    return Recorder(registry, LabelPolicy(COMMON_LABELS, max_values=max_values), buckets), registry
+    return ParticipantRecorder(registry, LabelPolicy(COMMON_LABELS, max_values=max_values), buckets), registry
 
 
 def summary(**changes: Any) -> ParticipantSummary:
@@ -159,7 +158,7 @@ REST_LABELS = {"call_type": "carrier", "call_direction": "outbound", "participan
 # --- restore: saved series back ---------------------------------------------------------------
 
 
-def saved_rows(rec: Recorder) -> list[tuple[str, tuple[str, ...], list[float]]]:
+def saved_rows(rec: ParticipantRecorder) -> list[tuple[str, tuple[str, ...], list[float]]]:
     """Every series of ``rec`` as the durable state saves it."""
     dirty = rec.dirty or set()
     return sorted((*rec.key_of(series), rec.saved_values(series)) for series in dirty)

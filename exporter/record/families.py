@@ -1,4 +1,4 @@
-"""The participant metric families: plain numbers per series, rendered from cached label text.
+"""The subjects' metric families (what Twilio measured): plain numbers per series, rendered from cached label text.
 
 Why not ``prometheus_client.Counter`` and ``Histogram`` for these: they hold every label set a
 contact centre produces, about 200 samples per combination of the common labels, so 100k

@@ -2,10 +2,10 @@
 
 Recording is split in two so that a summary is counted all or nothing:
 
-- :meth:`Recorder.plan` reads a validated summary and returns a :class:`Change`: the label values
+- :meth:`SummaryRecorder.plan` reads a validated summary and returns a :class:`Change`: the label values
   and every observation it would make, in base units (milliseconds to seconds, percent to ratio).
   It changes nothing, so whatever it raises, nothing of the summary was counted.
-- :meth:`Recorder.apply` makes the observations of a change. It keeps what it overwrote; if any
+- :meth:`SummaryRecorder.apply` makes the observations of a change. It keeps what it overwrote; if any
   step raises, everything it did is put back exactly (values, buckets, sums, exemplars, new
   series, admitted label values) before the error goes on.
 
@@ -15,8 +15,8 @@ changes again after a restart gives back the same counters, bucket by bucket.
 Each kind of summary (a "subject": participant, call, conference) has its own recorder, its own
 families and its own :class:`~exporter.record.labels.LabelPolicy`; they share everything but the
 planning. :class:`SummaryRecorder` is that shared machinery (apply, undo, the durable state's
-view); :class:`Recorder` (participants), :class:`CallRecorder` and :class:`ConferenceRecorder`
-each add only their :meth:`plan`.
+view); each subject's module under exporter/subjects/ adds only its :meth:`plan` (the
+``ParticipantRecorder``, ``CallRecorder`` and ``ConferenceRecorder``), built with :class:`Draft`.
 
 Why one module: every subject's planning produces the :class:`Change` the shared apply, undo and
 journal replay consume, so a change to that shape is made for all subjects at once, in one place.
@@ -31,23 +31,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Generic, TypeVar
 
-from prometheus_client import CollectorRegistry
-
-from exporter.metrics import (
-    CallMetrics,
-    ConferenceMetrics,
-    ParticipantMetrics,
-    build_call_metrics,
-    build_conference_metrics,
-    build_participant_metrics,
-)
-from exporter.models import CallSummary, ConferenceSummary, EdgeStream, ParticipantSummary, StreamMetrics
 from exporter.record.families import CounterFamily, CounterSeries, HistogramFamily, HistogramSeries
 from exporter.record.labels import OTHER, LabelPolicy
 
 # OpenMetrics allows 128 characters of exemplar labels; two SIDs of 34 fit. A SID is letters and
 # digits (CA + 32 hex): anything else is left out, so no exemplar ever needs escaping.
-_SID = re.compile(r"[A-Za-z0-9]{1,48}")
+SID = re.compile(r"[A-Za-z0-9]{1,48}")
 
 Family = CounterFamily | HistogramFamily
 Series = CounterSeries | HistogramSeries
@@ -114,7 +103,7 @@ class SummaryRecorder(Generic[M]):
         now = time.time() if exemplar else 0.0  # one timestamp for all of a summary's exemplars
         # The undo log holds only what each observation overwrote: (series, bucket index, its old
         # count, old sum, old exemplar), or (series, -1, 0, old value, None) for a counter; not a
-        # copy of every histogram's buckets (issue 21: plan + apply 47.7 -> ~40 µs a summary).
+        # copy of every histogram's buckets (cheaper per summary: docs/performance.md).
         # An entry is written before its step, so a step that raised is undone too (a no-op).
         undo: list[tuple[Any, int, int, float, Any]] = []
         created: list[tuple[dict[tuple[Any, ...], Series], tuple[Any, ...]]] = []
@@ -225,97 +214,6 @@ class SummaryRecorder(Generic[M]):
         return [series.value]
 
 
-class Recorder(SummaryRecorder[ParticipantMetrics]):
-    """Records validated participant summaries into the ``twilio_conference_participant_*`` families."""
-
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        labels: LabelPolicy,
-        buckets: Mapping[str, tuple[float, ...]] | None = None,
-    ) -> None:
-        super().__init__(labels, build_participant_metrics(registry, labels.common_names, dict(buckets or {})))
-
-    # -- plan: read only ---------------------------------------------------------------------
-
-    def plan(self, summary: ParticipantSummary, joined: Mapping[str, str | None] | None = None) -> Change:
-        """What recording ``summary`` would add. Changes nothing."""
-        m = self.metrics
-        lp = self.labels
-        pending: dict[str, set[str]] = {}
-        overflow: list[str] = []
-        details: list[tuple[str, str]] = []
-
-        def detail(name: str, raw: str | None) -> str:
-            value = lp.detail(name, raw, pending, overflow)
-            details.append((name, value))
-            return value
-
-        common = lp.common(
-            {
-                **(joined or {}),
-                "call_type": summary.call_type,
-                "call_direction": summary.call_direction,
-                "participant_region": summary.participant_region,
-                "conference_region": summary.conference_region,
-                "country_code": summary.country_code,
-                "participant_label": summary.label,
-                "account_sid": summary.account_sid,
-                "jitter_buffer_size": summary.jitter_buffer_size,
-            },
-            pending,
-            overflow,
-        )
-        obs: list[Observation] = [(m.summaries, (detail("processing_state", summary.processing_state), detail("call_status", summary.status)), 1)]
-        for stream, sm in summary.streams():
-            self._plan_stream(obs, detail, stream, sm)
-        if summary.quality_issues is not None:
-            obs.append((m.quality_issues, (), summary.quality_issues))
-        if summary.duration_seconds is not None:
-            obs.append((m.duration, (), summary.duration_seconds))
-        if summary.outbound_time_in_queue is not None:
-            obs.append((m.queue_time, (), summary.outbound_time_in_queue))
-        if summary.events is not None:
-            for action, count in _folded(detail, "action", summary.events.counts()).items():
-                obs.append((m.actions, (action,), count))
-        if summary.participant_region and summary.conference_region and summary.participant_region != summary.conference_region:
-            obs.append((m.region_mismatch, (), 1))
-        return Change(common, tuple(obs), tuple(details), tuple(overflow), _exemplar(summary))
-
-    def _plan_stream(self, obs: list[Observation], detail: Any, stream: str, sm: StreamMetrics) -> None:
-        m = self.metrics
-        if sm.mos is not None:
-            obs.append((m.mos, (stream,), sm.mos))
-        for histogram, stat in ((m.jitter, sm.jitter), (m.latency, sm.latency)):
-            if stat is None:
-                continue
-            if stat.avg is not None:
-                obs.append((histogram, (stream, "avg"), stat.avg / 1000))
-            if stat.max is not None:
-                obs.append((histogram, (stream, "max"), stat.max / 1000))
-        if sm.packet_loss_percentage is not None:
-            obs.append((m.packet_loss, (stream,), sm.packet_loss_percentage / 100))
-        if sm.total_packets_received is not None:
-            obs.append((m.packets_received, (stream,), sm.total_packets_received))
-        if sm.total_packets_lost is not None:
-            obs.append((m.packets_lost, (stream,), sm.total_packets_lost))
-        # A tag says "this stream had that condition": once per stream, however often listed.
-        for tag in _distinct(detail, "tag", sm.tags):
-            obs.append((m.tags, (stream, tag), 1))
-        if sm.tags_info is not None:
-            severities = list(sm.tags_info.severities().items())
-            for issue, severity in severities[:MAX_DETAILS]:
-                obs.append((m.tag_severity, (stream, detail("issue", issue), detail("severity", severity)), 1))
-            if len(severities) > MAX_DETAILS:
-                obs.append((m.tag_severity, (stream, OTHER, OTHER), 1))
-        if sm.occurrences is not None:
-            for metric, count in _folded(detail, "metric", sm.occurrences.counts()).items():
-                obs.append((m.degradations, (stream, metric), count))
-
-
-ParticipantRecorder = Recorder
-
-
 # At most this many distinct values of one detail list count per summary: Voice Insights documents
 # about a dozen tags, four tag issues, a handful of actions and degradation metrics. Past it, the
 # rest count once as ``other``: one summary adds at most MAX_DETAILS + 1 to a detail counter,
@@ -323,10 +221,10 @@ ParticipantRecorder = Recorder
 MAX_DETAILS = 16
 
 
-def _distinct(detail: Any, name: str, values: Iterable[str] | None) -> list[str]:
+def distinct(detail: Any, name: str, values: Iterable[str] | None) -> list[str]:
     """The label values of a list that is a set (tags): each distinct value once, at most MAX_DETAILS + 1.
 
-    >>> _distinct(lambda name, raw: raw if raw.startswith("k") else "other", "tag", ["k1", "k1", "x", "y", "k2"])
+    >>> distinct(lambda name, raw: raw if raw.startswith("k") else "other", "tag", ["k1", "k1", "x", "y", "k2"])
     ['k1', 'other', 'k2']
     """
     seen: dict[str, None] = {}
@@ -342,10 +240,10 @@ def _distinct(detail: Any, name: str, values: Iterable[str] | None) -> list[str]
     return list(kept)
 
 
-def _folded(detail: Any, name: str, counts: Mapping[str, float]) -> dict[str, float]:
+def folded(detail: Any, name: str, counts: Mapping[str, float]) -> dict[str, float]:
     """Counts by label value (actions, degradations): the first MAX_DETAILS keys each their own, the rest summed as ``other``.
 
-    >>> _folded(lambda name, raw: raw, "action", {"mute": 2, "hold": 1})
+    >>> folded(lambda name, raw: raw, "action", {"mute": 2, "hold": 1})
     {'mute': 2, 'hold': 1}
     """
     out: dict[str, float] = {}
@@ -355,8 +253,8 @@ def _folded(detail: Any, name: str, counts: Mapping[str, float]) -> dict[str, fl
     return out
 
 
-class _Draft:
-    """The label bookkeeping of one summary being planned (what :meth:`Recorder.plan` keeps in locals)."""
+class Draft:
+    """The label bookkeeping of one summary being planned (what :meth:`SummaryRecorder.plan` keeps in locals)."""
 
     __slots__ = ("details", "labels", "overflow", "pending")
 
@@ -378,121 +276,5 @@ class _Draft:
         return Change(common, tuple(obs), tuple(self.details), tuple(self.overflow), exemplar)
 
 
-def _sid_exemplar(name: str, sid: str) -> dict[str, str] | None:
-    return {name: sid} if _SID.fullmatch(sid) else None
-
-
-class CallRecorder(SummaryRecorder[CallMetrics]):
-    """Records final Call Summaries into the ``twilio_call_*`` families (labels: :func:`exporter.record.labels.call_label_policy`).
-
-    Twilio's milliseconds become seconds and its percentages ratios. What an edge did not
-    measure is not recorded: an absent edge, an edge without metrics, one direction only leave
-    no sample rather than a zero. The SIP edge's ``latency`` is left out: its unit is not
-    documented (call-and-conference-summary-facts.md).
-    """
-
-    def __init__(self, registry: CollectorRegistry, labels: LabelPolicy, buckets: Mapping[str, tuple[float, ...]] | None = None) -> None:
-        super().__init__(labels, build_call_metrics(registry, labels.common_names, dict(buckets or {})))
-
-    def plan(self, summary: CallSummary, joined: Mapping[str, str | None] | None = None) -> Change:
-        """What recording ``summary`` would add. Changes nothing."""
-        m = self.metrics
-        draft = _Draft(self.labels)
-        far = summary.far_end()
-        props = summary.properties
-        common = draft.common(
-            {
-                **(joined or {}),
-                "call_type": summary.call_type,
-                "call_status": summary.call_state,
-                "direction": props.direction if props is not None else None,
-                "media_region": summary.edge_property("media_region"),
-                "edge_location": summary.edge_property("edge_location"),
-                "country_code": far.country_code if far is not None else None,
-                "carrier": far.carrier if far is not None else None,
-                "connection": far.connection if far is not None else None,
-            }
-        )
-        obs: list[Observation] = [(m.summaries, (), 1)]
-        for edge_name, edge in summary.edges():
-            if edge.metrics is None:
-                continue
-            for stream, es in (("inbound", edge.metrics.inbound), ("outbound", edge.metrics.outbound)):
-                if es is not None:
-                    self._plan_edge_stream(obs, draft, (edge_name, stream), es)
-        if summary.connect_duration is not None:
-            obs.append((m.duration, (), summary.connect_duration))
-        if props is not None:
-            if props.pdd_ms is not None:
-                obs.append((m.post_dial_delay, (), props.pdd_ms / 1000))
-            if props.queue_time is not None:
-                obs.append((m.queue_time, (), props.queue_time / 1000))
-            if props.last_sip_response_num is not None:
-                obs.append((m.sip_responses, (draft.detail("sip_response_class", f"{props.last_sip_response_num // 100}xx"),), 1))
-            if props.disconnected_by is not None:
-                obs.append((m.disconnects, (draft.detail("disconnected_by", props.disconnected_by),), 1))
-        if summary.answered_by is not None:
-            obs.append((m.answered_by, (draft.detail("answered_by", summary.answered_by),), 1))
-        # A tag says "this call had that condition": once, however often listed.
-        for tag in _distinct(draft.detail, "tag", summary.tags):
-            obs.append((m.tags, (tag,), 1))
-        return draft.change(common, obs, _sid_exemplar("call_sid", summary.call_sid))
-
-    def _plan_edge_stream(self, obs: list[Observation], draft: _Draft, where: tuple[str, str], es: EdgeStream) -> None:
-        m = self.metrics
-        if es.jitter is not None:
-            if es.jitter.avg is not None:
-                obs.append((m.jitter, (*where, "avg"), es.jitter.avg / 1000))
-            if es.jitter.max is not None:
-                obs.append((m.jitter, (*where, "max"), es.jitter.max / 1000))
-        if es.packets_loss_percentage is not None:
-            obs.append((m.packet_loss, where, es.packets_loss_percentage / 100))
-        # Packets received on the way in, sent on the way out: the count the loss is out of.
-        packets = es.packets_received if where[1] == "inbound" else es.packets_sent
-        if packets is not None:
-            obs.append((m.packets, where, packets))
-        if es.packets_lost is not None:
-            obs.append((m.packets_lost, where, es.packets_lost))
-        if es.mos is not None:
-            if es.mos.avg is not None:
-                obs.append((m.mos, (*where, "avg"), es.mos.avg))
-            if es.mos.min is not None:
-                obs.append((m.mos, (*where, "min"), es.mos.min))
-        if es.rtt is not None:
-            if es.rtt.avg is not None:
-                obs.append((m.rtt, (*where, "avg"), es.rtt.avg / 1000))
-            if es.rtt.max is not None:
-                obs.append((m.rtt, (*where, "max"), es.rtt.max / 1000))
-        if es.codec_name is not None:
-            obs.append((m.codecs, (*where, draft.detail("codec", es.codec_name.lower())), 1))
-
-
-class ConferenceRecorder(SummaryRecorder[ConferenceMetrics]):
-    """Records final Conference Summaries into the ``twilio_conference_*`` families (labels: :func:`exporter.record.labels.conference_label_policy`)."""
-
-    def __init__(self, registry: CollectorRegistry, labels: LabelPolicy, buckets: Mapping[str, tuple[float, ...]] | None = None) -> None:
-        super().__init__(labels, build_conference_metrics(registry, labels.common_names, dict(buckets or {})))
-
-    def plan(self, summary: ConferenceSummary, joined: Mapping[str, str | None] | None = None) -> Change:
-        """What recording ``summary`` would add. Changes nothing."""
-        m = self.metrics
-        draft = _Draft(self.labels)
-        common = draft.common({**(joined or {}), "mixer_region": summary.mixer_region, "status": summary.status, "end_reason": summary.end_reason})
-        obs: list[Observation] = [(m.summaries, (draft.detail("processing_state", summary.processing_state),), 1)]
-        if summary.duration_seconds is not None:
-            obs.append((m.duration, (), summary.duration_seconds))
-        if summary.max_concurrent_participants is not None:
-            obs.append((m.concurrent_participants, (), summary.max_concurrent_participants))
-        for tag in _distinct(draft.detail, "tag", summary.tags):
-            obs.append((m.tags, (tag,), 1))
-        # A zero is measured ("no issue of this category"), so it is recorded: the series exists at 0.
-        for category, count in summary.issue_counts():
-            obs.append((m.detected_issues, (draft.detail("category", category),), count))
-        return draft.change(common, obs, _sid_exemplar("conference_sid", summary.conference_sid))
-
-
-def _exemplar(summary: ParticipantSummary) -> dict[str, str] | None:
-    exemplar = {
-        name: value for name, value in (("call_sid", summary.call_sid), ("conference_sid", summary.conference_sid)) if value and _SID.fullmatch(value)
-    }
-    return exemplar or None
+def sid_exemplar(name: str, sid: str) -> dict[str, str] | None:
+    return {name: sid} if SID.fullmatch(sid) else None

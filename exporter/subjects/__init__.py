@@ -17,12 +17,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from exporter.config import Config
 from exporter.dedup import Window
 from exporter.models import (
     CALL_SUMMARY_COMPLETE,
@@ -36,8 +35,14 @@ from exporter.models import (
     ParticipantSummary,
 )
 from exporter.record.labels import LabelPolicy, call_label_policy, conference_label_policy
-from exporter.record.recorder import CallRecorder, Change, ConferenceRecorder, Family, Recorder, Series
+from exporter.record.recorder import Change, Family, Series
 from exporter.state.store import JournaledChange
+from exporter.subjects.call import CallRecorder
+from exporter.subjects.conference import ConferenceRecorder
+from exporter.subjects.participant import ParticipantRecorder
+
+if TYPE_CHECKING:  # config reads the subjects' defaults (exporter/subjects/participant.py): a type only here
+    from exporter.config import Config
 
 # The participant summary (Conference Participant Summary): the first subject.
 PARTICIPANT = "participant"
@@ -142,7 +147,7 @@ def build_subjects(config: Config, registry: CollectorRegistry, clock: Callable[
         model=ParticipantSummary,
         key_field="participant_sid",
         window=Window(dedup.window.total_seconds(), dedup.max_entries, clock=clock),
-        recorder=Recorder(registry, policy, settings.buckets.resolved()),
+        recorder=ParticipantRecorder(registry, policy, settings.buckets.resolved()),
         final_types=SUMMARY_TYPES,
     )
     # Calls and conferences: their own windows (a key of each subject's own in the state file, so

@@ -119,8 +119,8 @@ def _reply(status: int, **fields: Any) -> web.Response:
     return web.json_response(fields, status=status)
 
 
-# The 200 reply's body per distinct outcome dict, encoded once: ``json_response`` per request cost
-# 2.8 µs against 1.2 (bench/levers.py reply, issue 21). Bounded: counts vary with batch sizes.
+# The 200 reply's body per distinct outcome dict, encoded once: cheaper than ``json_response`` per
+# request (measured by bench/levers.py reply; docs/performance.md). Bounded: counts vary with batch sizes.
 _OK_BODIES: dict[tuple[tuple[str, int], ...], bytes] = {}
 _OK_BODIES_MAX = 1024
 

@@ -140,7 +140,7 @@ class Intake:
     loop's queue: queued work is what made a flood answer in seconds and starve the health probes
     (docs/performance.md). Twilio retries a 503 for 4 hours, so refusing loses nothing. The bound
     counts deliveries whose body is read (being recorded), never connections still reading: slow
-    senders held every slot when it did (issue 18, 29 of 30 real deliveries refused).
+    senders held every slot when it did (docs/performance.md, "The public door").
     """
 
     max_in_flight: int

@@ -1,0 +1,84 @@
+"""The conference subject: Conference Summaries, ``twilio_conference_*`` (not ``_participant_``): its families and buckets, and its plan."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from exporter.models import ConferenceSummary
+from exporter.record.families import CounterFamily, HistogramFamily
+from exporter.record.labels import LabelPolicy
+from exporter.record.recorder import Change, Draft, Observation, SummaryRecorder, distinct, sid_exemplar
+from exporter.subjects.thresholds import CALL_DURATION_BUCKETS, CONCURRENT_PARTICIPANTS_BUCKETS
+
+PREFIX = "twilio_conference"
+
+CONFERENCE_SUMMARIES = f"{PREFIX}_summaries"
+CONFERENCE_DURATION = f"{PREFIX}_duration_seconds"
+CONFERENCE_CONCURRENT = f"{PREFIX}_concurrent_participants"
+CONFERENCE_TAGS = f"{PREFIX}_tags"
+CONFERENCE_ISSUES = f"{PREFIX}_detected_issues"
+
+
+CONFERENCE_DEFAULT_BUCKETS = {
+    "duration": CALL_DURATION_BUCKETS,
+    "concurrent_participants": CONCURRENT_PARTICIPANTS_BUCKETS,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ConferenceMetrics:
+    """What Twilio summarised about a whole conference."""
+
+    summaries: CounterFamily
+    duration: HistogramFamily
+    concurrent_participants: HistogramFamily
+    tags: CounterFamily
+    detected_issues: CounterFamily
+
+
+def build_conference_metrics(
+    registry: CollectorRegistry, common_labels: tuple[str, ...], buckets: dict[str, tuple[float, ...]] | None = None
+) -> ConferenceMetrics:
+    """Create the twilio_conference_* conference-summary families with ``common_labels`` first."""
+    b = {**CONFERENCE_DEFAULT_BUCKETS, **(buckets or {})}
+    common = list(common_labels)
+    return ConferenceMetrics(
+        summaries=CounterFamily(
+            CONFERENCE_SUMMARIES, "Conference summaries recorded, each conference exactly once.", [*common, "processing_state"], registry
+        ),
+        duration=HistogramFamily(CONFERENCE_DURATION, "How long a conference lasted.", common, registry, buckets=b["duration"]),
+        concurrent_participants=HistogramFamily(
+            CONFERENCE_CONCURRENT, "Most participants a conference had at once.", common, registry, buckets=b["concurrent_participants"]
+        ),
+        tags=CounterFamily(CONFERENCE_TAGS, "Voice Insights tags of conferences.", [*common, "tag"], registry),
+        detected_issues=CounterFamily(
+            CONFERENCE_ISSUES, "Issues Voice Insights detected in conferences, by category.", [*common, "category"], registry
+        ),
+    )
+
+
+class ConferenceRecorder(SummaryRecorder[ConferenceMetrics]):
+    """Records final Conference Summaries into the ``twilio_conference_*`` families (labels: :func:`exporter.record.labels.conference_label_policy`)."""
+
+    def __init__(self, registry: CollectorRegistry, labels: LabelPolicy, buckets: Mapping[str, tuple[float, ...]] | None = None) -> None:
+        super().__init__(labels, build_conference_metrics(registry, labels.common_names, dict(buckets or {})))
+
+    def plan(self, summary: ConferenceSummary, joined: Mapping[str, str | None] | None = None) -> Change:
+        """What recording ``summary`` would add. Changes nothing."""
+        m = self.metrics
+        draft = Draft(self.labels)
+        common = draft.common({**(joined or {}), "mixer_region": summary.mixer_region, "status": summary.status, "end_reason": summary.end_reason})
+        obs: list[Observation] = [(m.summaries, (draft.detail("processing_state", summary.processing_state),), 1)]
+        if summary.duration_seconds is not None:
+            obs.append((m.duration, (), summary.duration_seconds))
+        if summary.max_concurrent_participants is not None:
+            obs.append((m.concurrent_participants, (), summary.max_concurrent_participants))
+        for tag in distinct(draft.detail, "tag", summary.tags):
+            obs.append((m.tags, (tag,), 1))
+        # A zero is measured ("no issue of this category"), so it is recorded: the series exists at 0.
+        for category, count in summary.issue_counts():
+            obs.append((m.detected_issues, (draft.detail("category", category),), count))
+        return draft.change(common, obs, sid_exemplar("conference_sid", summary.conference_sid))
