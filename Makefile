@@ -95,7 +95,7 @@ test: test-deps
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -n $(PYTEST_JOBS) --dist loadfile $(ARGS)
 
-# Regenerate the dashboards, the rules file and the README's configuration table from their
+# Regenerate the dashboards, the rules files and the tables of docs/ from their
 # Python sources (the test suite fails when a committed copy differs).
 generate: venv
 	$(VENV)/bin/pip install --quiet --constraint constraints.txt -e .

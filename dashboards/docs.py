@@ -1,4 +1,4 @@
-"""The tables of README.md and docs/alerts.md that restate the alerts, thresholds and costs.
+"""The tables of docs/alerts.md that restate the alerts, thresholds and costs.
 
 Each table sits between two markers in its document; :mod:`dashboards.generate` rewrites what is
 between them from the rules and settings, and its ``--check`` (run by the tests) fails on drift.
@@ -67,7 +67,7 @@ def alerts_table() -> str:
         else:
             per = "job and stream" if name.startswith("TwilioConference") else "target"
             summary = plain(found[0].summary)
-        lines.append(f"| [{name}](docs/runbooks/{name}.md) | {found[0].severity} | {per} | {summary} |")
+        lines.append(f"| [{name}](runbooks/{name}.md) | {found[0].severity} | {per} | {summary} |")
     return "\n".join(lines) + "\n"
 
 
@@ -142,13 +142,12 @@ def cost_table() -> str:
 
 
 BLOCKS: dict[str, dict[str, Callable[[], str]]] = {
-    "README.md": {"ALERTS-TABLE": alerts_table, "THRESHOLDS-TABLE": thresholds_table},
-    "docs/alerts.md": {"THRESHOLDS-TABLE": thresholds_table, "BURN-TABLE": burn_table, "COST-TABLE": cost_table},
+    "docs/alerts.md": {"ALERTS-TABLE": alerts_table, "THRESHOLDS-TABLE": thresholds_table, "BURN-TABLE": burn_table, "COST-TABLE": cost_table},
 }
 
 
 def render(root: Path) -> dict[Path, str]:
-    """README.md and docs/alerts.md with their generated tables rewritten."""
+    """docs/alerts.md with its generated tables rewritten."""
     result = {}
     for name, blocks in BLOCKS.items():
         path = root / name

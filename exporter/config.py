@@ -107,9 +107,10 @@ class WebhookSettings(_Section):
     )
     memory_budget: ByteSize = Field(
         Size(176 * 1024**2),
-        description="Memory for deliveries being read or recorded, counted from Content-Length (no length: --webhook.max-body-size) "
-        f"at {1 + PARSED_BYTES_PER_BYTE}x, the body plus what it becomes once parsed; past it a delivery gets 503 with Retry-After "
-        "before its body is read. At least that cost of the largest delivery; sized with the chart's memory limit.",
+        description=f"Memory for deliveries being read or recorded, at {1 + PARSED_BYTES_PER_BYTE}x their body bytes (the body plus its "
+        "parsed form), charged as the bytes arrive (the first 64 KiB up front); a delivery whose Content-Length (no length: "
+        "--webhook.max-body-size) does not fit gets 503 with Retry-After before its body is read, one that finds no room midway gets "
+        "503 then. At least that cost of the largest delivery; sized with the chart's memory limit.",
     )
     allowed_networks: list[Network] = Field(
         default_factory=list,

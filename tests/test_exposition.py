@@ -1,4 +1,4 @@
-"""/metrics as a scraper and an operator see it: promtool-clean, documented in the README."""
+"""/metrics as a scraper and an operator see it: promtool-clean, documented in docs/metrics.md."""
 
 from __future__ import annotations
 
@@ -44,21 +44,20 @@ async def test_promtool_check_metrics_finds_nothing_to_complain_about(harness: H
     assert result.stdout.strip() == "" and result.stderr.strip() == ""
 
 
-async def test_every_exported_family_is_in_the_readme_metrics_table_and_back(harness: Harness) -> None:
+async def test_every_exported_family_is_in_the_metrics_reference_and_back(harness: Harness) -> None:
     await _populated(harness)
     text = await (await harness.metrics.get("/metrics")).text()
     # In the text format a counter's TYPE line already names it with _total, an Info's with _info.
     exported = {m.group(1) for m in re.finditer(r"^# TYPE (twilio_\w+) \w+", text, re.M)}
-    readme = (ROOT / "README.md").read_text()
-    metrics_section = readme[readme.index("<!-- METRICS-START -->") : readme.index("<!-- METRICS-END -->")]
-    documented = set(re.findall(r"^\| `(twilio_[a-z_]+)`", metrics_section, re.M))
+    reference = (ROOT / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(twilio_[a-z_]+)`", reference, re.M))
 
     exported_core = {name for name in exported if not name.startswith("twilio_insights_exporter_pull_")}
-    assert exported_core - documented == set(), "exported but not in the README"
-    assert documented - exported == set(), "in the README but not exported"
+    assert exported_core - documented == set(), "exported but not in docs/metrics.md"
+    assert documented - exported == set(), "in docs/metrics.md but not exported"
 
 
-def test_readme_configuration_table_is_generated_from_the_settings() -> None:
+def test_the_docs_generated_tables_are_generated_from_the_settings_and_the_caps() -> None:
     result = subprocess.run([sys.executable, "scripts/readme_tables.py", "--check"], cwd=ROOT, capture_output=True, text=True)
 
     assert result.returncode == 0, result.stderr

@@ -1,9 +1,10 @@
-"""The README's shell blocks, run as written in a copy of the repository (what a fresh clone holds).
+"""The shell blocks of the README and of the pages under docs/, run as written in a copy of the repository (what a fresh clone holds).
 
 Every ``sh`` block is either run or named here with the reason it is not (a Twilio account, a
 cluster, a registry, or the test suite itself); a new block that is neither fails the test. A
-block followed by a ``text`` block must print exactly that. Blocks run in README order in one
-copy, as a reader would type them; the server blocks run until ready and are then stopped.
+block followed by a ``text`` block must print exactly that. Blocks run in one copy, as a reader
+would type them: the README's first (its first block makes ``.venv``), then each page of docs/
+in name order; the server blocks run until ready and are then stopped.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from tests.exporter_process import free_port
 from tests.helpers import clean_environ, until_blocking
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
+# The README, then every page of docs/, each with its text.
+PAGES = {path.relative_to(ROOT).as_posix(): path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]}
 
 # How each block is used, by its first line: "output" runs it to the end (and compares the text
 # block after it), "server" runs it until the exporter is ready, anything else is the reason it is
@@ -47,6 +49,8 @@ BLOCKS = {
     "make release REGISTRY=registry.example.com/monitoring": "needs a registry to push to; tests/test_release.py releases to a local one",
     "kubectl create namespace monitoring": "needs a Kubernetes cluster; tests/test_helm_*.py render and lint the chart",
     "make bench": "the benchmarks run for minutes: make bench",
+    "make mutants": "mutation testing runs for hours: make mutants",
+    "twilio-insights-exporter --pull.enabled --pull.lookback": "needs a Twilio account; tests/test_pull.py runs the poller against a fake of the API",
     'AWS_REGION=us-east-1 make run ARGS="--kinesis.stream-name': "needs an AWS Kinesis stream; tests/test_kinesis.py runs the consumer against kinesalite",
 }
 DEFAULT_PORTS = {"web": 9802, "webhook": 8080}
@@ -75,30 +79,40 @@ def shell_blocks(text: str) -> list[Block]:
 def use_of(block: Block) -> str:
     """What BLOCKS says of a block, found by the longest start of its first line; fails for an unknown block."""
     starts = [start for start in BLOCKS if block.first_line.startswith(start)]
-    assert starts, f"classify this README shell block in tests/test_readme.py:BLOCKS: {block.first_line!r}"
+    assert starts, f"classify this shell block in tests/test_readme.py:BLOCKS: {block.first_line!r}"
     return BLOCKS[max(starts, key=len)]
 
 
+def all_blocks() -> list[Block]:
+    """Every page's shell blocks, pages in the order the blocks are run."""
+    return [block for text in PAGES.values() for block in shell_blocks(text)]
+
+
 def test_every_shell_block_is_run_or_says_why_not():
-    blocks = shell_blocks(README)
+    blocks = all_blocks()
     for block in blocks:
         use_of(block)
     gone = [start for start in BLOCKS if not any(block.first_line.startswith(start) for block in blocks)]
-    assert gone == [], "blocks named in BLOCKS are gone from the README"
+    assert gone == [], "blocks named in BLOCKS are gone from the README and docs/"
 
 
-def test_every_test_command_of_the_readme_installs_what_the_tests_need_and_names_files_that_exist():
+@pytest.mark.parametrize("page", list(PAGES))
+def test_every_test_command_of_a_page_installs_what_the_tests_need_and_names_files_that_exist(page: str):
     """`.venv/bin/python -m pytest` after `make run` fails (no pytest, no kinesalite): a test command
-    of the README goes through `make test`, or says that `make test-deps` comes first."""
-    commands = [line for block in shell_blocks(README) for line in block.code.splitlines() if "pytest" in line or line.startswith("make test")]
-    assert commands, "the README shows how to run the tests"
+    of a page goes through `make test`, or says that `make test-deps` comes first."""
+    text = PAGES[page]
+    commands = [line for block in shell_blocks(text) for line in block.code.splitlines() if "pytest" in line or line.startswith("make test")]
     for command in commands:
-        assert command.startswith("make test"), f"{command!r}: run the tests through make test (it installs their tools)"
+        assert command.startswith("make test"), f"{page}: {command!r}: run the tests through make test (it installs their tools)"
         for name in re.findall(r"tests/\S+?\.py", command):
-            assert (ROOT / name).is_file(), f"{command!r}: {name} does not exist"
-    prose = [line for line in README.splitlines() if ".venv/bin/python -m pytest" in line]
-    context = README[README.index(prose[0]) - 400 : README.index(prose[0])] if prose else ""
-    assert not prose or "make test-deps" in context, "a bare pytest command in the README must say that make test-deps comes first"
+            assert (ROOT / name).is_file(), f"{page}: {command!r}: {name} does not exist"
+    for line in [line for line in text.splitlines() if ".venv/bin/python -m pytest" in line]:
+        context = text[max(0, text.index(line) - 400) : text.index(line)]
+        assert "make test-deps" in context, f"{page}: a bare pytest command must say that make test-deps comes first"
+
+
+def test_the_readme_shows_how_to_run_the_tests():
+    assert any(block.first_line == "make test" for block in shell_blocks(PAGES["README.md"]))
 
 
 def fresh_copy(destination: Path) -> Path:
@@ -147,7 +161,7 @@ def stop_group(proc: subprocess.Popen[str], ports: dict[str, int]) -> None:
         until_blocking(lambda: all(port_free(port) for port in ports.values()), "the ports released", seconds=15, step=0.1)
 
 
-def test_the_readme_shell_blocks_work_as_written_in_a_fresh_copy(tmp_path: Path):
+def test_the_shell_blocks_work_as_written_in_a_fresh_copy(tmp_path: Path):
     copy = fresh_copy(tmp_path / "clone")
     # As a reader's shell has it: no exporter settings, no venv, and not inside `make test` (a nested
     # make inherits MAKELEVEL and MAKEFLAGS and then prints "Entering directory" lines).
@@ -159,7 +173,7 @@ def test_the_readme_shell_blocks_work_as_written_in_a_fresh_copy(tmp_path: Path)
     if not all(port_free(port) for port in ports.values()):
         ports = {name: free_port() for name in ports}
         env |= {f"TWILIO_INSIGHTS_EXPORTER_{name.upper()}__LISTEN_ADDRESS": f":{port}" for name, port in ports.items()}
-    for block in shell_blocks(README):
+    for block in all_blocks():
         use = use_of(block)
         if use not in ("output", "server"):
             continue
@@ -196,16 +210,18 @@ def test_blocks_are_read_with_their_expected_output(text: str):
     assert block.expected == ("hello\n" if block.first_line == "make x" else None)
 
 
-def test_the_readmes_web_config_example_is_one_the_exporter_accepts():
-    section = README.split("### Protect /metrics", 1)[1]
+def test_the_documented_web_config_example_is_one_the_exporter_accepts():
+    (section,) = [text.split("## Protect /metrics", 1)[1] for text in PAGES.values() if "## Protect /metrics" in text]
     example = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
     config = WebConfig.model_validate(example)
     assert config.tls_server_config is not None and config.tls_server_config.client_auth_type == "RequireAndVerifyClientCert"
     assert set(config.basic_auth_users) == {"prometheus"}
 
 
-def test_the_readmes_command_line_examples_print_what_it_shows():
-    examples = re.findall(r"^```text\n\$ twilio-insights-exporter (.*?)\n(.*?)^```\n", README, re.M | re.S)
+def test_the_documented_command_line_examples_print_what_they_show():
+    examples = [
+        found for text in PAGES.values() for found in re.findall(r"^```text\n\$ twilio-insights-exporter (.*?)\n(.*?)^```\n", text, re.M | re.S)
+    ]
     assert examples
     for arguments, shown in examples:
         env = clean_environ()
