@@ -319,7 +319,7 @@ def queues_and_teams() -> Section:
                 timeseries(
                     f"{threshold.title} by {title}",
                     f"Share of media streams with {threshold.title}, by {name}: an agent's leg counts in the queue and team of the "
-                    "reservation that agent accepted, the customer's leg in the queue the call entered (README, TaskRouter).",
+                    "reservation that agent accepted, the customer's leg in the queue the call entered (docs/taskrouter.md).",
                     [query(threshold.share(RATE, FILTERS, (name,)))],
                     "percentunit",
                     maximum=1,
@@ -335,7 +335,7 @@ def queues_and_teams() -> Section:
             timeseries(
                 "TaskRouter join hits by kind",
                 "Share of the summaries recorded whose call the TaskRouter join knew. Near 0 with Flex traffic: the TaskRouter "
-                "event types are not subscribed on the sink (README, TaskRouter).",
+                "event types are not subscribed on the sink (docs/taskrouter.md).",
                 [query(f"sum by (kind) (rate({JOIN_TOTAL}_total{hits}[{RATE}])) / sum by (kind) (rate({JOIN_TOTAL}_total{joins}[{RATE}]))")],
                 "percentunit",
                 maximum=1,

@@ -2,7 +2,7 @@
 
 Precedence, highest first: flags, ``TWILIO_INSIGHTS_EXPORTER_<SECTION>__<FIELD>`` environment
 variables, the YAML file named by ``--config.file``, defaults. Every field has a default and a
-description; ``--help`` and the README's configuration table are generated from them. A
+description; ``--help`` and docs/configuration.md's table are generated from them. A
 variable under the prefix that names no setting is refused (:func:`check_environment`), as
 argparse refuses an unknown flag and the model an unknown key of the file.
 
@@ -10,7 +10,7 @@ Secrets never travel on the command line (it is visible in ``ps``): they are rea
 environment only, by :class:`Secrets`.
 
 Why one module: every flag, environment variable and YAML key is a field of one
-pydantic-settings model; ``--help``, the README's table, the cross-section checks (pull within
+pydantic-settings model; ``--help``, docs/configuration.md's table, the cross-section checks (pull within
 the dedup window, credentials for pull) and the list of known variables need the whole model at once.
 """
 

@@ -140,7 +140,7 @@ class Duration(timedelta):
         )
 
 
-# BeforeValidator(parse_size): how --help and the README's table tell a size from another number.
+# BeforeValidator(parse_size): how --help and docs/configuration.md's table tell a size from another number.
 ByteSize = Annotated[Size, BeforeValidator(parse_size), Field(gt=0)]
 
 

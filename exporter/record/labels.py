@@ -18,7 +18,7 @@ Each kind of summary has its own policy (participants: :data:`COMMON_LABELS`; ca
 allowlists and budget of label sets.
 
 Why one module: every kind's policy is built from the same :class:`BoundedLabel` and
-:class:`LabelPolicy`, and the README's caps and worst-case counts are read from these constants.
+:class:`LabelPolicy`, and docs/metrics.md's caps and worst-case counts are read from these constants.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ DEFAULT_MAX_VALUES = {
 # Distinct common label sets kept before new combinations fold into the overflow set. A contact
 # centre uses a few hundred (a handful of regions x call types x a few dozen countries x a few
 # roles); each set costs about 200 samples, so the default bounds the participant families at
-# about 200k samples whatever arrives (README, "Cardinality").
+# about 200k samples whatever arrives (docs/metrics.md, "Cardinality").
 #
 # The join labels multiply the sets: a centre of 50 queues x 20 teams, with up to four sets of
 # the other labels per (queue, team) pair (the customer's and the agent's legs, a country or
@@ -214,7 +214,7 @@ class LabelPolicy:
 # ---------------------------------------------------------------------------------------------
 # Call Summaries (twilio_call_*). Each kind of summary has its own policy: its own caps, its own
 # budget of label sets, its own kept values. A label name may mean something else in another
-# kind's families (README, "Labels"): ``country_code`` is the participant's own country in the
+# kind's families (docs/metrics.md, "Labels"): ``country_code`` is the participant's own country in the
 # participant families and the far end's in the call families.
 # ---------------------------------------------------------------------------------------------
 CALL_COMMON_LABELS = (*JOIN_LABELS, "call_type", "call_status", "direction", "media_region", "edge_location", "country_code", "carrier", "connection")
@@ -249,7 +249,7 @@ CALL_MAX_VALUES = {
 
 # A call label set is the costliest of the three kinds (every edge and direction, MOS and RTT
 # stats, codecs): fewer sets than the participants' budget keep the call families' worst case in
-# the same range (README, "Call and Conference Summaries", computed from these caps).
+# the same range (docs/metrics.md, computed from these caps).
 # With the join labels: today's 300 plus two sets (the customer's and the agent's leg) per
 # (queue, team) pair of a 50 x 20 centre.
 CALL_MAX_LABEL_SETS = 300 + 2 * JOIN_LABEL_SETS
@@ -295,7 +295,7 @@ CONFERENCE_MAX_VALUES = {
 }
 
 # Without the join, at most (20 + 2) x (4 + 2) x (5 + 2) = 924 combinations exist; 300 sets bound
-# them (README); with it, one more set per (queue, team) pair of a 50 x 20 centre.
+# them (docs/taskrouter.md); with it, one more set per (queue, team) pair of a 50 x 20 centre.
 CONFERENCE_MAX_LABEL_SETS = 300 + JOIN_LABEL_SETS
 
 

@@ -78,7 +78,7 @@ DEFAULT_BUCKETS = {
 
 @dataclass(frozen=True, slots=True)
 class ParticipantMetrics:
-    """What Twilio measured, one family per row of the README's metrics table.
+    """What Twilio measured, one family per row of docs/metrics.md's table.
 
     The largest part of the registry, so kept in :mod:`exporter.record.families` (why: see there).
     """
