@@ -24,12 +24,13 @@ from typing import Any
 from exporter import synthetic
 from exporter.metrics import Source
 from exporter.models import loads
+from exporter.subjects import NAMES
 
 from . import workload
 from .levers import _apps
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
-KINDS = ("participant", "call", "conference")
+KINDS = NAMES  # exporter/subjects/__init__.py: the one list of subjects
 
 
 def _events(kind: str, count: int, seed: int) -> list[dict[str, Any]]:

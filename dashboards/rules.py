@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from exporter import metrics as m
+from exporter import subjects
 from exporter.metrics import Outcome
-from exporter.subjects import call as call_subject
-from exporter.subjects import conference as conference_subject
 from exporter.subjects import participant as participant_subject
 from exporter.subjects import thresholds
 
@@ -165,11 +164,7 @@ def health_threshold(key: str) -> str:
 
 
 # Each summary subject (exporter/subjects/__init__.py) and the family that counts its recorded summaries.
-SUBJECT_SUMMARIES = {
-    "participant": participant_subject.SUMMARIES,
-    "call": call_subject.CALL_SUMMARIES,
-    "conference": conference_subject.CONFERENCE_SUMMARIES,
-}
+SUBJECT_SUMMARIES = subjects.SUMMARIES
 
 
 # The numbers the exporter-health alerts compare with, each a series of the thresholds group (as

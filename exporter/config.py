@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal, get_origin
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     CliApp,
@@ -37,6 +37,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from exporter import subjects
 from exporter.record.labels import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, JOIN_LABELS, OPTIONAL_LABELS
 from exporter.subjects import participant as participant_subject
 from exporter.subjects import thresholds
@@ -284,9 +285,15 @@ class ConfigFileSettings(_Section):
 MAX_LOOKBACK = timedelta(days=30)
 
 
-# What pull mode can read: one name per summary subject (exporter/subjects/__init__.py names them alike).
-PullSummary = Literal["participant", "call", "conference"]
-PULL_SUMMARIES: tuple[PullSummary, ...] = ("participant", "call", "conference")
+def _subject_name(value: str) -> str:
+    if value not in subjects.NAMES:
+        raise ValueError(f"{value!r} is not a summary subject: {', '.join(subjects.NAMES)}")
+    return value
+
+
+# What pull mode can read: one name per summary subject (exporter/subjects/__init__.py lists them).
+PullSummary = Annotated[str, AfterValidator(_subject_name)]
+PULL_SUMMARIES: tuple[str, ...] = subjects.NAMES
 
 
 def _comma_list(value: Any) -> Any:

@@ -63,6 +63,7 @@ from exporter.config import Config
 from exporter.metrics import EXPORTER
 from exporter.models import TASKROUTER_PREFIX, TaskRouterPayload
 from exporter.reader import clean_value
+from exporter.subjects import NAMES
 
 # The event types taken, by rank (their place in a reservation's life; see the module's docstring).
 RANKS: dict[str, int] = {
@@ -180,7 +181,7 @@ JOIN_TOTAL = f"{EXPORTER}_taskrouter_join"
 JOIN_ENTRIES = f"{EXPORTER}_taskrouter_joins"
 JOIN_EVICTIONS = f"{EXPORTER}_taskrouter_join_evictions"
 JOIN_MEMORY = f"{EXPORTER}_taskrouter_join_memory_bytes"
-JOIN_KINDS = ("participant", "call", "conference")
+JOIN_KINDS = NAMES  # every subject takes the join labels
 JOIN_RESULTS = ("hit", "miss")
 
 

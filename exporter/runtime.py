@@ -21,7 +21,8 @@ from exporter.metrics import ExporterMetrics, build_exporter_metrics
 from exporter.pipeline import Pipeline
 from exporter.state.durable import DurableState
 from exporter.state.store import StateStore
-from exporter.subjects import Subjects, build_subjects
+from exporter.subjects import Subjects
+from exporter.subjects.build import build_subjects
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """``twilio-insights-exporter twilio subscribe``: the Event Streams sink and subscriptions the exporter needs.
 
 What a sink must carry follows from the code, never from a list typed again: each summary subject's
-event types (exporter/subjects/__init__.py :func:`~exporter.subjects.build_subjects`, final or not: a
+event types (exporter/subjects/__init__.py :func:`~exporter.subjects.build.build_subjects`, final or not: a
 subject acknowledges its partial events too) and the TaskRouter types the join takes
 (exporter/join.py ``TAKEN_TYPES``). Only the schema version each kind is subscribed at is written
 here (:data:`SCHEMAS`): it is a fact of the subscription, not of the exporter, which reads every
@@ -53,7 +53,8 @@ from exporter.config import Config, Secrets, Settings
 from exporter.join import JOIN_TOTAL, TAKEN_TYPES
 from exporter.metrics import EVENTS, EventType
 from exporter.models import PARTICIPANT_SUMMARY_ALIAS
-from exporter.subjects import CALL, CONFERENCE, PARTICIPANT, Subjects, build_subjects
+from exporter.subjects import CALL, CONFERENCE, PARTICIPANT, Subjects
+from exporter.subjects.build import build_subjects
 
 PROG = "twilio-insights-exporter twilio"
 # The description of the sink and of the subscription this command creates: a rerun adds missing

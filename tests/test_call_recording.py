@@ -17,7 +17,7 @@ from exporter.models import CALL_SUMMARY_COMPLETE, CALL_SUMMARY_PARTIAL, CALL_SU
 from exporter.record import families
 from exporter.record.labels import CALL_COMMON_LABELS, OTHER, call_label_policy
 from exporter.record.recorder import Change
-from exporter.subjects import build_subjects
+from exporter.subjects.build import build_subjects
 from exporter.subjects.call import CALL_DEFAULT_BUCKETS, CallRecorder
 from tests.conftest import JOINLESS, fixture, sample_sum, snapshot
 

@@ -12,7 +12,7 @@ from exporter.config import load_config
 from exporter.models import CONFERENCE_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_PARTIAL, CloudEvent, ConferenceSummary
 from exporter.record.labels import CONFERENCE_COMMON_LABELS, OTHER, conference_label_policy
 from exporter.record.recorder import Change
-from exporter.subjects import build_subjects
+from exporter.subjects.build import build_subjects
 from exporter.subjects.conference import CONFERENCE_DEFAULT_BUCKETS, ConferenceRecorder
 from tests.conftest import JOINLESS, fixture, sample_sum, snapshot
 from tests.test_call_recording import Boom, failing_at

@@ -356,8 +356,8 @@ def candidates(path: tuple[str, ...], info: FieldInfo, default: object, tmp_path
     if path[-1] in participant_subject.DEFAULT_BUCKETS:  # a bucket list: the default edges and one more
         edges = list(participant_subject.DEFAULT_BUCKETS[path[-1]])
         return [json.dumps([*edges, edges[-1] * 2])]
-    if get_origin(annotation) is list and get_origin(get_args(annotation)[0]) is Literal:  # names from a vocabulary (--pull.summaries)
-        return [json.dumps([get_args(get_args(annotation)[0])[0]])]
+    if isinstance(default, list) and default and set(default) <= set(subjects.NAMES):  # subject names (--pull.summaries)
+        return [json.dumps([subjects.NAMES[0]])]
     if isinstance(default, list):  # networks (CIDRs), as JSON: the one list form flags and variables share
         return [json.dumps(["10.0.0.0/8"])]
     if isinstance(default, dict):  # per-label limits

@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("doors.webhook.handler", "doors.pull.poller", "doors.kinesis.consumer", "exposition"),
     ("keys",),
     ("runtime",),
+    ("subjects.build",),
     # The steps of a delivery, and the transports the doors read through.
     (
         "doors.webhook.intake",
@@ -42,10 +43,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     # The TaskRouter join, which the pipeline feeds and the durable state restores.
     ("join",),
-    # What is recorded: one entry per kind of summary.
+    ("config",),
+    # What is recorded: the one list of subjects.
     ("subjects",),
     ("state.store", "parse"),
-    ("config",),
     # A subject's families, names, buckets and plan; Twilio's thresholds, which they share.
     ("subjects.participant", "subjects.call", "subjects.conference"),
     ("record.recorder", "subjects.thresholds"),

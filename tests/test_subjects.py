@@ -16,8 +16,8 @@ from exporter.config import load_config
 from exporter.metrics import Source
 from exporter.models import CONFERENCE_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_PARTIAL, SUMMARY_TYPES
 from exporter.pipeline import Pipeline
-from exporter.runtime import Runtime
-from exporter.subjects import CALL, CONFERENCE, PARTICIPANT, Subjects, build_subjects
+from exporter.runtime import Runtime, build_subjects
+from exporter.subjects import CALL, CONFERENCE, PARTICIPANT, Subjects
 from exporter.synthetic import cloud_event, generate_summary
 from tests.conftest import fixture, sample_sum
 from tests.helpers import FakeClock

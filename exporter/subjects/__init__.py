@@ -5,7 +5,7 @@ field it is deduplicated by and its own dedup window, its recorder (with its lab
 budget, and its families), and which CloudEvent types carry it, final (recorded) or not
 (acknowledged, not recorded: the final one follows). The pipeline dispatches each event by its
 type through :class:`Subjects`; the doors never do. A new kind of summary is a new entry of
-:func:`build_subjects`, nothing else: the poller hands the REST items of a named subject to the
+:func:`exporter.subjects.build.build_subjects`, nothing else: the poller hands the REST items of a named subject to the
 same ``Pipeline.deliver``.
 
 "Subject", because "kind" already names the ``type`` label, the state's key kinds and the Kinesis
@@ -14,41 +14,25 @@ error kinds. A subject's name is what the state file writes on each of its rows 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from exporter.dedup import Window
-from exporter.models import (
-    CALL_SUMMARY_COMPLETE,
-    CALL_SUMMARY_PARTIAL,
-    CALL_SUMMARY_PREDICTED,
-    CONFERENCE_SUMMARY_COMPLETE,
-    CONFERENCE_SUMMARY_PARTIAL,
-    SUMMARY_TYPES,
-    CallSummary,
-    ConferenceSummary,
-    ParticipantSummary,
-)
-from exporter.record.labels import LabelPolicy, call_label_policy, conference_label_policy
+from exporter.record.labels import LabelPolicy
 from exporter.record.recorder import Change, Family, Series
 from exporter.state.store import JournaledChange
-from exporter.subjects.call import CallRecorder
-from exporter.subjects.conference import ConferenceRecorder
-from exporter.subjects.participant import ParticipantRecorder
+from exporter.subjects import call, conference, participant
 
-if TYPE_CHECKING:  # config reads the subjects' defaults (exporter/subjects/participant.py): a type only here
-    from exporter.config import Config
-
-# The participant summary (Conference Participant Summary): the first subject.
-PARTICIPANT = "participant"
-# The Call Summary (Voice Insights' summary of every call) and the Conference Summary.
-CALL = "call"
-CONFERENCE = "conference"
+# The one list of subjects: every other list (the join's kinds, --pull.summaries, the
+# no-summaries alert, the bench's kinds, the docs' tables) is derived from it.
+MODULES = (participant, call, conference)
+NAMES: tuple[str, ...] = tuple(module.NAME for module in MODULES)
+# Each subject's name and the family counting its recorded summaries.
+SUMMARIES: dict[str, str] = {module.NAME: module.SUMMARIES for module in MODULES}
+PARTICIPANT, CALL, CONFERENCE = participant.NAME, call.NAME, conference.NAME
 
 
 def _always_final(_: Any) -> bool:
@@ -135,41 +119,3 @@ class Subjects:
     def families(self) -> list[Family]:
         """Every subject's families, in exposition order (for the /metrics handler)."""
         return [family for subject in self for family in subject.recorder.families()]
-
-
-def build_subjects(config: Config, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> Subjects:
-    """The subjects the exporter records, built from the configuration against ``registry``."""
-    settings = config.settings
-    dedup = settings.dedup
-    policy = LabelPolicy(settings.labels.common_labels(), settings.labels.caps(), settings.labels.allowlists(), settings.labels.max_label_sets)
-    participant = Subject(
-        name=PARTICIPANT,
-        model=ParticipantSummary,
-        key_field="participant_sid",
-        window=Window(dedup.window.total_seconds(), dedup.max_entries, clock=clock),
-        recorder=ParticipantRecorder(registry, policy, settings.buckets.resolved()),
-        final_types=SUMMARY_TYPES,
-    )
-    # Calls and conferences: their own windows (a key of each subject's own in the state file, so
-    # the poller's conference_sid keys, "participants done", are another thing), label policies
-    # with their own caps and label-set budgets (exporter/record/labels.py), families (exporter/metrics.py).
-    call = Subject(
-        name=CALL,
-        model=CallSummary,
-        key_field="call_sid",
-        window=Window(dedup.window.total_seconds(), dedup.max_entries, clock=clock),
-        recorder=CallRecorder(registry, call_label_policy()),
-        final_types=frozenset({CALL_SUMMARY_COMPLETE}),
-        not_final_types=frozenset({CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED}),
-    )
-    conference = Subject(
-        name=CONFERENCE,
-        model=ConferenceSummary,
-        key_field="conference_sid",
-        window=Window(dedup.window.total_seconds(), dedup.max_entries, clock=clock),
-        recorder=ConferenceRecorder(registry, conference_label_policy()),
-        final_types=frozenset({CONFERENCE_SUMMARY_COMPLETE}),
-        not_final_types=frozenset({CONFERENCE_SUMMARY_PARTIAL}),
-        is_final=lambda summary: summary.final(),
-    )
-    return Subjects([participant, call, conference])

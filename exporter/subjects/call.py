@@ -21,9 +21,11 @@ from exporter.subjects.thresholds import (
     RTT_BUCKETS,
 )
 
+NAME = "call"
 PREFIX = "twilio_call"
 
 CALL_SUMMARIES = f"{PREFIX}_summaries"
+SUMMARIES = CALL_SUMMARIES  # the family that counts this subject's summaries
 CALL_JITTER = f"{PREFIX}_jitter_seconds"
 CALL_PACKET_LOSS = f"{PREFIX}_packet_loss_ratio"
 CALL_PACKETS = f"{PREFIX}_packets"

@@ -13,9 +13,11 @@ from exporter.record.labels import LabelPolicy
 from exporter.record.recorder import Change, Draft, Observation, SummaryRecorder, distinct, sid_exemplar
 from exporter.subjects.thresholds import CALL_DURATION_BUCKETS, CONCURRENT_PARTICIPANTS_BUCKETS
 
+NAME = "conference"
 PREFIX = "twilio_conference"
 
 CONFERENCE_SUMMARIES = f"{PREFIX}_summaries"
+SUMMARIES = CONFERENCE_SUMMARIES  # the family that counts this subject's summaries
 CONFERENCE_DURATION = f"{PREFIX}_duration_seconds"
 CONFERENCE_CONCURRENT = f"{PREFIX}_concurrent_participants"
 CONFERENCE_TAGS = f"{PREFIX}_tags"

@@ -33,6 +33,8 @@ from exporter.subjects.thresholds import (
     QUEUE_TIME_BUCKETS,
 )
 
+# The subject's name: its state-file rows, its label_overflow and join children, --pull.summaries.
+NAME = "participant"
 PREFIX = "twilio_conference_participant"
 SUMMARIES = f"{PREFIX}_summaries"
 MOS = f"{PREFIX}_mos"
