@@ -43,7 +43,7 @@ from exporter.join import JoinMap, JoinRow
 from exporter.logs import Throttle
 from exporter.metrics import EventType, ExporterMetrics, Outcome, Source
 from exporter.models import TEST_EVENT_TYPE
-from exporter.state.store import Commit, JournaledChange, StateStore
+from exporter.state.store import Commit, JournaledChange, StateStore, join_rows, journal_rows, key_rows
 from exporter.subjects import Subject, Subjects
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,8 @@ class Pipeline:
     def _commit(self, batch: _Batch, checkpoint: tuple[str, str] | None, commits: list[asyncio.Future[None]]) -> None:
         if not (batch.changes or batch.keys or checkpoint or batch.joins or batch.unjoined):
             return
-        future = self.store.commit(Commit(batch.changes, batch.keys, checkpoint, joins=batch.joins, unjoined=batch.unjoined))
+        rows = [journal_rows(batch.changes), key_rows(batch.keys), *join_rows(batch.joins, batch.unjoined)]
+        future = self.store.commit(Commit(rows, checkpoint, changes=len(batch.changes)))
         if future is None:
             return
         commits.append(future)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from exporter.dedup import Window
-from exporter.state.store import CONFERENCE_SID, SCHEMA_VERSION, Commit, StateStore
+from exporter.state.store import CONFERENCE_SID, SCHEMA_VERSION, Commit, StateStore, journal_rows, key_rows
 from exporter.subjects import PARTICIPANT
 from exporter.synthetic import cloud_event, generate_summary
 from tests.conftest import HarnessFactory, snapshot
@@ -41,7 +41,7 @@ async def started(path: Path | None, clock: FakeClock) -> StateStore:
 
 async def add_keys(store: StateStore, *keys: tuple[str, str, float]) -> None:
     """Keys written as a delivery writes them: one commit through the writer."""
-    future = store.commit(Commit([], list(keys)))
+    future = store.commit(Commit([key_rows(list(keys))]))
     assert future is not None
     await future
 
@@ -286,7 +286,9 @@ async def test_a_commit_of_two_subjects_is_journaled_as_one_row_each_and_loaded_
     store = reopen(tmp_path / "state.db", FakeClock())
     store.start()
     call, participant = (["outbound"], [["twilio_call_summaries", [], 1.0]]), (["GB"], [["twilio_conference_participant_summaries", [], 1.0]])
-    done = store.commit(Commit([("participant", participant), ("call", call), ("participant", participant)], [("call", "CA1", 1.0)]))
+    done = store.commit(
+        Commit([journal_rows([("participant", participant), ("call", call), ("participant", participant)]), key_rows([("call", "CA1", 1.0)])])
+    )
     assert done is not None
     await done
 

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from exporter.state.store import Commit
+from exporter.state.store import Commit, key_rows
 from exporter.subjects import PARTICIPANT
 from tests.helpers import until
 from tests.test_pull import P, RigFactory, conference_with, fake, fake_server, make_rig, participant  # noqa: F401 (fixtures)
@@ -71,7 +71,7 @@ async def test_a_timer_on_the_loop_fires_within_50_ms_while_the_writer_holds_a_l
     rig.store.commit_hook = held
     try:
         # A delivery's commit, and the writer stays inside its transaction (the SQLite write lock held).
-        delivery = rig.store.commit(Commit([], [(PARTICIPANT, "CP-held", now)]))
+        delivery = rig.store.commit(Commit([key_rows([(PARTICIPANT, "CP-held", now)])]))
         assert delivery is not None
         assert await asyncio.to_thread(held.holding.wait, 10)
 

@@ -50,6 +50,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from exporter.dedup import Window
 
@@ -158,21 +159,58 @@ SeriesRow = tuple[str, str, tuple[str, ...], list[float]]
 
 @dataclass(slots=True)
 class Commit:
-    """What one delivery (or one chunk of it) must have on disk before it is answered."""
+    """What one delivery (or one chunk of it, or one poll) must have on disk before it is answered.
 
-    changes: list[tuple[str, JournaledChange]]  # (subject, change)
-    keys: list[tuple[str, str, float]]  # (kind, key, added_at)
+    A list of per-table rows (:class:`Rows`: a statement and its parameters), written in order in
+    one transaction: a new table is a new :class:`Rows` where its feature commits, not a field here.
+    ``checkpoint`` is one such row too, kept apart because the store also serves it from memory once
+    it is on disk (:meth:`StateStore.checkpoints`).
+    """
+
+    rows: list[Rows] = field(default_factory=list)
     checkpoint: tuple[str, str] | None = None
+    # How many summaries' changes the journal rows hold: the snapshot policy counts them.
+    changes: int = 0
     future: asyncio.Future[None] | None = None
-    # The poller's bookkeeping (pull mode): conferences pending since when, those no longer
-    # pending, and the watermark its list reached.
-    pending: list[tuple[str, float]] = field(default_factory=list)
-    resolved: list[str] = field(default_factory=list)
-    watermark: float | None = None
-    call_watermark: float | None = None
-    # The TaskRouter join's rows to upsert, (task, reservation, data, seen_at), and tasks evicted.
-    joins: list[tuple[str, str, str, float]] = field(default_factory=list)
-    unjoined: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Rows of one table: ``statement`` run once per parameter tuple (``executemany``)."""
+
+    statement: str
+    params: Sequence[tuple[Any, ...]]
+
+
+def journal_rows(changes: Sequence[tuple[str, JournaledChange]]) -> Rows:
+    """The journal's rows of a delivery's changes: one per subject (a delivery may carry several)."""
+    by_subject: dict[str, list[JournaledChange]] = {}
+    for subject, change in changes:
+        by_subject.setdefault(subject, []).append(change)
+    return Rows(
+        "INSERT INTO journal (subject, changes) VALUES (?, ?)", [(subject, json.dumps(c, separators=(",", ":"))) for subject, c in by_subject.items()]
+    )
+
+
+def key_rows(keys: Sequence[tuple[str, str, float]]) -> Rows:
+    """Dedup keys remembered: (kind, key, added_at)."""
+    return Rows("INSERT OR IGNORE INTO dedup_keys (kind, key, added_at) VALUES (?, ?, ?)", keys)
+
+
+def join_rows(joins: Sequence[tuple[str, str, str, float]], evicted: Sequence[str]) -> list[Rows]:
+    """The TaskRouter join's rows to upsert, (task, reservation, data, seen_at), and the tasks evicted."""
+    return [
+        Rows(
+            "INSERT INTO taskrouter_joins (task_sid, reservation_sid, data, seen_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (task_sid, reservation_sid) DO UPDATE SET data = excluded.data, seen_at = excluded.seen_at",
+            joins,
+        ),
+        Rows("DELETE FROM taskrouter_joins WHERE task_sid = ?", [(sid,) for sid in evicted]),
+    ]
+
+
+_CHECKPOINT = "INSERT INTO checkpoints (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+_META = "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 
 
 @dataclass(slots=True)
@@ -333,7 +371,7 @@ class StateStore:
         if self._thread is None or self._loop is None:
             raise StateWriteError("the state store is not open")
         commit.future = self._loop.create_future()
-        self.journaled += len(commit.changes)
+        self.journaled += commit.changes
         self._queue.put(commit)
         return commit.future
 
@@ -371,23 +409,7 @@ class StateStore:
                         items.append(self._queue.get_nowait())
                 stop = None
                 done: list[Commit | _Snapshot] = []
-                error: BaseException | None = self.failed
-                if error is None:
-                    try:
-                        db.execute("BEGIN IMMEDIATE")
-                        for item in items:
-                            if isinstance(item, Commit):
-                                self._write_commit(db, item)
-                            elif isinstance(item, _Snapshot):
-                                self._write_snapshot(db, item)
-                        if self.commit_hook is not None:
-                            self.commit_hook()
-                        db.execute("COMMIT")
-                    except BaseException as exc:  # disk full, file removed, ...
-                        with contextlib.suppress(Exception):
-                            db.execute("ROLLBACK")
-                        log.critical("state write failed: the exporter must be restarted", extra={"error": repr(exc)})
-                        error = self.failed = exc
+                error = self.failed if self.failed is not None else self._transaction(db, items)
                 for item in items:
                     if isinstance(item, _Stop):
                         stop = item
@@ -405,38 +427,32 @@ class StateStore:
         finally:
             db.close()
 
+    def _transaction(self, db: sqlite3.Connection, items: list[Commit | _Snapshot | _Stop]) -> BaseException | None:
+        """Everything waiting in one transaction; the error that failed it (the store is then failed for good)."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for item in items:
+                if isinstance(item, Commit):
+                    self._write_commit(db, item)
+                elif isinstance(item, _Snapshot):
+                    self._write_snapshot(db, item)
+            if self.commit_hook is not None:
+                self.commit_hook()
+            db.execute("COMMIT")
+        except BaseException as exc:  # disk full, file removed, ...
+            with contextlib.suppress(Exception):
+                db.execute("ROLLBACK")
+            log.critical("state write failed: the exporter must be restarted", extra={"error": repr(exc)})
+            self.failed = exc
+            return exc
+        return None
+
     def _write_commit(self, db: sqlite3.Connection, item: Commit) -> None:
-        if item.changes:
-            # One row per subject: a delivery may carry summaries of several.
-            by_subject: dict[str, list[JournaledChange]] = {}
-            for subject, change in item.changes:
-                by_subject.setdefault(subject, []).append(change)
-            db.executemany(
-                "INSERT INTO journal (subject, changes) VALUES (?, ?)",
-                ((subject, json.dumps(changes, separators=(",", ":"))) for subject, changes in by_subject.items()),
-            )
-        if item.keys:
-            db.executemany("INSERT OR IGNORE INTO dedup_keys (kind, key, added_at) VALUES (?, ?, ?)", item.keys)
+        for rows in item.rows:
+            if rows.params:
+                db.executemany(rows.statement, rows.params)
         if item.checkpoint is not None:
-            db.execute(
-                "INSERT INTO checkpoints (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                item.checkpoint,
-            )
-        if item.pending:
-            db.executemany("INSERT OR IGNORE INTO pending_conferences (conference_sid, first_seen) VALUES (?, ?)", item.pending)
-        if item.resolved:
-            db.executemany("DELETE FROM pending_conferences WHERE conference_sid = ?", ((sid,) for sid in item.resolved))
-        for name, mark in ((WATERMARK, item.watermark), (CALL_WATERMARK, item.call_watermark)):
-            if mark is not None:
-                db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, mark))
-        if item.joins:
-            db.executemany(
-                "INSERT INTO taskrouter_joins (task_sid, reservation_sid, data, seen_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (task_sid, reservation_sid) DO UPDATE SET data = excluded.data, seen_at = excluded.seen_at",
-                item.joins,
-            )
-        if item.unjoined:
-            db.executemany("DELETE FROM taskrouter_joins WHERE task_sid = ?", ((sid,) for sid in item.unjoined))
+            db.execute(_CHECKPOINT, item.checkpoint)
 
     def _write_snapshot(self, db: sqlite3.Connection, item: _Snapshot) -> None:
         db.executemany(
@@ -499,7 +515,17 @@ class StateStore:
         if call_watermark is not None:
             self._call_watermark = call_watermark
         keys = [(CONFERENCE_SID, sid, at) for sid, at in done]
-        return self.commit(Commit([], keys, pending=list(pending), resolved=list(resolved), watermark=watermark, call_watermark=call_watermark))
+        marks = [(name, mark) for name, mark in ((WATERMARK, watermark), (CALL_WATERMARK, call_watermark)) if mark is not None]
+        return self.commit(
+            Commit(
+                [
+                    key_rows(keys),
+                    Rows("INSERT OR IGNORE INTO pending_conferences (conference_sid, first_seen) VALUES (?, ?)", list(pending)),
+                    Rows("DELETE FROM pending_conferences WHERE conference_sid = ?", [(sid,) for sid in resolved]),
+                    Rows(_META, marks),
+                ]
+            )
+        )
 
     def watermark(self) -> float | None:
         """Unix time up to which the poller has listed conferences, or None before its first poll."""
