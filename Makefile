@@ -111,6 +111,7 @@ bench: venv
 	$(VENV)/bin/python -m bench.overload $(ARGS)
 	$(VENV)/bin/python -m bench.edge $(ARGS)
 	$(VENV)/bin/python -m bench.join_memory $(ARGS)
+	$(VENV)/bin/python -m bench.scrapes $(ARGS)
 
 # constraints.txt pins every Python package the image and the tests install (the Dockerfile and
 # test-deps both install with it). After changing a dependency in pyproject.toml: make constraints.

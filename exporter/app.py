@@ -90,7 +90,9 @@ def create_apps(config: Config, registry: CollectorRegistry) -> Apps:
         webhook.cleanup_ctx.append(kinesis_context(kinesis, durable=runtime.state.persistent))
     webhook.cleanup_ctx.append(readiness_context(runtime))
     webhook.on_shutdown.append(not_ready(runtime))  # shutdown (the listener closing) comes before cleanup
-    metrics.router.add_get(settings.web.telemetry_path, make_metrics_handler(registry, runtime.subjects.families()))
+    metrics.router.add_get(
+        settings.web.telemetry_path, make_metrics_handler(registry, runtime.subjects.families(), runtime.exporter_metrics.metrics_renders)
+    )
     metrics.router.add_get("/-/healthy", healthy)
     metrics.router.add_get("/-/ready", ready)
     metrics.router.add_get("/", landing)

@@ -56,6 +56,7 @@ DEDUP_ENTRIES = f"{EXPORTER}_dedup_entries"
 # promtool lints a name containing "summary" (a metric type), hence "recorded".
 LAST_SUMMARY = f"{EXPORTER}_last_recorded_timestamp_seconds"
 BUILD = f"{EXPORTER}_build"
+METRICS_RENDERS = f"{EXPORTER}_metrics_renders"
 
 PULL_API_REQUESTS = f"{EXPORTER}_pull_api_requests"
 PULL_POLLS = f"{EXPORTER}_pull_polls"
@@ -144,6 +145,7 @@ class ExporterMetrics:
     webhook_in_flight: Gauge
     webhook_memory_reserved: Gauge
     signature_verification_enabled: Gauge
+    metrics_renders: Counter
 
 
 def build_exporter_metrics(registry: CollectorRegistry) -> ExporterMetrics:
@@ -195,6 +197,8 @@ def build_exporter_metrics(registry: CollectorRegistry) -> ExporterMetrics:
             "(--webhook.insecure-skip-signature-verification).",
             registry=registry,
         ),
+        # Scrapes of one format that arrive while it is being rendered share that render (exposition.py).
+        metrics_renders=Counter(METRICS_RENDERS, "Renders of /metrics, by format (text or openmetrics).", ["format"], registry=registry),
     )
     m.build.info({"version": __version__, "python_version": platform.python_version()})
     for source in Source:

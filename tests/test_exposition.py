@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import itertools
 import re
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,6 +87,11 @@ ACCEPTS = [
 ]
 
 
+def renders_counter() -> Counter:
+    """The handler's renders counter, on a registry of its own (out of the compared exposition)."""
+    return Counter("renders", "Renders.", ["format"], registry=CollectorRegistry())
+
+
 @pytest.fixture
 async def small(aiohttp_client):
     """A /metrics handler over a registry of participant families and one library counter."""
@@ -92,7 +100,7 @@ async def small(aiohttp_client):
     Counter("requests", "Requests.", ["code"], registry=registry).labels("200").inc(3)
     families = fill(registry, ours, ours)
     app = web.Application()
-    app.router.add_get("/metrics", make_metrics_handler(registry, families))
+    app.router.add_get("/metrics", make_metrics_handler(registry, families, renders_counter()))
     return registry, families, await aiohttp_client(app)
 
 
@@ -189,7 +197,7 @@ def scrape(handler: Handler) -> asyncio.Task[web.StreamResponse]:
 async def test_the_render_lets_other_work_run_on_the_loop_between_chunks() -> None:
     family = ChunkedFamily(chunks=3)
     family.release = True
-    handler = make_metrics_handler(CollectorRegistry(), [family])
+    handler = make_metrics_handler(CollectorRegistry(), [family], renders_counter())
 
     response = await scrape(handler)
 
@@ -200,7 +208,7 @@ async def test_the_render_lets_other_work_run_on_the_loop_between_chunks() -> No
 
 async def test_a_scraper_hanging_up_does_not_cancel_the_render_another_scraper_waits_for() -> None:
     family = ChunkedFamily(chunks=2)
-    handler = make_metrics_handler(CollectorRegistry(), [family])
+    handler = make_metrics_handler(CollectorRegistry(), [family], renders_counter())
     first, second = scrape(handler), scrape(handler)
     await family.started.wait()  # both scrapes are waiting for the one render now
 
@@ -219,7 +227,7 @@ async def test_a_scraper_hanging_up_does_not_cancel_the_render_another_scraper_w
 async def test_a_scrape_is_written_chunk_by_chunk_and_never_joined_into_one_copy() -> None:
     family = ChunkedFamily(chunks=3)
     family.release = True
-    handler = make_metrics_handler(CollectorRegistry(), [family])
+    handler = make_metrics_handler(CollectorRegistry(), [family], renders_counter())
     response = await scrape(handler)
     writes: list[bytes] = []
 
@@ -246,6 +254,103 @@ async def test_an_uncompressed_scrape_announces_its_length_and_a_compressed_one_
     assert body == choose_encoder("text/plain")[0](registry)
     assert gzipped.headers["Content-Encoding"] == "gzip"
     assert await gzipped.read() == body  # decompressed by the client
+
+
+@pytest.mark.parametrize("accept", ["text/plain", "application/openmetrics-text; version=1.0.0", PROMETHEUS_3_ACCEPT])
+async def test_a_gzip_scrape_is_prometheus_clients_own_output_compressed(small, accept: str) -> None:
+    registry, _, client = small
+
+    response = await client.get("/metrics", headers={"Accept": accept, "Accept-Encoding": "gzip"}, auto_decompress=False)
+
+    assert response.headers["Content-Encoding"] == "gzip"
+    compressed = await response.read()
+    assert int(response.headers["Content-Length"]) == len(compressed)
+    assert gzip.decompress(compressed) == choose_encoder(response.headers["Content-Type"])[0](registry)
+
+
+def mocked_scrape(handler: Handler, accept: str, encoding: str) -> asyncio.Task[web.StreamResponse]:
+    request = make_mocked_request("GET", "/metrics", headers={"Accept": accept, "Accept-Encoding": encoding})
+    return asyncio.ensure_future(handler(request))
+
+
+async def test_scrapes_of_a_format_arriving_during_its_render_share_the_render_and_one_compression(monkeypatch) -> None:
+    compressions = []
+    compressobj = zlib.compressobj
+    monkeypatch.setattr(zlib, "compressobj", lambda *args: compressions.append(args) or compressobj(*args))
+    family = ChunkedFamily(chunks=3)
+    counters = CollectorRegistry()
+    handler = make_metrics_handler(CollectorRegistry(), [family], Counter("renders", "Renders.", ["format"], registry=counters))
+    scrapes = [mocked_scrape(handler, "text/plain", encoding) for encoding in ("gzip", "identity", "gzip, deflate", "identity")]
+    await family.started.wait()  # every scrape joined the render: they all ran up to it before it began
+    family.release = True
+
+    bodies = [await (await scrape).body.as_bytes() for scrape in scrapes]
+
+    assert family.renders == 1 and counters.get_sample_value("renders_total", {"format": "text"}) == 1
+    assert len(compressions) == 1
+    assert bodies[0] == bodies[2] and bodies[1] == bodies[3]
+    assert gzip.decompress(bodies[0]) == bodies[1]
+
+
+async def test_a_scrape_arriving_after_a_render_ended_starts_another() -> None:
+    family = ChunkedFamily(chunks=2)
+    family.release = True
+    handler = make_metrics_handler(CollectorRegistry(), [family], renders_counter())
+
+    await scrape(handler)
+    await scrape(handler)
+
+    assert family.renders == 2
+
+
+class TimedFamily:
+    """A family whose every chunk notes the loop iteration it runs in (``iteration``) and when it ends."""
+
+    def __init__(self, chunks: int, busy: float = 0.0) -> None:
+        self.chunks, self.busy = chunks, busy
+        self.iteration = 0
+        self.ran: list[tuple[int, float, float]] = []  # (iteration, started, ended)
+
+    def render(self, openmetrics: bool, names: frozenset[str] | None) -> Iterator[str]:
+        loop = asyncio.get_running_loop()
+        for i in range(self.chunks):
+            started = loop.time()
+            while loop.time() - started < self.busy:  # a chunk that takes this long to render
+                pass
+            self.ran.append((self.iteration, started, loop.time()))
+            yield f"# chunk {i}\n"
+
+
+async def test_concurrent_renders_and_compressions_run_one_chunk_per_loop_iteration() -> None:
+    family = TimedFamily(chunks=20)
+    handler = make_metrics_handler(CollectorRegistry(), [family], renders_counter())
+    running = True
+
+    async def count_iterations() -> None:  # runs once in every iteration of the loop
+        while running:
+            family.iteration += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.ensure_future(count_iterations())
+    # Two renders (one per format) and the compression of each: four streams of chunks at once.
+    scrapes = [mocked_scrape(handler, accept, "gzip") for accept in ("text/plain", "application/openmetrics-text; version=1.0.0")]
+    await asyncio.gather(*scrapes)
+    running = False
+    await counter
+
+    iterations = [iteration for iteration, _, _ in family.ran]
+    assert len(iterations) == 2 * 20
+    assert len(set(iterations)) == len(iterations), "two render chunks ran in one loop iteration"
+
+
+async def test_after_each_chunk_the_next_waits_as_long_as_that_one_took() -> None:
+    family = TimedFamily(chunks=4, busy=0.02)
+    handler = make_metrics_handler(CollectorRegistry(), [family], renders_counter())
+
+    await scrape(handler)
+
+    for (_, _, ended), (_, started, _) in itertools.pairwise(family.ran):
+        assert started - ended >= 0.02
 
 
 def test_the_app_factory_switches_the_created_series_off() -> None:
