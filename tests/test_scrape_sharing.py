@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from exporter.families import CHUNK_LINES
+from exporter.record.families import CHUNK_LINES
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests.conftest import TOKEN
 from tests.exporter_process import ExporterProcess, start_exporter
