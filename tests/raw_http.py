@@ -63,6 +63,21 @@ class RawDelivery:
         self.writer.close()
 
 
+def forged(delivery: RawDelivery) -> RawDelivery:
+    """The same delivery with a signature made with another token."""
+    _, signature = sign("http://unused/", delivery.body, "another-token")
+    head = delivery.head.decode()
+    real = head.split("X-Twilio-Signature: ", 1)[1].split("\r\n", 1)[0]
+    delivery.head = head.replace(real, signature).encode()
+    return delivery
+
+
+def announcing(delivery: RawDelivery, length: int) -> RawDelivery:
+    """The same delivery with a head announcing ``length`` bytes of body."""
+    delivery.head = delivery.head.replace(f"Content-Length: {len(delivery.body)}".encode(), f"Content-Length: {length}".encode())
+    return delivery
+
+
 @contextlib.asynccontextmanager
 async def raw_connections() -> AsyncIterator[Raw]:
     """Opens :class:`RawDelivery` connections to a harness or a served webhook, all closed at the end."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -14,10 +12,10 @@ from pydantic import ValidationError
 
 from exporter.metrics import CALL_DEFAULT_BUCKETS
 from exporter.models import CALL_SUMMARY_COMPLETE, CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED, CallSummary, CloudEvent
-from exporter.record import families
 from exporter.record.labels import CALL_COMMON_LABELS, OTHER, call_label_policy
 from exporter.record.recorder import CallRecorder, Change
 from tests.conftest import JOINLESS, fixture, sample_sum, snapshot
+from tests.recording import Boom, failing_at
 
 C = "twilio_call_"
 
@@ -301,31 +299,6 @@ def test_a_tag_listed_twice_counts_once_and_tags_are_an_open_but_capped_vocabula
 
 
 # -- all or nothing, and the durable state's round trip ------------------------------------
-
-
-class Boom(Exception):
-    pass
-
-
-@contextmanager
-def failing_at(step: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Make the ``step``-th series step (create, observe, inc) raise; yields the count of steps taken."""
-    taken = [0]
-
-    def wrap(original: Any) -> Any:
-        def step_or_fail(*args: Any, **kwargs: Any) -> Any:
-            taken[0] += 1
-            if taken[0] == step:
-                raise Boom(step)
-            return original(*args, **kwargs)
-
-        return step_or_fail
-
-    with monkeypatch.context() as m:
-        m.setattr(families.HistogramSeries, "observe", wrap(families.HistogramSeries.observe))
-        m.setattr(families.CounterSeries, "inc", wrap(families.CounterSeries.inc))
-        m.setattr(families._Family, "labels", wrap(families._Family.labels))
-        yield taken
 
 
 def policy_state(calls: Calls) -> tuple[Any, ...]:

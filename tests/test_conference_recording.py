@@ -13,7 +13,7 @@ from exporter.models import CONFERENCE_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_PART
 from exporter.record.labels import CONFERENCE_COMMON_LABELS, OTHER, conference_label_policy
 from exporter.record.recorder import Change, ConferenceRecorder
 from tests.conftest import JOINLESS, fixture, sample_sum, snapshot
-from tests.test_call_recording import Boom, failing_at
+from tests.recording import Boom, failing_at
 
 F = "twilio_conference_"
 COMMON = {**JOINLESS, "mixer_region": "us1", "status": "completed", "end_reason": "participant_with_end_conference_on_exit_left"}

@@ -16,10 +16,10 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from exporter.doors.webhook.intake import FIRST_SHARE, MemoryBudget
-from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
+from exporter.synthetic import batch_body, cloud_event, generate_summary
 from tests.conftest import TOKEN, HarnessFactory
 from tests.helpers import path_and_query, scrub_environment, until
-from tests.raw_http import Raw, RawDelivery, Served, raw_connections, served_webhooks
+from tests.raw_http import Raw, Served, announcing, forged, raw_connections, served_webhooks
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"
@@ -44,20 +44,6 @@ def body_of(seed: int, count: int = 2, padding: int = 0) -> bytes:
     """A batch of ``count`` summaries; ``padding`` spaces (still JSON) make it as large as a test needs."""
     rng = random.Random(seed)
     return batch_body([cloud_event(generate_summary(rng)) for _ in range(count)]) + b" " * padding
-
-
-def forged(delivery: RawDelivery) -> RawDelivery:
-    """The same delivery with a signature made with another token."""
-    _, signature = sign("http://unused/", delivery.body, "another-token")
-    head = delivery.head.decode()
-    real = head.split("X-Twilio-Signature: ", 1)[1].split("\r\n", 1)[0]
-    delivery.head = head.replace(real, signature).encode()
-    return delivery
-
-
-def announcing(delivery: RawDelivery, length: int) -> RawDelivery:
-    delivery.head = delivery.head.replace(f"Content-Length: {len(delivery.body)}".encode(), f"Content-Length: {length}".encode())
-    return delivery
 
 
 # --- verify before reading ---------------------------------------------------------------------
