@@ -21,8 +21,9 @@ from exporter.config import load_config
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests.helpers import path_and_query, scrub_environment
 
-# Fixtures of one topic live with its helpers: kinesalite, its proxy and a stream; pull mode's participant rig.
-pytest_plugins = ["tests.kinesis_server", "tests.pull_rig"]
+# Fixtures of one topic live with its helpers: deliveries written by hand and the webhook served as
+# __main__ serves it; kinesalite, its proxy and a stream; pull mode's participant rig.
+pytest_plugins = ["tests.raw_http", "tests.kinesis_server", "tests.pull_rig"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "test-auth-token-primary"
