@@ -62,7 +62,8 @@ CHILD_LOW, CHILD_HIGH = "1", str(2**126)
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 @dataclass
