@@ -165,7 +165,8 @@ def flood(requests: Path, seed: Path, duration: float, *exporter_args: str, sour
     # duplicates (the request file wraps around). Deliveries still in flight when wrk stopped
     # are processed without their answer being counted, hence >=. Nothing counted twice: the
     # participant family counted exactly the recorded ones, never more than the file holds.
-    distinct = sum(1 for _ in requests.open("rb")) * BATCH
+    with requests.open("rb") as lines:
+        distinct = sum(1 for _ in lines) * BATCH
     recorded = delta.get("recorded", 0)
     result["nothing_lost"] = recorded + delta.get("duplicate", 0) >= result["webhook"]["ok"] * BATCH
     result["nothing_twice"] = delta["summaries"] == recorded <= distinct

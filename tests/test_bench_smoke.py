@@ -48,7 +48,7 @@ def test_the_http_posts_bench_runs_every_variant_against_real_servers_and_every_
 ) -> None:
     monkeypatch.setattr(workload, "WARM_LABEL_SETS", 5)  # the warm exporters seeded with 100 summaries, not 6000
 
-    figures = httpbench.posts(tmp_path, rounds=1, slices=1, duration=0.3, batch=1, log=lambda _: None)
+    figures = httpbench.posts(tmp_path, rounds=1, slices=1, duration=1, batch=1, log=lambda _: None)  # wrk takes whole seconds
 
     assert figures["variants"] == ["bare", "peer", "warm", "cold", "durable"]
     (figures_of,) = figures["rounds"]
@@ -66,7 +66,8 @@ def test_the_public_door_scenarios_run_against_a_real_exporter() -> None:
         large = asyncio.run(edge.large_deliveries(server, count=1, size=256 * 1024))
 
     assert (slow["ok"], slow["statuses"]) == (1, [200])
-    assert forged["refused_403"] == 1 and forged["other"] == 0
+    # Refused from its head: answered 403, or cut while its body was still being written.
+    assert forged["refused_403"] + forged["closed"] == 1 and forged["other"] == 0
     assert (large["ok"], large["counted_once"]) == (1, True)
     assert "slow senders: 1 real deliveries answered 200" in edge.report("smoke", {"slow": slow, "forged": forged, "large": large})
 
@@ -88,6 +89,6 @@ def test_the_overload_flood_counts_every_acknowledged_summary_exactly_once(tmp_p
     seed = workload.write_requests(tmp_path / "seed.tsv", procs.PUBLIC_SINK_URL, 2, overload.BATCH, seed=40_000, pool=pool)
     requests = workload.write_requests(tmp_path / "flood.tsv", procs.PUBLIC_SINK_URL, 20, overload.BATCH, seed=77, pool=pool)
 
-    result = overload.flood(requests, seed, 0.5)
+    result = overload.flood(requests, seed, 1)  # wrk takes whole seconds
 
     assert result["exactly_once"], result
