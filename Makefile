@@ -47,14 +47,14 @@ try-kinesis: venv
 # build and run the image (tests/test_image.py); docker-registry is the local registry `make release`
 # pushes to in tests/test_release.py. Root installs them, anyone else must have them already (the
 # check below says so instead of failing obscurely later).
-TEST_TOOLS = prometheus promtool podman runc debootstrap docker-registry
+TEST_TOOLS = prometheus promtool podman runc debootstrap docker-registry wrk
 test-deps: venv
 	@missing=""; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus podman runc debootstrap docker-registry >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus podman runc debootstrap docker-registry wrk >/dev/null; \
 	  else \
-	    echo "prometheus, promtool, podman, runc, debootstrap and docker-registry are needed: sudo apt-get install prometheus podman runc debootstrap docker-registry" >&2; exit 1; \
+	    echo "prometheus, promtool, podman, runc, debootstrap, docker-registry and wrk are needed: sudo apt-get install prometheus podman runc debootstrap docker-registry wrk" >&2; exit 1; \
 	  fi; \
 	fi
 	$(VENV)/bin/pip install --quiet --constraint constraints.txt -e '.[test]'

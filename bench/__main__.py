@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from . import httpbench, inprocess, kinds, parse
 from .procs import ROOT
@@ -51,7 +52,7 @@ def main() -> int:
     def step(text: str) -> None:
         print(f"{text} [{time.monotonic() - started:.0f} s]", flush=True)
 
-    results: dict = {"quick": quick, "rounds": rounds, "slices": slices, "baseline": args.baseline}
+    results: dict[str, Any] = {"quick": quick, "rounds": rounds, "slices": slices, "baseline": args.baseline}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
         tmp = Path(tmp_name)
         baseline = None if args.baseline == "none" else _checkout(args.baseline, tmp / "baseline")
@@ -113,7 +114,7 @@ def _checkout(revision: str, into: Path) -> Path:
     return into
 
 
-def table(r: dict) -> str:
+def table(r: dict[str, Any]) -> str:
     """The issue's table: each HTTP figure as the median over rounds of its ratio to the bare
     handler or the naive peer of the same round, with server CPU per request beside it; "today"
     is the ``--baseline`` exporter measured in the same rounds. A ratio's goal is met only when
@@ -190,7 +191,7 @@ def table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _runs(data: dict, variant: str, key: str, spec: str = ".2f") -> str:
+def _runs(data: dict[str, Any], variant: str, key: str, spec: str = ".2f") -> str:
     return ", ".join(format(round_[variant][key], spec) for round_ in data["rounds"])
 
 

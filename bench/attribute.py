@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from . import httpbench, procs, workload
 
@@ -115,7 +116,7 @@ def serve(variant: str, report: Path, argv: list[str]) -> None:
         app_module.handle_webhook = without_self_metrics
     gc_started = 0
 
-    def on_gc(phase: str, info: dict) -> None:
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
         nonlocal gc_started
         if phase == "start":
             gc_started = time.thread_time_ns()

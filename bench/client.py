@@ -16,6 +16,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -43,7 +44,7 @@ async def _post(session: aiohttp.ClientSession, base: str, item: tuple[str, str,
         return response.status
 
 
-async def closed_loop(base: str, items: list, connections: int, duration: float, start: int = 0, wrap: bool = False) -> dict:
+async def closed_loop(base: str, items: list[Any], connections: int, duration: float, start: int = 0, wrap: bool = False) -> dict[str, Any]:
     """As post.lua: from line ``start``; past the end, start over (``wrap``) or stop sending."""
     latencies: list[float] = []
     counters = {"non_2xx": 0, "socket_errors": 0}
@@ -78,7 +79,7 @@ async def closed_loop(base: str, items: list, connections: int, duration: float,
     return {**_summary(latencies, elapsed, counters), "sent_until": next_index, "file_size": len(items)}
 
 
-async def open_loop(base: str, items: list, rate: float, duration: float) -> dict:
+async def open_loop(base: str, items: list[Any], rate: float, duration: float) -> dict[str, Any]:
     latencies: list[float] = []
     counters = {"non_2xx": 0, "socket_errors": 0}
     total = int(rate * duration)
@@ -103,7 +104,7 @@ async def open_loop(base: str, items: list, rate: float, duration: float) -> dic
     return _summary(latencies, time.perf_counter() - started, counters)
 
 
-async def scrape(url: str, interval: float, duration: float, scrapers: int, accept: str) -> dict:
+async def scrape(url: str, interval: float, duration: float, scrapers: int, accept: str) -> dict[str, Any]:
     durations: list[float] = []
     sizes: list[int] = []
     deadline = time.perf_counter() + duration
@@ -130,7 +131,7 @@ async def scrape(url: str, interval: float, duration: float, scrapers: int, acce
     }
 
 
-def _summary(latencies: list[float], elapsed: float, counters: dict) -> dict:
+def _summary(latencies: list[float], elapsed: float, counters: dict[str, Any]) -> dict[str, Any]:
     return {
         "requests": len(latencies),
         "duration_us": int(elapsed * 1e6),

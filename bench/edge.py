@@ -42,6 +42,7 @@ import urllib.request
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -177,7 +178,7 @@ def summaries(metrics: str) -> float:
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == "twilio_conference_participant_summaries_total")
 
 
-async def slow_senders(server: procs.Server, senders: int, deliveries: int) -> dict:
+async def slow_senders(server: procs.Server, senders: int, deliveries: int) -> dict[str, Any]:
     # A captured delivery each: copies of one would be refused as such (the replay scenario), not read slowly.
     bodies = [delivery(100_000 + n) for n in range(senders)]
     stop, cuts = asyncio.Event(), [0]
@@ -203,7 +204,7 @@ async def slow_senders(server: procs.Server, senders: int, deliveries: int) -> d
     }
 
 
-async def forged_bodies(server: procs.Server, senders: int, size: int) -> dict:
+async def forged_bodies(server: procs.Server, senders: int, size: int) -> dict[str, Any]:
     chunk = b" " * (256 * 1024)
     before = rss_kib(server)
 
@@ -239,7 +240,7 @@ async def forged_bodies(server: procs.Server, senders: int, size: int) -> dict:
     }
 
 
-async def large_deliveries(server: procs.Server, count: int, size: int) -> dict:
+async def large_deliveries(server: procs.Server, count: int, size: int) -> dict[str, Any]:
     bodies = [delivery(5000 + seed, size=size) for seed in range(count)]
     per_body = [len(json.loads(b)) for b in bodies]
     before = summaries(server.metrics or "")
@@ -259,7 +260,7 @@ async def large_deliveries(server: procs.Server, count: int, size: int) -> dict:
     }
 
 
-async def replayed_delivery(server: procs.Server, attackers: int, deliveries: int, size: int) -> dict:
+async def replayed_delivery(server: procs.Server, attackers: int, deliveries: int, size: int) -> dict[str, Any]:
     # Exactly ``size`` (padded with spaces, still JSON): 16 copies of 1 MiB at 11x fill the default budget.
     captured = delivery(7, size=size * 9 // 10)
     captured += b" " * (size - len(captured))
@@ -372,8 +373,8 @@ def rejections(metrics: str) -> dict[str, int]:
 SCENARIOS = ("slow", "forged", "large", "replay")
 
 
-def run(source: Path, quick: bool, args: tuple[str, ...], only: tuple[str, ...] = SCENARIOS) -> dict:
-    out: dict = {}
+def run(source: Path, quick: bool, args: tuple[str, ...], only: tuple[str, ...] = SCENARIOS) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     senders, deliveries = (50, 10) if quick else (200, 30)
     if "slow" in only:
         with procs.exporter(*args, source=source) as server:
@@ -392,7 +393,7 @@ def run(source: Path, quick: bool, args: tuple[str, ...], only: tuple[str, ...] 
     return out
 
 
-def report(name: str, r: dict) -> str:
+def report(name: str, r: dict[str, Any]) -> str:
     lines = [f"{name}:" + (f" idle RSS {r['idle_rss_mib']:.0f} MiB" if "idle_rss_mib" in r else "")]
     if s := r.get("slow"):
         lines.append(

@@ -9,7 +9,9 @@ import statistics
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,14 +26,15 @@ def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-def _result(output: str) -> dict:
+def _result(output: str) -> dict[str, Any]:
     for line in output.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
+            result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+            return result
     raise RuntimeError(f"load generator printed no result:\n{output[-2000:]}")
 
 
-def load(server: Server, requests: Path, duration: float, connections: int = CONNECTIONS, start: int = 0, wrap: bool = False) -> dict:
+def load(server: Server, requests: Path, duration: float, connections: int = CONNECTIONS, start: int = 0, wrap: bool = False) -> dict[str, Any]:
     """Closed-loop POSTs of ``requests`` from line ``start`` for ``duration`` seconds; wrk if installed.
 
     The result carries ``cpu_us`` (server CPU per answered request, /proc schedstat) and, with
@@ -55,8 +58,10 @@ def load(server: Server, requests: Path, duration: float, connections: int = CON
 
 
 def scrape_metrics(server: Server) -> str:
+    assert server.metrics is not None, "only an exporter has a metrics listener"
     with urllib.request.urlopen(server.metrics + "/metrics", timeout=60) as response:
-        return response.read().decode()
+        text: str = response.read().decode()
+    return text
 
 
 def outcomes(text: str) -> dict[str, float]:
@@ -94,7 +99,9 @@ def variants(baseline: Path | None) -> list[str]:
     return ["bare", "peer", "warm", "cold", "durable", *(["today"] if baseline else [])]
 
 
-def posts(tmp: Path, rounds: int, slices: int, duration: float, batch: int, baseline: Path | None = None, log=print) -> dict:
+def posts(
+    tmp: Path, rounds: int, slices: int, duration: float, batch: int, baseline: Path | None = None, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Every variant in every round, alternated: fresh servers per round, then ``slices`` passes,
     each running every variant for ``duration`` s in an order that rotates, so a busy moment of the
     machine hits them all alike. Figures per round (its slices summed), ratios to the bare handler
@@ -114,21 +121,21 @@ def posts(tmp: Path, rounds: int, slices: int, duration: float, batch: int, base
     seed_file = workload.write_requests(tmp / "seed-warm.tsv", sink, len(pool) * SEED_PER_LABEL_SET // 50, 50, seed=40_000, pool=pool)
     regime_of = {"bare": "cold", "peer": "warm", "warm": "warm", "cold": "cold", "durable": "warm", "today": "warm"}
     exporters = [name for name in names if name not in REFERENCES]
-    out: dict = {"variants": names, "rounds": []}
+    out: dict[str, Any] = {"variants": names, "rounds": []}
     for round_no in range(rounds):
         with contextlib.ExitStack() as stack:
             servers = {"bare": stack.enter_context(procs.bare()), "peer": stack.enter_context(procs.peer())}
             _post_all(servers["peer"], seed_file)  # the same label sets as the warm exporter
             for name in exporters:
                 extra = [f"--state.path={tmp / f'state-{round_no}.sqlite'}"] if name == "durable" else []
-                servers[name] = stack.enter_context(procs.exporter(*extra, source=baseline if name == "today" else ROOT))
+                servers[name] = stack.enter_context(procs.exporter(*extra, source=baseline if name == "today" and baseline is not None else ROOT))
                 if regime_of[name] == "warm":
                     _post_all(servers[name], seed_file)
             for name, server in servers.items():
                 load(server, warmups[regime_of[name]], 1.0, wrap=name == "bare")
             counts_before = {name: _counts(servers[name]) for name in exporters}
             starts = dict.fromkeys(names, 0)
-            runs: dict[str, list[dict]] = {name: [] for name in names}
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
             for slice_no in range(slices):
                 shift = (round_no * slices + slice_no) % len(names)
                 for name in names[shift:] + names[:shift]:
@@ -175,7 +182,7 @@ def _counts(server: Server) -> tuple[dict[str, float], int]:
     return outcomes(text), sample_count(text)
 
 
-def _sum_runs(runs: list[dict]) -> dict:
+def _sum_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One round's slices of a variant as one run: rates and CPU from the totals, latency medians."""
     requests = sum(r["requests"] for r in runs)
     seconds = sum(r["duration_us"] for r in runs) / 1e6
@@ -191,7 +198,7 @@ def _sum_runs(runs: list[dict]) -> dict:
     }
 
 
-def _describe(name: str, f: dict, batch: int) -> str:
+def _describe(name: str, f: dict[str, Any], batch: int) -> str:
     text = f"{name} {f['rate']:.0f} req/s, {f['cpu_us']:.0f} µs CPU/req"
     if name != "bare":
         text += f" = {f['ratio']:.2f} x bare (CPU {f['cpu_ratio']:.2f} x)"
@@ -210,12 +217,13 @@ def _describe(name: str, f: dict, batch: int) -> str:
 SCRAPE_LABEL_SETS = 500
 
 
-def scrapes_under_load(tmp: Path, duration: float, rate: float, target_samples: int, log=print) -> dict:
+def scrapes_under_load(tmp: Path, duration: float, rate: float, target_samples: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Steady webhook load while two scrapers pull a large /metrics every 5 s: first warm
     (summaries of the label sets already in the registry), then cold (new label sets)."""
     pool = workload.label_pool(SCRAPE_LABEL_SETS, seed=2, teams=True)
-    out: dict = {}
+    out: dict[str, Any] = {}
     with procs.exporter() as server:
+        assert server.metrics is not None
         # Grow the registry to the target through the webhook itself, 50 summaries per delivery,
         # from the label sets the warm phase will use.
         # Until the label sets are saturated (their rarer detail labels too), so that the warm
@@ -267,7 +275,7 @@ def _post_all(server: Server, requests: Path) -> None:
             response.read()
 
 
-def _lines(path: Path):
+def _lines(path: Path) -> Iterator[tuple[str, str, bytes]]:
     for line in path.read_bytes().splitlines():
         target, signature, body = line.split(b"\t", 2)
         yield target.decode(), signature.decode(), body

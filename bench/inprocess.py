@@ -15,14 +15,17 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from exporter import synthetic
 from exporter.models import CloudEvent, ParticipantSummary, loads
+from exporter.pipeline import Pipeline
 from exporter.subjects import PARTICIPANT
 
 from . import workload
@@ -50,7 +53,7 @@ def stage_costs(count: int, repeats: int, regime: str = "warm", cold_warmup: int
     """
     pool = workload.label_pool(workload.WARM_LABEL_SETS, seed=1) if regime == "warm" else None
 
-    def seed(pipeline) -> None:
+    def seed(pipeline: Pipeline) -> None:
         if pool is not None:
             seeding = workload.events(len(pool) * 20, seed=98, pool=pool)
         else:
@@ -80,7 +83,7 @@ def stage_costs(count: int, repeats: int, regime: str = "warm", cold_warmup: int
         participants = runtime.subjects[PARTICIPANT].window
         seed(pipeline)
 
-        def timed(name: str, fn, items):
+        def timed(name: str, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
             started = time.perf_counter()
             out = [fn(item) for item in items]
             figures[name].append((time.perf_counter() - started) / count * 1e6)
@@ -100,7 +103,7 @@ def stage_costs(count: int, repeats: int, regime: str = "warm", cold_warmup: int
         events = timed("parse", lambda r: CloudEvent.model_validate(r[0]), raw)
         summaries = [ParticipantSummary.model_validate(e.data) for e in events]
 
-        def dedup(pair):
+        def dedup(pair: tuple[CloudEvent, ParticipantSummary]) -> bool:
             _event, summary = pair
             seen = summary.participant_sid in participants
             participants.add(summary.participant_sid)
@@ -138,12 +141,12 @@ def fill_registry(runtime: Any, target_samples: int, seed: int = 7) -> int:
         # Counted from the families' own render, chunk by chunk: collect() would build every
         # sample as an object and its transient peak would be what the RSS figure measures.
         families = runtime.subjects.families()
-        samples = sum(chunk.count("\n") - chunk.count("\n#") - chunk.startswith("#") for f in families for chunk in f.render(False))
+        samples: int = sum(chunk.count("\n") - chunk.count("\n#") - chunk.startswith("#") for f in families for chunk in f.render(False))
         if samples >= target_samples:
             return samples
 
 
-async def _time_handler(handler, accept: str) -> tuple[float, float]:
+async def _time_handler(handler: Callable[[web.Request], Awaitable[Any]], accept: str) -> tuple[float, float]:
     """(render seconds, longest event-loop stall seconds) of one /metrics request."""
     longest = 0.0
     running = True

@@ -31,10 +31,11 @@ import botocore.session
 from aiobotocore.session import get_session
 from prometheus_client import CollectorRegistry
 
-from exporter.app import Runtime
 from exporter.config import KinesisSettings, load_config
-from exporter.doors.kinesis.consumer import KinesisApi, KinesisConsumer
+from exporter.doors.kinesis.api import KinesisApi
+from exporter.doors.kinesis.consumer import KinesisConsumer
 from exporter.metrics import build_kinesis_metrics
+from exporter.runtime import Runtime
 from exporter.synthetic import cloud_event, generate_summary
 from tests.kinesis_server import AWS_ENV, start_kinesalite
 

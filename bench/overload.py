@@ -27,6 +27,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -93,7 +94,7 @@ end
 """
 
 
-def probe(metrics_base: str, duration: float) -> dict:
+def probe(metrics_base: str, duration: float) -> dict[str, Any]:
     """``/-/healthy`` and ``/-/ready`` in turn on a fresh connection every PROBE_INTERVAL; latency of each."""
     host, port = metrics_base.removeprefix("http://").split(":")
     times: dict[str, list[float]] = {"/-/healthy": [], "/-/ready": []}
@@ -115,7 +116,7 @@ def probe(metrics_base: str, duration: float) -> dict:
                 connection.close()
             latencies.append(time.perf_counter() - started)
         time.sleep(PROBE_INTERVAL)  # the probe period, as a kubelet's; not synchronisation
-    out: dict = {"failures": failures}
+    out: dict[str, Any] = {"failures": failures}
     for path, latencies in times.items():
         ordered = sorted(latencies)
         out[path] = {
@@ -141,12 +142,13 @@ def counted(metrics_base: str) -> dict[str, float]:
     return found
 
 
-def flood(requests: Path, seed: Path, duration: float, *exporter_args: str, source: Path = ROOT) -> dict:
+def flood(requests: Path, seed: Path, duration: float, *exporter_args: str, source: Path = ROOT) -> dict[str, Any]:
     """One exporter (of the tree ``source``), warmed with ``seed``, under the flood, probed throughout."""
     lua = requests.with_suffix(".lua")
     lua.write_text(LUA)
     with procs.exporter(*exporter_args, source=source) as server:
         httpbench._post_all(server, seed)
+        assert server.metrics is not None
         before = counted(server.metrics)
         prober = subprocess.Popen(
             procs.pinned(CLIENT_CPU, [sys.executable, "-m", "bench.overload", "probe", server.metrics, str(duration + 1)]),
@@ -156,14 +158,15 @@ def flood(requests: Path, seed: Path, duration: float, *exporter_args: str, sour
         wrk = subprocess.run(procs.pinned(CLIENT_CPU, argv), cwd=ROOT, capture_output=True, text=True, timeout=duration + 120)
         probe_out, _ = prober.communicate(timeout=duration + 60)
         after = counted(server.metrics)
-    result = {"webhook": _result(wrk.stdout + wrk.stderr), "probes": _result(probe_out)}
+    result: dict[str, Any] = {"webhook": _result(wrk.stdout + wrk.stderr), "probes": _result(probe_out)}
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     result["counted"] = delta
     # Nothing lost: the events of every acknowledged delivery were counted, as recorded or as
     # duplicates (the request file wraps around). Deliveries still in flight when wrk stopped
     # are processed without their answer being counted, hence >=. Nothing counted twice: the
     # participant family counted exactly the recorded ones, never more than the file holds.
-    distinct = sum(1 for _ in requests.open("rb")) * BATCH
+    with requests.open("rb") as lines:
+        distinct = sum(1 for _ in lines) * BATCH
     recorded = delta.get("recorded", 0)
     result["nothing_lost"] = recorded + delta.get("duplicate", 0) >= result["webhook"]["ok"] * BATCH
     result["nothing_twice"] = delta["summaries"] == recorded <= distinct
@@ -171,14 +174,15 @@ def flood(requests: Path, seed: Path, duration: float, *exporter_args: str, sour
     return result
 
 
-def _result(output: str) -> dict:
+def _result(output: str) -> dict[str, Any]:
     for line in output.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
+            result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+            return result
     raise RuntimeError(f"no result:\n{output[-2000:]}")
 
 
-def report(name: str, r: dict) -> str:
+def report(name: str, r: dict[str, Any]) -> str:
     w, p = r["webhook"], r["probes"]
     health, ready = p["/-/healthy"], p["/-/ready"]
     return (
@@ -212,8 +216,8 @@ def main() -> int:
         return 1
     bound = [f"--webhook.max-in-flight={args.max_in_flight}"] if args.max_in_flight else []
     print(f"overload: {CONNECTIONS} connections posting signed batches of {BATCH} for {duration:g} s; probes every {PROBE_INTERVAL * 1000:.0f} ms")
-    results: dict[str, dict] = {}
-    runs: dict[str, list[dict]] = {}
+    results: dict[str, dict[str, Any]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp:
         variants: list[tuple[str, list[str], Path]] = [
             ("unbounded (baseline)", [f"--webhook.max-in-flight={UNBOUNDED}"], ROOT),

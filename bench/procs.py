@@ -28,7 +28,8 @@ PUBLIC_SINK_URL = "http://exporter.bench.invalid/events"
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def pinned(cpu: str, argv: list[str]) -> list[str]:
@@ -38,7 +39,7 @@ def pinned(cpu: str, argv: list[str]) -> list[str]:
     return argv
 
 
-def wait_ready(url: str, proc: subprocess.Popen, deadline: float = 30.0) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], deadline: float = 30.0) -> None:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         if proc.poll() is not None:
@@ -55,7 +56,7 @@ def wait_ready(url: str, proc: subprocess.Popen, deadline: float = 30.0) -> None
 
 @dataclass
 class Server:
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
     base: str  # webhook listener, e.g. http://127.0.0.1:PORT
     metrics: str | None  # metrics listener base, exporter only
 

@@ -36,6 +36,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -116,15 +117,15 @@ def _client(*argv: str, stdin: int | None = None) -> subprocess.Popen[str]:
     )
 
 
-def _result(out: str) -> dict:
+def _result(out: str) -> dict[str, Any]:
     for line in out.splitlines():
         if line.startswith("RESULT "):
-            parsed: dict = json.loads(line.removeprefix("RESULT "))
+            parsed: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
             return parsed
     raise RuntimeError(f"no RESULT line in {out!r}")
 
 
-def phase(server: procs.Server, requests: Path, start: int, rate: float, duration: float, scrapers: int) -> dict:
+def phase(server: procs.Server, requests: Path, start: int, rate: float, duration: float, scrapers: int) -> dict[str, Any]:
     """Deliveries at ``rate`` for ``duration`` s from line ``start``, with ``scrapers`` scraping meanwhile."""
     text = exposition(server)
     before, collections = renders_in(text), full_collections_in(text)
@@ -150,9 +151,9 @@ def phase(server: procs.Server, requests: Path, start: int, rate: float, duratio
     return result
 
 
-def run(source: Path, samples: int, rate: float, duration: float, scrapers: int, rounds: int) -> dict:
+def run(source: Path, samples: int, rate: float, duration: float, scrapers: int, rounds: int) -> dict[str, Any]:
     pool = workload.label_pool(WARM_LABEL_SETS, seed=3)
-    out: dict = {}
+    out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-scrapes-") as tmp_name, procs.exporter(source=source) as server:
         tmp = Path(tmp_name)
         out["samples"] = asyncio.run(_fill(server, samples, pool, tmp))
@@ -170,7 +171,7 @@ def run(source: Path, samples: int, rate: float, duration: float, scrapers: int,
     return out
 
 
-def report(name: str, r: dict, rate: float, scrapers: int) -> str:
+def report(name: str, r: dict[str, Any], rate: float, scrapers: int) -> str:
     lines = [f"{name}: {r['samples']} samples ({r['text_mib']:.0f} MiB of text), {r['samples_after']} after"]
     for i, key, p in ((i, key, phases[key]) for i, phases in enumerate(r["rounds"], 1) for key in ("alone", "scraped")):
         label = f"round {i}, " + ("alone" if key == "alone" else f"{scrapers} scrapers")
@@ -193,7 +194,7 @@ def report(name: str, r: dict, rate: float, scrapers: int) -> str:
 # The two client processes.
 
 
-async def deliver(base: str, requests: Path, start: int, rate: float, duration: float) -> dict:
+async def deliver(base: str, requests: Path, start: int, rate: float, duration: float) -> dict[str, Any]:
     """Open loop: delivery ``i`` is sent at ``i / rate`` s, its latency counted from then."""
     items = _lines(requests)
     total = int(rate * duration)
@@ -232,7 +233,7 @@ async def deliver(base: str, requests: Path, start: int, rate: float, duration: 
     }
 
 
-async def scrape(url: str, scrapers: int) -> dict:
+async def scrape(url: str, scrapers: int) -> dict[str, Any]:
     """``scrapers`` scrapers back to back until stdin closes; every eighth as curl, the rest as Prometheus."""
     durations: list[float] = []
     read = [0]

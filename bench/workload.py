@@ -41,7 +41,7 @@ LabelSet = dict[str, Any]
 def label_pool(size: int, seed: int, teams: bool = False) -> list[LabelSet]:
     """``size`` distinct combinations of the common-label fields, drawn from the synthetic distribution."""
     rng = random.Random(seed)
-    pool: dict[tuple, LabelSet] = {}
+    pool: dict[tuple[Any, ...], LabelSet] = {}
     for _ in range(size * 1000):  # bounded: the distribution has far more than size combinations
         overrides = {"label": TEAM_LABELS[rng.randrange(len(TEAM_LABELS))]} if teams else {}
         summary = synthetic.generate_summary(rng, **overrides)

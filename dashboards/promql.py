@@ -48,7 +48,7 @@ def le(edge: float) -> str:
     >>> le(0.15), le(3.5), le(0.0)
     ('0.15', '3.5', '0.0')
     """
-    return floatToGoString(edge)
+    return str(floatToGoString(edge))  # prometheus_client leaves it unannotated
 
 
 def selector(*matchers: str) -> str:

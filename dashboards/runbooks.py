@@ -8,7 +8,7 @@ the same settings and names as the rules, and a changed threshold or window chan
 from __future__ import annotations
 
 from . import call_rules, quality, rules, settings
-from .promql import QUALITY_THRESHOLDS, QualityThreshold
+from .promql import QUALITY_THRESHOLDS, QualityThreshold, burn_factor
 
 INDEX = "README.md"
 
@@ -108,7 +108,7 @@ def burn(threshold: QualityThreshold, speed: str) -> str:
     windows, duration, severity = rules.BURNS[speed]
     objective = settings.SLO_OBJECTIVES[threshold.tag]
     pairs = "; or ".join(
-        f"over both {w.long} and {w.short} at more than {rules.burn_factor(w):g} times the sustainable rate "
+        f"over both {w.long} and {w.short} at more than {burn_factor(w):g} times the sustainable rate "
         f"({percent(w.budget_spent)} of the {settings.SLO_PERIOD} budget within {w.long})"
         for w in windows
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,12 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app import Runtime, create_apps
 from exporter.config import load_config
-from exporter.synthetic import batch_body, sign
+from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests.helpers import path_and_query, scrub_environment
+
+# Fixtures of one topic live with its helpers: deliveries written by hand and the webhook served as
+# __main__ serves it; kinesalite, its proxy and a stream; pull mode's participant rig.
+pytest_plugins = ["tests.raw_http", "tests.kinesis_server", "tests.pull_rig"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "test-auth-token-primary"
@@ -137,6 +142,21 @@ class Harness:
 
 
 HarnessFactory = Callable[..., Awaitable[Harness]]
+
+
+async def post_all(harness: Harness, batches: list[list[dict[str, Any]]]) -> None:
+    """Deliver each batch in turn; each must be answered 200."""
+    for batch in batches:
+        assert (await harness.post(batch)).status == 200
+
+
+def deliveries(count: int, seed: int = 7, per_delivery: int = 1) -> list[list[dict[str, Any]]]:
+    """``count`` deliveries of ``per_delivery`` seeded participant summaries each, with event ids of their own."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        out.append([cloud_event(generate_summary(rng), event_id=f"EZ{seed}-{i}-{j}") for j in range(per_delivery)])
+    return out
 
 
 @pytest.fixture

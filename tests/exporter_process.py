@@ -1,4 +1,5 @@
-"""Start the real exporter as a subprocess on free loopback ports, for end-to-end tests."""
+"""Start the real exporter as a subprocess on free loopback ports, for end-to-end tests; run its
+command line once with a sentinel in every secret variable; read what a running one answers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers import clean_environ, until_blocking
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import clean_environ, secret_variables, until_blocking
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,3 +94,45 @@ def start_exporter(*args: str, env: dict[str, str] | None = None, tmp_path: Path
         yield ExporterProcess(proc, metrics_url, f"http://127.0.0.1:{webhook_port}{webhook_path}", log_path)
     finally:
         stop(proc)
+
+
+def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a GET (an error status is an answer, not an exception)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def metric(exporter: ExporterProcess, name: str) -> float:
+    """The unlabelled sample ``name`` of the exporter's /metrics; fails if it is not exposed."""
+    _, _, text = get(exporter.metrics_url + "/metrics")
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return sample.value
+    raise AssertionError(f"{name} not exposed")
+
+
+# A sentinel for every secret the exporter reads, derived from the model (never typed out).
+SENTINELS = {name: f"SENTINEL-{name}-value" for name in secret_variables()}
+
+
+def run(*args: str, env: dict[str, str | None] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """The exporter's command line with the sentinels (``env`` may drop one with None); listeners on free ports."""
+    full = clean_environ() | SENTINELS
+    for name, value in (env or {}).items():
+        if value is None:
+            full.pop(name, None)
+        else:
+            full[name] = value
+    ports = [f"--web.listen-address=127.0.0.1:{free_port()}", f"--webhook.listen-address=127.0.0.1:{free_port()}"]
+    return subprocess.run([sys.executable, "-m", "exporter", *ports, *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_no_secret(*outputs: str) -> None:
+    """No sentinel of :data:`SENTINELS` in any of ``outputs``."""
+    for output in outputs:
+        for name, sentinel in SENTINELS.items():
+            assert sentinel not in output, f"{name}'s value printed"

@@ -1,11 +1,12 @@
 """Small pieces the tests share: the environment they scrub, a fake clock, a signed URL's parts,
-and :func:`until`, the one way a test waits for something it cannot await."""
+a held state commit, and :func:`until`, the one way a test waits for something it cannot await."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -72,6 +73,22 @@ def signed_query(url: str) -> str:
     'bodySHA256=ab12'
     """
     return urlsplit(url).query
+
+
+class HeldCommit:
+    """A ``StateStore.commit_hook`` that keeps the writer inside its transaction until :meth:`release`:
+    a long commit that ends when the test says, not after some sleep."""
+
+    def __init__(self) -> None:
+        self.holding = threading.Event()
+        self._release = threading.Event()
+
+    def __call__(self) -> None:
+        self.holding.set()
+        self._release.wait(timeout=60)  # a bound, so a broken test cannot hang the writer for ever
+
+    def release(self) -> None:
+        self._release.set()
 
 
 async def until(

@@ -35,26 +35,35 @@ import json
 import shutil
 import socket
 import subprocess
+import uuid
 from collections import Counter, deque
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
+from aiobotocore.session import get_session
 from aiohttp import web
 
-from tests.helpers import until_blocking
+from tests.helpers import until, until_blocking
 
 ROOT = Path(__file__).resolve().parent.parent
 KINESALITE = ROOT / "tests" / "kinesalite" / "node_modules" / "kinesalite" / "index.js"
 INSTALL = "make test-deps (npm ci --prefix tests/kinesalite)"
 JSON_11 = "application/x-amz-json-1.1"
+# Hash keys that land on shard 0 and shard 1 of a two-shard stream, and on the two children of
+# shard 0 split at 2**126.
+SHARD0, SHARD1 = "0", str(2**127)
+CHILD_LOW, CHILD_HIGH = "1", str(2**126)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 @dataclass
@@ -229,3 +238,66 @@ def create_stream(url: str, name: str, records: list[bytes], shards: int = 2) ->
     client.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.05, "MaxAttempts": 200})
     for n, data in enumerate(records):
         client.put_record(StreamName=name, Data=data, PartitionKey=f"p{n}")
+
+
+class Stream:
+    """One stream of a test, written with the SDK (an aiobotocore client) straight to kinesalite."""
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    async def put(self, data: bytes | dict[str, Any], hash_key: str = SHARD0) -> str:
+        body = data if isinstance(data, bytes) else json.dumps(data).encode()
+        answer = await self.client.put_record(StreamName=self.name, Data=body, PartitionKey="p", ExplicitHashKey=hash_key)
+        return str(answer["SequenceNumber"])
+
+    async def split(self, shard_id: str, at: str) -> None:
+        await self.client.split_shard(StreamName=self.name, ShardToSplit=shard_id, NewStartingHashKey=at)
+        await self.active()
+
+    async def active(self) -> None:
+        async def is_active() -> bool:
+            summary = await self.client.describe_stream_summary(StreamName=self.name)
+            return bool(summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE")
+
+        await until(is_active, "the stream ACTIVE", step=0.01)  # kinesalite with --createStreamMs 0: active at once; bounded anyway
+
+
+# --- fixtures (registered by tests/conftest.py) -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kinesalite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kinesalite]:
+    """One kinesalite per test module."""
+    server = start_kinesalite(tmp_path_factory.mktemp("kinesalite"))
+    yield server
+    server.proc.terminate()
+    server.proc.wait(10)
+
+
+@pytest.fixture
+def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The standard credential chain, from the environment only (never a developer's ~/.aws)."""
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+
+
+@pytest.fixture
+async def proxy(kinesalite: Kinesalite) -> AsyncIterator[AwsProxy]:
+    p = AwsProxy(kinesalite.url)
+    await p.start()
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def stream(kinesalite: Kinesalite) -> AsyncIterator[Stream]:
+    """A new two-shard stream on kinesalite, ACTIVE."""
+    async with get_session().create_client("kinesis", region_name="us-east-1", endpoint_url=kinesalite.url) as client:
+        s = Stream(client, f"twilio-{uuid.uuid4().hex[:12]}")
+        await client.create_stream(StreamName=s.name, ShardCount=2)
+        await s.active()
+        yield s

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporter.app import Runtime, create_apps
 from exporter.config import load_config
-from exporter.synthetic import sign
+from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests.conftest import TOKEN, Harness, sample_sum
-from tests.helpers import path_and_query
+from tests.helpers import path_and_query, scrub_environment
 
 Raw = Callable[["Harness | Served", bytes], Awaitable["RawDelivery"]]
 
@@ -61,6 +63,27 @@ class RawDelivery:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def forged(delivery: RawDelivery) -> RawDelivery:
+    """The same delivery with a signature made with another token."""
+    _, signature = sign("http://unused/", delivery.body, "another-token")
+    head = delivery.head.decode()
+    real = head.split("X-Twilio-Signature: ", 1)[1].split("\r\n", 1)[0]
+    delivery.head = head.replace(real, signature).encode()
+    return delivery
+
+
+def announcing(delivery: RawDelivery, length: int) -> RawDelivery:
+    """The same delivery with a head announcing ``length`` bytes of body."""
+    delivery.head = delivery.head.replace(f"Content-Length: {len(delivery.body)}".encode(), f"Content-Length: {length}".encode())
+    return delivery
+
+
+def body_of(seed: int, count: int = 2, padding: int = 0) -> bytes:
+    """A batch of ``count`` summaries; ``padding`` spaces (still JSON) make it as large as a test needs."""
+    rng = random.Random(seed)
+    return batch_body([cloud_event(generate_summary(rng)) for _ in range(count)]) + b" " * padding
 
 
 @contextlib.asynccontextmanager
@@ -125,3 +148,20 @@ async def served_webhooks() -> AsyncIterator[Callable[..., Awaitable[Served]]]:
     finally:
         for runner in runners:
             await runner.cleanup()
+
+
+# --- fixtures (registered by tests/conftest.py) -----------------------------------------------
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[Raw]:
+    async with raw_connections() as open_delivery:
+        yield open_delivery
+
+
+@pytest.fixture
+async def serve_webhook(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Awaitable[Served]]]:
+    scrub_environment(monkeypatch)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
+    async with served_webhooks() as serve:
+        yield serve

@@ -7,43 +7,16 @@ participant sample must equal what one clean delivery gives, value for value.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from exporter.record import families
 from exporter.synthetic import cloud_event
 from tests.conftest import Harness, HarnessFactory, fixture, snapshot
+from tests.recording import failing_at
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"
-
-
-class Boom(Exception):
-    pass
-
-
-@contextmanager
-def failing_at(step: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Make the ``step``-th recording step raise; yields the count of steps taken."""
-    taken = [0]
-
-    def wrap(original: Any) -> Any:
-        def step_or_fail(*args: Any, **kwargs: Any) -> Any:
-            taken[0] += 1
-            if taken[0] == step:
-                raise Boom(f"forced failure at step {step}")
-            return original(*args, **kwargs)
-
-        return step_or_fail
-
-    with monkeypatch.context() as m:
-        m.setattr(families.HistogramSeries, "observe", wrap(families.HistogramSeries.observe))
-        m.setattr(families.CounterSeries, "inc", wrap(families.CounterSeries.inc))
-        m.setattr(families._Family, "labels", wrap(families._Family.labels))
-        yield taken
 
 
 def delivery(prefix: str = "") -> list[dict[str, Any]]:

@@ -1,78 +1,34 @@
-"""What a Call Summary becomes: exact values for the facts file's realistic call, and the bounds around it."""
+"""What a Call Summary becomes: exact values for the facts file's realistic call, and the bounds around it.
+
+All or nothing, custom buckets and implausible numbers: tests/test_summary_recording.py, for conferences too.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
 
 from exporter.config import load_config
 from exporter.models import CALL_SUMMARY_COMPLETE, CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED, CallSummary, CloudEvent
-from exporter.record import families
-from exporter.record.labels import CALL_COMMON_LABELS, OTHER, call_label_policy
-from exporter.record.recorder import Change
+from exporter.record.labels import CALL_COMMON_LABELS, OTHER
 from exporter.subjects.build import build_subjects
-from exporter.subjects.call import CALL_DEFAULT_BUCKETS, CallRecorder
-from tests.conftest import JOINLESS, fixture, sample_sum, snapshot
+from tests.conftest import fixture, snapshot
+from tests.recording import CALL, REALISTIC_CALL, Boom, Recording, failing_at, realistic_call, tagged_inbound_call
 
 C = "twilio_call_"
-
-# The common labels of the realistic call (tests/fixtures/call_summary_complete.json): an outbound
-# API call, so the far end is the callee; the media region comes from the carrier edge (the
-# top-level properties name none) and no edge names its location.
-REALISTIC = {
-    **JOINLESS,
-    "call_type": "carrier",
-    "call_status": "completed",
-    "direction": "outbound_api",
-    "media_region": "us1",
-    "edge_location": "unknown",
-    "country_code": "US",
-    "carrier": "T-Mobile USA, Inc.",
-    "connection": "mobile",
-}
 
 
 def summary_of(event: dict[str, Any]) -> CallSummary:
     return CallSummary.model_validate(CloudEvent.model_validate(event).data)
 
 
-def realistic() -> dict[str, Any]:
-    data: dict[str, Any] = fixture("call_summary_complete.json")["data"]
-    return data
-
-
-class Calls:
-    """A call recorder on a fresh registry, with an exact-value reader that fails on unknown names."""
-
-    def __init__(self, **policy: Any) -> None:
-        self.registry = CollectorRegistry()
-        self.recorder = CallRecorder(self.registry, call_label_policy(**policy))
-
-    def record(self, data: dict[str, Any]) -> Change:
-        change = self.recorder.plan(CallSummary.model_validate(data))
-        self.recorder.apply(change)
-        return change
-
-    def value(self, name: str, **labels: str) -> float:
-        return sample_sum(self.registry, name, **labels)
-
-    def exact(self, name: str, **labels: str) -> float:
-        """The one sample of ``name`` with exactly the realistic common labels and ``labels``."""
-        value = self.registry.get_sample_value(name, {**REALISTIC, **labels})
-        assert value is not None, (name, labels)
-        return value
-
-
 def test_the_realistic_complete_call_gives_the_values_the_issue_names() -> None:
-    calls = Calls()
-    calls.record(realistic())
+    calls = Recording(CALL)
+    calls.record(realistic_call())
 
     assert calls.exact(C + "summaries_total") == 1
     assert calls.exact(C + "mos_sum", edge="sdk_edge", stream="inbound", stat="avg") == pytest.approx(4.43, rel=1e-9)
@@ -102,8 +58,8 @@ def test_the_realistic_complete_call_gives_the_values_the_issue_names() -> None:
 
 
 def test_what_an_edge_did_not_measure_leaves_no_sample_rather_than_a_zero() -> None:
-    calls = Calls()
-    calls.record(realistic())
+    calls = Recording(CALL)
+    calls.record(realistic_call())
 
     # No SIP or client edge; the SDK's outbound direction has packets and a codec only.
     for edge in ("sip_edge", "client_edge"):
@@ -133,7 +89,7 @@ def test_what_an_edge_did_not_measure_leaves_no_sample_rather_than_a_zero() -> N
 def test_a_v1_event_with_data_as_a_json_string_is_recorded_like_the_object() -> None:
     event = fixture("call_summary_v1.json")
     assert isinstance(event["data"], str)
-    calls = Calls()
+    calls = Recording(CALL)
 
     change = calls.recorder.plan(summary_of(event))
     calls.recorder.apply(change)
@@ -157,17 +113,17 @@ def test_only_the_complete_event_is_final_whatever_its_processing_state_says() -
 
 
 def test_the_far_end_of_an_inbound_call_is_the_caller_and_the_edge_location_comes_from_the_first_edge_naming_it() -> None:
-    data = realistic()
+    data = realistic_call()
     data["properties"]["direction"] = "inbound"
     data["from"] = {"caller": "+441234567890", "carrier": "Vodafone", "connection": "mobile", "country_code": "GB"}
     data["sip_edge"] = {"properties": {"edge_location": "dublin", "media_region": "ie1"}}  # properties only: no metrics
     data["carrier_edge"]["properties"]["edge_location"] = "frankfurt"
-    calls = Calls()
+    calls = Recording(CALL)
 
     change = calls.record(data)
 
     assert dict(zip(CALL_COMMON_LABELS, change.common, strict=True)) == {
-        **REALISTIC,
+        **REALISTIC_CALL,
         "direction": "inbound",
         "country_code": "GB",
         "carrier": "Vodafone",
@@ -182,7 +138,7 @@ def test_the_far_end_of_an_inbound_call_is_the_caller_and_the_edge_location_come
 
 
 def test_a_call_of_no_known_direction_has_no_far_end_and_an_empty_summary_counts_with_unknown_labels() -> None:
-    calls = Calls()
+    calls = Recording(CALL)
 
     change = calls.record({"call_sid": "CA1"})
 
@@ -191,37 +147,8 @@ def test_a_call_of_no_known_direction_has_no_far_end_and_an_empty_summary_counts
     assert change.exemplar == {"call_sid": "CA1"}
 
 
-@pytest.mark.parametrize(
-    ("where", "value"),
-    [
-        (("sdk_edge", "metrics", "inbound", "mos", "avg"), "4.43"),
-        (("sdk_edge", "metrics", "inbound", "mos", "min"), True),
-        (("sdk_edge", "metrics", "inbound", "mos", "avg"), 5.5),
-        (("sdk_edge", "metrics", "inbound", "packets_loss_percentage"), 100.5),
-        (("carrier_edge", "metrics", "outbound", "jitter", "max"), -1.0),
-        (("sdk_edge", "metrics", "inbound", "rtt", "avg"), "fast"),
-        (("sdk_edge", "metrics", "inbound", "packets_lost"), -1),
-        (("sdk_edge", "metrics", "inbound", "packets_received"), 1.5),
-        (("properties", "pdd_ms"), -1),
-        (("properties", "queue_time"), "30"),
-        (("connect_duration",), -5),
-        (("carrier_edge", "metrics"), "broken"),
-        (("call_sid",), ""),
-    ],
-)
-def test_a_measured_value_that_is_not_a_plausible_number_makes_the_summary_invalid(where: tuple[str, ...], value: Any) -> None:
-    data = realistic()
-    target = data
-    for key in where[:-1]:
-        target = target[key]
-    target[where[-1]] = value
-
-    with pytest.raises(ValidationError):
-        CallSummary.model_validate(data)
-
-
 def test_odd_values_in_fields_no_metric_is_made_of_never_drop_the_summary() -> None:
-    data = realistic()
+    data = realistic_call()
     data.update(
         trust=["not", "an", "object"],
         annotation="spam",
@@ -240,7 +167,7 @@ def test_odd_values_in_fields_no_metric_is_made_of_never_drop_the_summary() -> N
     data["sdk_edge"]["metrics"]["inbound"].update(audio_in="loud", codec="opus?")
     data["carrier_edge"]["metrics"]["outbound"]["packet_delay_variation"] = "wide"
     data["sip_edge"] = {"metrics": {"outbound": {"latency": {"avg": "no unit", "max": -3}, "packets_sent": 10}}}
-    calls = Calls()
+    calls = Recording(CALL)
 
     change = calls.record(data)
 
@@ -254,9 +181,9 @@ def test_odd_values_in_fields_no_metric_is_made_of_never_drop_the_summary() -> N
 
 
 def test_the_sip_edge_latency_is_left_out_until_its_unit_is_known() -> None:
-    data = realistic()
+    data = realistic_call()
     data["sip_edge"] = {"metrics": {"outbound": {"latency": {"avg": 0.3765, "max": 0.386}}}}
-    calls = Calls()
+    calls = Recording(CALL)
 
     change = calls.record(data)
 
@@ -265,12 +192,12 @@ def test_the_sip_edge_latency_is_left_out_until_its_unit_is_known() -> None:
 
 
 def test_call_labels_are_bounded_by_the_call_policy_caps_allowlists_and_budget() -> None:
-    calls = Calls(max_values={"carrier": 1}, max_label_sets=2)
-    first = realistic()
-    second = {**realistic(), "call_sid": "CA2", "call_type": "pigeon"}
+    calls = Recording(CALL, max_values={"carrier": 1}, max_label_sets=2)
+    first = realistic_call()
+    second = {**realistic_call(), "call_sid": "CA2", "call_type": "pigeon"}
     second["to"] = {**second["to"], "carrier": "AT&T"}
-    third = {**realistic(), "call_sid": "CA3", "call_state": "busy"}
-    fourth = {**realistic(), "call_sid": "CA4", "call_state": "noanswer"}
+    third = {**realistic_call(), "call_sid": "CA3", "call_state": "busy"}
+    fourth = {**realistic_call(), "call_sid": "CA4", "call_state": "noanswer"}
 
     calls.record(first)
     second_change = calls.record(second)
@@ -278,7 +205,7 @@ def test_call_labels_are_bounded_by_the_call_policy_caps_allowlists_and_budget()
     fourth_change = calls.record(fourth)
 
     # pigeon is no documented call type, AT&T found the one carrier place taken.
-    assert dict(zip(CALL_COMMON_LABELS, second_change.common, strict=True)) == {**REALISTIC, "call_type": OTHER, "carrier": OTHER}
+    assert dict(zip(CALL_COMMON_LABELS, second_change.common, strict=True)) == {**REALISTIC_CALL, "call_type": OTHER, "carrier": OTHER}
     assert sorted(second_change.overflow) == ["call_type", "carrier"]
     # Three sets fill the budget of two: the fourth folds into the overflow set.
     assert fourth_change.common == (OTHER,) * len(CALL_COMMON_LABELS)
@@ -287,8 +214,8 @@ def test_call_labels_are_bounded_by_the_call_policy_caps_allowlists_and_budget()
 
 
 def test_a_tag_listed_twice_counts_once_and_tags_are_an_open_but_capped_vocabulary() -> None:
-    calls = Calls(max_values={"tag": 2})
-    data = {**realistic(), "tags": ["high_pdd", "high_pdd", "silence", "high_jitter"]}
+    calls = Recording(CALL, max_values={"tag": 2})
+    data = {**realistic_call(), "tags": ["high_pdd", "high_pdd", "silence", "high_jitter"]}
 
     change = calls.record(data)
 
@@ -301,100 +228,28 @@ def test_a_tag_listed_twice_counts_once_and_tags_are_an_open_but_capped_vocabula
 # -- all or nothing, and the durable state's round trip ------------------------------------
 
 
-class Boom(Exception):
-    pass
-
-
-@contextmanager
-def failing_at(step: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Make the ``step``-th series step (create, observe, inc) raise; yields the count of steps taken."""
-    taken = [0]
-
-    def wrap(original: Any) -> Any:
-        def step_or_fail(*args: Any, **kwargs: Any) -> Any:
-            taken[0] += 1
-            if taken[0] == step:
-                raise Boom(step)
-            return original(*args, **kwargs)
-
-        return step_or_fail
-
-    with monkeypatch.context() as m:
-        m.setattr(families.HistogramSeries, "observe", wrap(families.HistogramSeries.observe))
-        m.setattr(families.CounterSeries, "inc", wrap(families.CounterSeries.inc))
-        m.setattr(families._Family, "labels", wrap(families._Family.labels))
-        yield taken
-
-
-def policy_state(calls: Calls) -> tuple[Any, ...]:
-    policy = calls.recorder.labels
-    return (frozenset(policy.label_sets), {name: frozenset(label.kept) for name, label in policy.labels.items()})
-
-
-def tagged_inbound() -> dict[str, Any]:
-    """Another call, on new label values and a new edge, so a failure has series and values to undo."""
-    data = {**realistic(), "call_sid": "CA9", "tags": ["high_jitter"], "answered_by": "human"}
-    data["properties"] = {**data["properties"], "direction": "inbound", "queue_time": 1500}
-    data["from"] = {"carrier": "Vodafone", "connection": "mobile", "country_code": "GB"}
-    data["client_edge"] = {"metrics": {"inbound": {"codec_name": "PCMU", "packets_received": 50, "jitter": {"avg": 1.0}}}}
-    return data
-
-
-def test_a_failure_at_any_step_of_recording_a_call_restores_every_sample_and_label(monkeypatch: pytest.MonkeyPatch) -> None:
-    def warm() -> Calls:
-        calls = Calls()
-        calls.record(realistic())
-        return calls
-
-    counting = warm()
-    with failing_at(0, monkeypatch) as taken:
-        counting.record(tagged_inbound())
-    steps = taken[0]
-    assert steps > 30
-
-    for step in range(1, steps + 1):
-        calls = warm()
-        before, labels_before = snapshot(calls.registry, C), policy_state(calls)
-        change = calls.recorder.plan(CallSummary.model_validate(tagged_inbound()))
-        with failing_at(step, monkeypatch), pytest.raises(Boom):
-            calls.recorder.apply(change)
-
-        assert snapshot(calls.registry, C) == before, step
-        assert policy_state(calls) == labels_before, step
-        calls.recorder.apply(change)  # the retry
-        assert calls.value(C + "summaries_total") == 2, step
-        assert snapshot(calls.registry, C) == snapshot(clean_pair().registry, C), step
-
-
-def clean_pair() -> Calls:
-    calls = Calls()
-    calls.record(realistic())
-    calls.record(tagged_inbound())
-    return calls
-
-
 def test_journaled_changes_and_saved_series_give_back_the_same_samples_after_a_restart() -> None:
-    original = Calls()
+    original = Recording(CALL)
     original.recorder.dirty = set()
     journal = []
-    for data in (realistic(), tagged_inbound()):
+    for data in (realistic_call(), tagged_inbound_call()):
         change = original.record(data)
         # As the durable state journals a change: names and values, through JSON.
         journal.append(json.loads(json.dumps((change.common, [(f.name, others, v) for f, others, v in change.observations]))))
     rows = [(*original.recorder.key_of(s), original.recorder.saved_values(s)) for s in original.recorder.dirty]
 
-    replayed = Calls()
+    replayed = Recording(CALL)
     for entry in journal:
         change = replayed.recorder.unjournal(entry)
         assert change is not None
         replayed.recorder.apply(change)
-    restored = Calls()
+    restored = Recording(CALL)
     assert restored.recorder.restore(rows) == len(rows)
 
     expected = snapshot(original.registry, C)
     assert snapshot(replayed.registry, C) == expected
     assert snapshot(restored.registry, C) == expected
-    assert policy_state(replayed) == policy_state(original) == policy_state(restored)
+    assert replayed.policy_state() == original.policy_state() == restored.policy_state()
 
 
 # -- what the fixture does not carry: queue time, answered_by, averages, edges and exemplars --
@@ -412,10 +267,10 @@ def exemplars(registry: CollectorRegistry, prefix: str = C) -> dict[tuple[str, t
 
 
 def test_queue_time_answered_by_and_the_average_jitter_are_recorded_exactly() -> None:
-    calls = Calls()
+    calls = Recording(CALL)
 
-    calls.record(realistic())
-    calls.record(tagged_inbound())  # queue_time 1500 ms, answered_by human, a client edge's jitter avg 1.0 ms
+    calls.record(realistic_call())
+    calls.record(tagged_inbound_call())  # queue_time 1500 ms, answered_by human, a client edge's jitter avg 1.0 ms
 
     assert calls.value(C + "queue_time_seconds_sum") == pytest.approx(1.5, rel=1e-9)
     assert calls.value(C + "queue_time_seconds_count") == 1
@@ -428,9 +283,9 @@ def test_queue_time_answered_by_and_the_average_jitter_are_recorded_exactly() ->
 
 
 def test_an_edge_without_metrics_before_a_measured_one_hides_nothing_after_it() -> None:
-    data = realistic()
+    data = realistic_call()
     del data["carrier_edge"]["metrics"]  # the first edge in label order: properties only
-    calls = Calls()
+    calls = Recording(CALL)
 
     calls.record(data)
 
@@ -440,49 +295,36 @@ def test_an_edge_without_metrics_before_a_measured_one_hides_nothing_after_it() 
 
 
 def test_a_call_sid_that_is_not_a_sid_gives_no_exemplar() -> None:
-    calls = Calls()
+    calls = Recording(CALL)
 
-    change = calls.record({**realistic(), "call_sid": "+15551234567"})  # a phone number must never be exposed
+    change = calls.record({**realistic_call(), "call_sid": "+15551234567"})  # a phone number must never be exposed
 
     assert change.exemplar is None
     assert exemplars(calls.registry) == {}
     assert calls.exact(C + "summaries_total") == 1
 
 
-def test_custom_buckets_are_the_edges_the_call_histograms_count_in() -> None:
-    registry = CollectorRegistry()
-    recorder = CallRecorder(registry, call_label_policy(), {"mos": (2.0, 4.0)})
-    recorder.apply(recorder.plan(CallSummary.model_validate(realistic())))
-
-    assert {s.labels["le"] for f in registry.collect() for s in f.samples if s.name == C + "mos_bucket"} == {"2.0", "4.0", "+Inf"}
-    assert sample_sum(registry, C + "mos_bucket", le="4.0") == 0  # MOS 4.43 and 4.33: past 4.0
-    assert sample_sum(registry, C + "mos_bucket", le="+Inf") == 2
-    # The other histograms keep their default edges.
-    rtt = {s.labels["le"] for f in registry.collect() for s in f.samples if s.name == C + "rtt_seconds_bucket"}
-    assert len(rtt) == len(CALL_DEFAULT_BUCKETS["rtt"]) + 1
-
-
 def test_every_exemplar_of_one_summary_carries_one_timestamp_of_its_recording() -> None:
-    calls = Calls()
+    calls = Recording(CALL)
     before = time.time()
-    calls.record(realistic())
+    calls.record(realistic_call())
     after = time.time()
 
     stamps = {exemplar.timestamp for exemplar in exemplars(calls.registry).values()}
     assert len(exemplars(calls.registry)) > 10
     assert len(stamps) == 1
     assert before <= stamps.pop() <= after
-    assert {exemplar.labels["call_sid"] for exemplar in exemplars(calls.registry).values()} == {realistic()["call_sid"]}
+    assert {exemplar.labels["call_sid"] for exemplar in exemplars(calls.registry).values()} == {realistic_call()["call_sid"]}
 
 
 def test_a_failed_recording_gives_back_the_exemplars_it_overwrote_and_leaves_no_empty_label_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = Calls()
-    calls.record(realistic())
+    calls = Recording(CALL)
+    calls.record(realistic_call())
     before, sets_before = exemplars(calls.registry), dict(calls.recorder._series_of)
     # The same call again under a new SID: the same buckets, so each observation overwrites an exemplar.
-    same = calls.recorder.plan(CallSummary.model_validate({**realistic(), "call_sid": "CA" + "1" * 32}))
+    same = calls.recorder.plan(CallSummary.model_validate({**realistic_call(), "call_sid": "CA" + "1" * 32}))
     # A new label set, whose failure must not leave its (empty) set of series behind.
-    other = calls.recorder.plan(CallSummary.model_validate(tagged_inbound()))
+    other = calls.recorder.plan(CallSummary.model_validate(tagged_inbound_call()))
     steps = len(same.observations)
 
     with failing_at(steps, monkeypatch), pytest.raises(Boom):

@@ -17,30 +17,9 @@ from pathlib import Path
 import pytest
 
 from exporter.synthetic import sign
-from tests.exporter_process import ROOT, free_port, start_exporter
-from tests.helpers import clean_environ, secret_variables
+from tests.exporter_process import ROOT, SENTINELS, assert_no_secret, run, start_exporter
 
 PROG = "twilio-insights-exporter: "
-# A sentinel for every secret the exporter reads, derived from the model (never typed out).
-SENTINELS = {name: f"SENTINEL-{name}-value" for name in secret_variables()}
-
-
-def run(*args: str, env: dict[str, str | None] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """The exporter's command line with the sentinels (``env`` may drop one with None); listeners on free ports."""
-    full = clean_environ() | SENTINELS
-    for name, value in (env or {}).items():
-        if value is None:
-            full.pop(name, None)
-        else:
-            full[name] = value
-    ports = [f"--web.listen-address=127.0.0.1:{free_port()}", f"--webhook.listen-address=127.0.0.1:{free_port()}"]
-    return subprocess.run([sys.executable, "-m", "exporter", *ports, *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=timeout)
-
-
-def assert_no_secret(*outputs: str) -> None:
-    for output in outputs:
-        for name, sentinel in SENTINELS.items():
-            assert sentinel not in output, f"{name}'s value printed"
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], expected: str, status: int = 1) -> None:

@@ -9,55 +9,19 @@ measured by ``bench/edge.py`` (``make bench``), not asserted here.
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from twilio.request_validator import RequestValidator
 
 from exporter.doors.webhook.intake import FIRST_SHARE, MemoryBudget
-from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
 from tests.conftest import TOKEN, HarnessFactory
-from tests.helpers import path_and_query, scrub_environment, until
-from tests.raw_http import Raw, RawDelivery, Served, raw_connections, served_webhooks
+from tests.helpers import path_and_query, until
+from tests.raw_http import Raw, Served, announcing, body_of, forged
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"
 MiB = 1024**2
-
-
-@pytest.fixture
-async def raw() -> AsyncIterator[Raw]:
-    async with raw_connections() as open_delivery:
-        yield open_delivery
-
-
-@pytest.fixture
-async def serve_webhook(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Awaitable[Served]]]:
-    scrub_environment(monkeypatch)
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
-    async with served_webhooks() as serve:
-        yield serve
-
-
-def body_of(seed: int, count: int = 2, padding: int = 0) -> bytes:
-    """A batch of ``count`` summaries; ``padding`` spaces (still JSON) make it as large as a test needs."""
-    rng = random.Random(seed)
-    return batch_body([cloud_event(generate_summary(rng)) for _ in range(count)]) + b" " * padding
-
-
-def forged(delivery: RawDelivery) -> RawDelivery:
-    """The same delivery with a signature made with another token."""
-    _, signature = sign("http://unused/", delivery.body, "another-token")
-    head = delivery.head.decode()
-    real = head.split("X-Twilio-Signature: ", 1)[1].split("\r\n", 1)[0]
-    delivery.head = head.replace(real, signature).encode()
-    return delivery
-
-
-def announcing(delivery: RawDelivery, length: int) -> RawDelivery:
-    delivery.head = delivery.head.replace(f"Content-Length: {len(delivery.body)}".encode(), f"Content-Length: {length}".encode())
-    return delivery
 
 
 # --- verify before reading ---------------------------------------------------------------------

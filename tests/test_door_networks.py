@@ -9,7 +9,7 @@ import pytest
 from exporter import cli
 from exporter.config import load_config
 from exporter.doors.webhook.network import SourceNetworks, config_warnings
-from tests.test_cli_errors import assert_no_secret, run
+from tests.exporter_process import assert_no_secret, run
 
 
 def networks(*args: str) -> SourceNetworks:

@@ -9,11 +9,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.doors.webhook.intake import MemoryBudget
 from exporter.synthetic import batch_body, cloud_event, generate_summary
 from tests.conftest import TOKEN
-from tests.exporter_process import start_exporter
+from tests.exporter_process import get, metric, start_exporter
 from tests.helpers import until
-from tests.raw_http import RawDelivery
-from tests.test_door import announcing, forged
-from tests.test_shutdown import get, metric
+from tests.raw_http import RawDelivery, announcing, forged
 
 MiB = 1024**2
 

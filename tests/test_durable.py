@@ -35,19 +35,11 @@ from exporter.synthetic import (
     generate_summary,
     sign,
 )
-from tests.conftest import TOKEN, Harness, HarnessFactory, snapshot
+from tests.conftest import TOKEN, HarnessFactory, deliveries, post_all, snapshot
 from tests.exporter_process import start_exporter
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"
-
-
-def deliveries(count: int, seed: int = 7, per_delivery: int = 1) -> list[list[dict[str, Any]]]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(count):
-        out.append([cloud_event(generate_summary(rng), event_id=f"EZ{seed}-{i}-{j}") for j in range(per_delivery)])
-    return out
 
 
 def mixed_deliveries(count: int, seed: int) -> tuple[list[list[dict[str, Any]]], list[dict[str, set[str]]]]:
@@ -99,11 +91,6 @@ async def reference(batches: list[list[dict[str, Any]]], prefixes: tuple[str, ..
     for batch in batches:
         await apps.runtime.pipeline.deliver(batch, "webhook")
     return {key: value for prefix in prefixes for key, value in snapshot(registry, prefix).items()}
-
-
-async def post_all(harness: Harness, batches: list[list[dict[str, Any]]]) -> None:
-    for batch in batches:
-        assert (await harness.post(batch)).status == 200
 
 
 def assert_same(actual: dict[Any, float], expected: dict[Any, float]) -> None:

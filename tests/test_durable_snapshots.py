@@ -15,9 +15,8 @@ from exporter.state import durable as durable_module
 from exporter.state.durable import DurableState
 from exporter.state.store import StateStore
 from exporter.subjects import Subjects
-from tests.conftest import HarnessFactory
+from tests.conftest import HarnessFactory, deliveries, post_all
 from tests.helpers import FakeClock, until
-from tests.test_durable import deliveries, post_all
 
 
 class Stop(Exception):

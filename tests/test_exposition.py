@@ -24,7 +24,7 @@ from exporter.config import load_config
 from exporter.exposition import make_metrics_handler
 from exporter.synthetic import cloud_event, sink_test_event, summaries
 from tests.conftest import Harness, fixture
-from tests.test_families import BUCKETS, fill, ours
+from tests.family_pairs import BUCKETS, fill, ours
 
 ROOT = Path(__file__).resolve().parent.parent
 

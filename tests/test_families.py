@@ -6,32 +6,13 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.record.families import CounterFamily, HistogramFamily, rendered_separately
-
-LABELS = ["zone", "call_type", "stream", "quote"]
-VALUES = [("us1", "sip", "inbound", 'a "quoted"\\ value\n'), ("ie1", "carrier", "outbound", "plain")]
-BUCKETS = (0.0, 0.5, 1.0, 3.5)
-OBSERVATIONS = [0.0, 0.2, 0.5, 3.5, 3.6, 100.0]
+from exporter.record.families import CounterFamily, rendered_separately
+from tests.family_pairs import LABELS, VALUES, fill, ours
 
 
 @pytest.fixture(autouse=True)
 def _no_created_series():
     disable_created_metrics()  # as the exporter's app factory does
-
-
-def fill(registry: CollectorRegistry, counter_cls, histogram_cls) -> list:
-    counter = counter_cls("calls", "Calls, with a \\ and a\nnewline.", LABELS, registry=registry)
-    histogram = histogram_cls("mos", "MOS.", LABELS, registry=registry, buckets=BUCKETS)
-    for values in VALUES:
-        counter.labels(*values).inc()
-        counter.labels(*values).inc(41)
-        for value in OBSERVATIONS:
-            histogram.labels(*values).observe(value, {"call_sid": "CA" + "1" * 32})
-    return [counter, histogram]
-
-
-def ours(name, doc, labels, registry, buckets=None):
-    return HistogramFamily(name, doc, labels, registry, buckets) if buckets else CounterFamily(name, doc, labels, registry)
 
 
 def test_collected_samples_are_those_of_prometheus_client_counter_and_histogram():

@@ -20,7 +20,7 @@ import yaml
 from exporter.webconfig import load_web_config
 from tests.exporter_process import ROOT
 from tests.helm_chart import FULLNAME, NAMESPACE, container_args, render, render_scenario, scenario_values
-from tests.test_web_config import make_pki
+from tests.pki import make_pki
 
 TLS_SECRET = "twilio-insights-exporter-metrics-tls"
 WEB_DIR, TLS_DIR = "/etc/twilio-insights-exporter-web", "/etc/twilio-insights-exporter-tls"

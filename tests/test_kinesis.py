@@ -14,13 +14,11 @@ import contextlib
 import json
 import logging
 import random
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiobotocore.session import get_session
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
@@ -31,80 +29,14 @@ from exporter.metrics import KINESIS_ERROR_KINDS, build_kinesis_metrics
 from exporter.synthetic import cloud_event, generate_summary, sink_test_event
 from tests.conftest import sample_sum
 from tests.helpers import scrub_environment, until
-from tests.kinesis_server import AwsProxy, Kinesalite, start_kinesalite
+from tests.kinesis_server import CHILD_HIGH, CHILD_LOW, SHARD0, SHARD1, AwsProxy, Stream
 
 E = "twilio_insights_exporter_"
 K = E + "kinesis_"
-# Hash keys that land on shard 0 and shard 1 of a two-shard stream, and on the two children of
-# shard 0 split at 2**126.
-SHARD0, SHARD1 = "0", str(2**127)
-CHILD_LOW, CHILD_HIGH = "1", str(2**126)
 BACKOFF = 0.5
 JITTER = 0.5
-
-
-@pytest.fixture(scope="module")
-def kinesalite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kinesalite]:
-    server = start_kinesalite(tmp_path_factory.mktemp("kinesalite"))
-    yield server
-    server.proc.terminate()
-    server.proc.wait(10)
-
-
-@pytest.fixture(autouse=True)
-def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The standard credential chain, from the environment only (never a developer's ~/.aws)."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
-        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-        "AWS_CONFIG_FILE": "/nonexistent",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-
-
-@pytest.fixture
-async def proxy(kinesalite: Kinesalite) -> AsyncIterator[AwsProxy]:
-    p = AwsProxy(kinesalite.url)
-    await p.start()
-    yield p
-    await p.close()
-
-
-class Stream:
-    """One stream of the test, written with the SDK straight to kinesalite."""
-
-    def __init__(self, client: Any, name: str) -> None:
-        self.client = client
-        self.name = name
-
-    async def put(self, data: bytes | dict[str, Any], hash_key: str = SHARD0) -> str:
-        body = data if isinstance(data, bytes) else json.dumps(data).encode()
-        answer = await self.client.put_record(StreamName=self.name, Data=body, PartitionKey="p", ExplicitHashKey=hash_key)
-        return str(answer["SequenceNumber"])
-
-    async def split(self, shard_id: str, at: str) -> None:
-        await self.client.split_shard(StreamName=self.name, ShardToSplit=shard_id, NewStartingHashKey=at)
-        await self.active()
-
-    async def active(self) -> None:
-        async def is_active() -> bool:
-            summary = await self.client.describe_stream_summary(StreamName=self.name)
-            return bool(summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE")
-
-        await until(is_active, "the stream ACTIVE", step=0.01)  # kinesalite with --createStreamMs 0: active at once; bounded anyway
-
-
-@pytest.fixture
-async def stream(kinesalite: Kinesalite) -> AsyncIterator[Stream]:
-    async with get_session().create_client("kinesis", region_name="us-east-1", endpoint_url=kinesalite.url) as client:
-        s = Stream(client, f"twilio-{uuid.uuid4().hex[:12]}")
-        await client.create_stream(StreamName=s.name, ShardCount=2)
-        await s.active()
-        yield s
+# The SDK's credential chain from the environment only, for every test here (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("aws_environment")
 
 
 class Harness:

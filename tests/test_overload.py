@@ -9,14 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
-
-import pytest
 
 from exporter.synthetic import batch_body, cloud_event, generate_summary
 from tests.conftest import Harness, HarnessFactory
 from tests.helpers import until
-from tests.raw_http import Raw, RawDelivery, raw_connections
+from tests.raw_http import Raw, RawDelivery
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"
@@ -27,12 +24,6 @@ BOUND = 3
 def delivery_body(seed: int) -> bytes:
     rng = random.Random(seed)
     return batch_body([cloud_event(generate_summary(rng)) for _ in range(BATCH)])
-
-
-@pytest.fixture
-async def raw() -> AsyncIterator[Raw]:
-    async with raw_connections() as open_delivery:
-        yield open_delivery
 
 
 async def hold_in_flight(harness: Harness, raw: Raw, seeds: range) -> tuple[list[RawDelivery], asyncio.Event]:

@@ -20,8 +20,7 @@ from exporter.state.store import Commit, StateStore
 from exporter.subjects import PARTICIPANT
 from exporter.synthetic import cloud_event, generate_summary, sink_test_event
 from tests.conftest import sample_sum
-from tests.helpers import until
-from tests.test_write_path import HeldCommit
+from tests.helpers import HeldCommit, until
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import re
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,114 +30,23 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import Runtime, create_apps
 from exporter.config import load_config
-from exporter.doors.pull.poller import Poller
-from exporter.metrics import build_pull_metrics
-from exporter.state.store import StateStore
-from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
+from exporter.synthetic import batch_body, cloud_event, sign
 from tests import fake_insights as fi
 from tests.conftest import REST_PARTICIPANT_LABELS, fixture, sample_sum
 from tests.exporter_process import start_exporter
 from tests.helpers import FakeClock, path_and_query, scrub_environment, until
+from tests.pull_rig import PARTICIPANTS_ONLY, Rig, RigFactory, cf, conference_with, cp, participant
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"
 PULL = E + "pull_"
 HOUR = 3600.0
-PARTICIPANTS_ONLY = "--pull.summaries=participant"
-CREDENTIALS = {"TWILIO_ACCOUNT_SID": fi.ACCOUNT_SID, "TWILIO_AUTH_TOKEN": fi.AUTH_TOKEN}
 GB = REST_PARTICIPANT_LABELS
-
-
-def cf(n: int) -> str:
-    return f"CF{n:032d}"
-
-
-def cp(n: int) -> str:
-    return f"CP{n:032d}"
-
-
-def participant(n: int, seed: int | None = None, **overrides: Any) -> dict[str, Any]:
-    """A REST-shaped summary with the quirks real answers have; US so it never mixes with the GB fixture."""
-    summary = generate_summary(random.Random(n if seed is None else seed), participant_sid=cp(n), country_code="US", **overrides)
-    if n % 2:  # half name the status call_state, as some payloads do
-        summary["call_state"] = summary.pop("call_status")
-    summary["last_rtp_count"] = 1000 + n  # undocumented keys
-    summary["early_media"] = None
-    if summary["events"] is None:
-        summary["events"] = {"mute": [1636007397844 + n]}  # milliseconds
-    return summary
-
-
-@dataclass
-class Rig:
-    """A poller wired to the fake API, the pipeline the webhook uses, a registry and a state store."""
-
-    fake: fi.FakeInsights
-    poller: Poller
-    runtime: Runtime
-    registry: CollectorRegistry
-    time: FakeClock
-    store: StateStore
-
-    def value(self, name: str, **labels: str) -> float:
-        return sample_sum(self.registry, name, **labels)
-
-    async def poll(self) -> bool:
-        return await self.poller.poll_once()
-
-
-RigFactory = Callable[..., Awaitable[Rig]]
-
-
-@pytest.fixture
-async def fake() -> fi.FakeInsights:
-    return fi.FakeInsights()
-
-
-@pytest.fixture
-async def fake_server(aiohttp_server: Any, fake: fi.FakeInsights) -> TestServer:
-    return await aiohttp_server(fake.app())
-
-
-@pytest.fixture
-async def make_rig(fake: fi.FakeInsights, fake_server: TestServer, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RigFactory]:
-    opened: list[Rig] = []
-    scrub_environment(monkeypatch)
-
-    async def build(*flags: str, env: dict[str, str] | None = None, state: Path | None = None, clock: FakeClock | None = None) -> Rig:
-        for name, value in (CREDENTIALS if env is None else env).items():
-            monkeypatch.setenv(name, value)
-        state_flag = [f"--state.path={state}"] if state is not None else []
-        config = load_config(
-            ["--pull.enabled", f"--pull.api-url=http://127.0.0.1:{fake_server.port}", "--pull.page-size=2", PARTICIPANTS_ONLY, *state_flag, *flags]
-        )
-        registry = CollectorRegistry()
-        t = clock or FakeClock()
-        runtime = Runtime.build(config, registry, clock=t)
-        store = runtime.state
-        await runtime.durable.open()
-        poller = Poller.build(config, runtime.pipeline, store, build_pull_metrics(registry), clock=t, sleep=t.sleep)
-        await poller.start()
-        rig = Rig(fake, poller, runtime, registry, t, store)
-        opened.append(rig)
-        return rig
-
-    yield build
-    for rig in opened:
-        await rig.poller.stop()
-        await rig.runtime.durable.close()
 
 
 @pytest.fixture
 async def rig(make_rig: RigFactory) -> Rig:
     return await make_rig()
-
-
-def conference_with(fake: fi.FakeInsights, n: int, created: float, participants: list[dict[str, Any]], state: str = "complete") -> str:
-    sid = fake.add_conference(cf(n), created, processing_state=state)
-    for summary in participants:
-        fake.add_participant(sid, summary)
-    return sid
 
 
 # --- every complete summary exactly once ------------------------------------------------------

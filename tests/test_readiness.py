@@ -25,8 +25,10 @@ from exporter.app import Apps, create_apps
 from exporter.config import load_config
 from tests.exporter_process import free_port
 from tests.helpers import until
-from tests.kinesis_server import AwsProxy
-from tests.test_kinesis import Stream, aws_environment, kinesalite, proxy, stream  # noqa: F401 (fixtures)
+from tests.kinesis_server import AwsProxy, Stream
+
+# The SDK's credential chain from the environment only, for every test here (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("aws_environment")
 
 
 @pytest.fixture
@@ -58,8 +60,8 @@ async def probe(client: TestClient) -> tuple[int, str]:
 
 async def test_kinesis_mode_is_not_ready_while_listing_the_shards_fails_and_ready_once_it_answers(
     started: Callable[..., Any],
-    proxy: AwsProxy,  # noqa: F811 (the fixture imported above)
-    stream: Stream,  # noqa: F811
+    proxy: AwsProxy,
+    stream: Stream,
 ) -> None:
     proxy.fail("ListShards", "AccessDeniedException", times=3)
     apps, client = await started(

@@ -9,41 +9,16 @@ connections replaying one 1 MiB delivery) are measured by ``bench/edge.py``, not
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-
-import pytest
+from collections.abc import Awaitable, Callable
 
 from exporter.doors.webhook.intake import FIRST_SHARE, MemoryBudget
-from exporter.synthetic import batch_body, cloud_event, generate_summary
-from tests.conftest import TOKEN
-from tests.helpers import scrub_environment, until
-from tests.raw_http import Raw, Served, raw_connections, served_webhooks
+from tests.helpers import until
+from tests.raw_http import Raw, Served, body_of
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"
 RESERVED = E + "webhook_memory_reserved_bytes"
 REPLAYED = b'{"error": "a copy of this delivery is being received, retry later"}'
-
-
-@pytest.fixture
-async def raw() -> AsyncIterator[Raw]:
-    async with raw_connections() as open_delivery:
-        yield open_delivery
-
-
-@pytest.fixture
-async def serve_webhook(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Awaitable[Served]]]:
-    scrub_environment(monkeypatch)
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
-    async with served_webhooks() as serve:
-        yield serve
-
-
-def body_of(seed: int, count: int = 2, padding: int = 0) -> bytes:
-    """A batch of ``count`` summaries; ``padding`` spaces (still JSON) make it as large as a test needs."""
-    rng = random.Random(seed)
-    return batch_body([cloud_event(generate_summary(rng)) for _ in range(count)]) + b" " * padding
 
 
 # --- copies of one signed request ---------------------------------------------------------------

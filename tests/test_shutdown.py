@@ -12,10 +12,8 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from exporter.synthetic import batch_body, cloud_event, generate_summary, sign
-from tests.exporter_process import ExporterProcess, start_exporter
+from tests.exporter_process import ExporterProcess, get, metric, start_exporter
 from tests.helm_chart import render
 from tests.helpers import path_and_query, until_blocking
 
@@ -29,14 +27,6 @@ def delivery_body(seed: int) -> bytes:
     return batch_body([cloud_event(generate_summary(rng)) for _ in range(BATCH)])
 
 
-def get(url: str) -> tuple[int, dict[str, str], bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
-
-
 def post(exporter: ExporterProcess, body: bytes) -> tuple[int, dict[str, str], bytes]:
     signed_url, signature = sign(exporter.webhook_url, body, TOKEN)
     request = urllib.request.Request(signed_url, data=body, headers={"X-Twilio-Signature": signature, "Content-Type": "application/json"})
@@ -45,15 +35,6 @@ def post(exporter: ExporterProcess, body: bytes) -> tuple[int, dict[str, str], b
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
-
-
-def metric(exporter: ExporterProcess, name: str) -> float:
-    _, _, text = get(exporter.metrics_url + "/metrics")
-    for family in text_string_to_metric_families(text.decode()):
-        for sample in family.samples:
-            if sample.name == name and not sample.labels:
-                return sample.value
-    raise AssertionError(f"{name} not exposed")
 
 
 def poll(condition, what: str, deadline: float = 10.0) -> None:

@@ -32,51 +32,9 @@ from exporter.webconfig import WebConfigError, WebConfigHolder, load_web_config
 from tests.conftest import HarnessFactory
 from tests.exporter_process import ROOT, free_port, stop
 from tests.helpers import clean_environ, until_blocking
+from tests.pki import PKI, make_pki
 
 USER, PASSWORD = "prometheus", "scrape-password-1"
-
-
-@dataclass
-class PKI:
-    """A CA, a server certificate for 127.0.0.1/localhost, and a client certificate, made with openssl."""
-
-    dir: Path
-
-    def path(self, name: str) -> Path:
-        return self.dir / name
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_pki(directory: Path) -> PKI:
-    assert shutil.which("openssl"), "openssl makes the test certificates: apt-get install openssl"
-    directory.mkdir(parents=True, exist_ok=True)
-    openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca", cwd=directory
-    )
-    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name, subject, extensions in (("server", "/CN=localhost", ["-extfile", "san.cnf"]), ("client", "/CN=prometheus", [])):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=directory)
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.crt",
-            "-days",
-            "2",
-            *extensions,
-            cwd=directory,
-        )
-    return PKI(directory)
 
 
 @pytest.fixture(scope="module")

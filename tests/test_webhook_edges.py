@@ -6,30 +6,15 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from exporter.logs import Throttle
 from exporter.synthetic import batch_body, cloud_event, generate_summary
 from tests.conftest import TOKEN, HarnessFactory
-from tests.helpers import FakeClock, scrub_environment, until
-from tests.raw_http import Raw, Served, raw_connections, served_webhooks
-
-
-@pytest.fixture
-async def raw() -> AsyncIterator[Raw]:
-    async with raw_connections() as open_delivery:
-        yield open_delivery
-
-
-@pytest.fixture
-async def serve_webhook(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Awaitable[Served]]]:
-    scrub_environment(monkeypatch)
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
-    async with served_webhooks() as serve:
-        yield serve
-
+from tests.helpers import FakeClock, until
+from tests.raw_http import Raw, Served
 
 P = "twilio_conference_participant_"
 E = "twilio_insights_exporter_"

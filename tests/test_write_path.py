@@ -8,31 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from pathlib import Path
 
 from exporter.state.store import Commit, key_rows
 from exporter.subjects import PARTICIPANT
-from tests.helpers import until
-from tests.test_pull import P, RigFactory, conference_with, fake, fake_server, make_rig, participant  # noqa: F401 (fixtures)
+from tests.helpers import HeldCommit, until
+from tests.pull_rig import P, RigFactory, conference_with, participant
 
 # What the issue asks: a timer on the loop fires within this while the writer holds a long commit.
 TIMER_BOUND_S = 0.05
-
-
-class HeldCommit:
-    """A hook that keeps the writer inside its transaction until :meth:`release`."""
-
-    def __init__(self) -> None:
-        self.holding = threading.Event()
-        self._release = threading.Event()
-
-    def __call__(self) -> None:
-        self.holding.set()
-        self._release.wait(timeout=60)  # a bound, so a broken test cannot hang the writer for ever
-
-    def release(self) -> None:
-        self._release.set()
 
 
 class Ticker:
@@ -59,7 +43,7 @@ class Ticker:
 
 
 async def test_a_timer_on_the_loop_fires_within_50_ms_while_the_writer_holds_a_long_commit_and_the_poller_records(
-    make_rig: RigFactory,  # noqa: F811 (the fixture imported above)
+    make_rig: RigFactory,
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "state.db"
