@@ -236,7 +236,10 @@ async def _admitted(request: web.Request, runtime: Runtime) -> tuple[list[Any], 
         # without one would all look like copies of each other.
         if signature and not runtime.verifier.insecure:
             if intake.claim(url, signature) is not None:
-                raise Refusal.delivery(503, "replayed", "a copy of this delivery is being received, retry later").before_reading(drain=True)
+                # Answered and closed at once, its body never read: draining a copy's trickled body
+                # is the replayer's lever on the loop. Twilio never sends one delivery twice at once;
+                # should the 503 be lost to the reset, a lost answer is retried like a 503.
+                raise Refusal.delivery(503, "replayed", "a copy of this delivery is being received, retry later").before_reading()
             hold.claim = (url, signature)
         if intake.in_flight >= intake.max_in_flight:
             raise Refusal.delivery(503, "overloaded", "overloaded, retry later").before_reading(drain=True)
