@@ -1,4 +1,4 @@
-"""twilio-insights-exporter: Twilio Voice Insights participant summaries as Prometheus metrics."""
+"""twilio-insights-exporter: Twilio Voice Insights summaries (participants, calls, conferences), joined to TaskRouter, as Prometheus metrics."""
 
 from importlib.metadata import PackageNotFoundError, version
 
