@@ -34,8 +34,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from pydantic import BaseModel, ValidationError
 from twilio.request_validator import RequestValidator
 
-from exporter.record.labels import COMMON_LABELS
-from exporter.subjects.participant import JITTER, LATENCY, MOS, PACKET_LOSS, PACKETS_LOST, PACKETS_RECEIVED, TAGS
+from exporter.subjects.participant import COMMON_LABELS, JITTER, LATENCY, MOS, PACKET_LOSS, PACKETS_LOST, PACKETS_RECEIVED, TAGS
 from exporter.subjects.thresholds import JITTER_BUCKETS, LATENCY_BUCKETS, MOS_BUCKETS, PACKET_LOSS_BUCKETS
 
 SUMMARY_TYPE = "com.twilio.voice.insights.conference-participant-summary.complete"

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.record.labels import CALL_COMMON_LABELS
 from exporter.subjects import call as call_subject
 from exporter.subjects import conference as conference_subject
+from exporter.subjects.call import CALL_COMMON_LABELS
 
 from . import call_rules, settings
 from .grafana import (

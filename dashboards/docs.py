@@ -10,7 +10,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from exporter.record.labels import DEFAULT_MAX_VALUES, OTHER, UNKNOWN
+from exporter.record.labels import OTHER, UNKNOWN
+from exporter.subjects.participant import DEFAULT_MAX_VALUES
 
 from . import call_rules, rules, settings
 from .promql import ALERT_SHARE, MIN_STREAMS, OBJECTIVE, QUALITY_THRESHOLDS, burn_factor

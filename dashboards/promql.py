@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 from prometheus_client.utils import floatToGoString
 
-from exporter.record.labels import COMMON_LABELS, JOIN_LABELS
 from exporter.subjects import participant as participant_subject
 from exporter.subjects import thresholds
+from exporter.subjects.common import JOIN_LABELS
+from exporter.subjects.participant import COMMON_LABELS
 
 from . import settings
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from exporter.join import JOIN_TOTAL
-from exporter.record.labels import JOIN_LABELS
 from exporter.subjects import participant as participant_subject
 from exporter.subjects import thresholds as twilio_thresholds
+from exporter.subjects.common import JOIN_LABELS
 
 from . import settings
 from .grafana import (

@@ -38,9 +38,10 @@ from pydantic_settings import (
 )
 
 from exporter import subjects
-from exporter.record.labels import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, JOIN_LABELS, OPTIONAL_LABELS
 from exporter.subjects import participant as participant_subject
 from exporter.subjects import thresholds
+from exporter.subjects.common import JOIN_LABELS
+from exporter.subjects.participant import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, OPTIONAL_LABELS
 from exporter.values import ByteSize, Duration, HttpUrl, ListenAddress, Network, PositiveDuration, Size, load_yaml
 from exporter.values import format_duration as format_duration  # re-exported: scripts/readme_tables.py and the tests read them here
 from exporter.values import format_size as format_size

@@ -86,7 +86,7 @@ VOICE = "voice"
 # The values a record keeps (each the least (rank, timestamp, value) offered).
 FIELDS = ("queue_name", "queue_sid", "workflow_name", "workflow_sid", "team", "worker_call", "customer_call", "conference", "direction", "channel")
 
-# The labels the join gives a summary (exporter/record/labels.py JOIN_LABELS).
+# The labels the join gives a summary (exporter/subjects/common.py JOIN_LABELS).
 TASK_QUEUE, WORKFLOW, TEAM = "task_queue", "workflow", "team"
 
 Candidate = tuple[int, float, str]

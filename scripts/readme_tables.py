@@ -85,8 +85,7 @@ def worst_case_samples_per_label_set() -> dict[str, int]:
     from prometheus_client import CollectorRegistry
 
     from exporter.record.families import HistogramFamily
-    from exporter.record.labels import COMMON_LABELS, DEFAULT_MAX_VALUES
-    from exporter.subjects.participant import STATS, STREAMS, build_participant_metrics
+    from exporter.subjects.participant import COMMON_LABELS, DEFAULT_MAX_VALUES, STATS, STREAMS, build_participant_metrics
 
     fixed = {"stream": len(STREAMS), "stat": len(STATS)}
     families = build_participant_metrics(CollectorRegistry(), COMMON_LABELS)
@@ -103,7 +102,7 @@ def worst_case_samples_per_label_set() -> dict[str, int]:
 
 
 def cardinality_block() -> str:
-    from exporter.record.labels import DEFAULT_MAX_LABEL_SETS
+    from exporter.subjects.participant import DEFAULT_MAX_LABEL_SETS
 
     per_set = worst_case_samples_per_label_set()
     total_per_set = sum(per_set.values())
@@ -137,9 +136,9 @@ def worst_case_samples_per_kind() -> dict[str, tuple[int, int]]:
     from prometheus_client import CollectorRegistry
 
     from exporter.record.families import HistogramFamily
-    from exporter.record.labels import LabelPolicy, call_label_policy, conference_label_policy
-    from exporter.subjects.call import EDGES, CallRecorder
-    from exporter.subjects.conference import ConferenceRecorder
+    from exporter.record.labels import LabelPolicy
+    from exporter.subjects.call import EDGES, CallRecorder, call_label_policy
+    from exporter.subjects.conference import ConferenceRecorder, conference_label_policy
     from exporter.subjects.participant import STATS, STREAMS
 
     fixed = {"edge": len(EDGES), "stream": len(STREAMS), "stat": len(STATS)}

@@ -14,10 +14,10 @@ from prometheus_client import CollectorRegistry
 
 from exporter.models import CallSummary, CloudEvent, ConferenceSummary
 from exporter.record import families
-from exporter.record.labels import LabelPolicy, call_label_policy, conference_label_policy
+from exporter.record.labels import LabelPolicy
 from exporter.record.recorder import Change
-from exporter.subjects.call import CallRecorder
-from exporter.subjects.conference import ConferenceRecorder
+from exporter.subjects.call import CallRecorder, call_label_policy
+from exporter.subjects.conference import ConferenceRecorder, conference_label_policy
 from tests.conftest import JOINLESS, fixture, sample_sum, snapshot
 
 

@@ -14,8 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from exporter.config import load_config
 from exporter.models import CALL_SUMMARY_COMPLETE, CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED, CallSummary, CloudEvent
-from exporter.record.labels import CALL_COMMON_LABELS, OTHER
+from exporter.record.labels import OTHER
 from exporter.subjects.build import build_subjects
+from exporter.subjects.call import CALL_COMMON_LABELS
 from tests.conftest import fixture, snapshot
 from tests.recording import CALL, REALISTIC_CALL, Boom, Recording, failing_at, realistic_call, tagged_inbound_call
 

@@ -22,10 +22,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from dashboards import call_rules, calls
 from exporter.models import CallSummary, ConferenceSummary
-from exporter.record.labels import call_label_policy, conference_label_policy
 from exporter.subjects import call as call_subject
-from exporter.subjects.call import CallRecorder
-from exporter.subjects.conference import ConferenceRecorder
+from exporter.subjects.call import CallRecorder, call_label_policy
+from exporter.subjects.conference import ConferenceRecorder, conference_label_policy
 from tests.conftest import fixture
 from tests.e2e_prometheus import Prometheus, has_finite_value, panel_queries, start_prometheus, variable_queries
 from tests.exporter_process import free_port

@@ -9,8 +9,9 @@ from prometheus_client import CollectorRegistry
 
 from exporter.config import load_config
 from exporter.models import CONFERENCE_SUMMARY_COMPLETE, CONFERENCE_SUMMARY_PARTIAL, ConferenceSummary
-from exporter.record.labels import CONFERENCE_COMMON_LABELS, OTHER
+from exporter.record.labels import OTHER
 from exporter.subjects.build import build_subjects
+from exporter.subjects.conference import CONFERENCE_COMMON_LABELS
 from tests.conftest import JOINLESS, sample_sum
 from tests.recording import CONFERENCE, Recording, realistic_conference
 

@@ -16,8 +16,8 @@ from pydantic.fields import FieldInfo
 from exporter import subjects
 from exporter.__main__ import main
 from exporter.config import Settings, UnknownVariableError, check_environment, format_duration, load_config
-from exporter.record.labels import DEFAULT_MAX_VALUES
 from exporter.subjects import participant as participant_subject
+from exporter.subjects.participant import DEFAULT_MAX_VALUES
 from tests.helpers import scrub_environment, secret_variables
 
 

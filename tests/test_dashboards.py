@@ -283,9 +283,8 @@ def test_error_budget_row_reads_the_objectives_the_rules_record_with_the_setting
 def test_calls_dashboard_covers_every_call_and_conference_family_and_each_edge_signal_by_edge():
     from prometheus_client import CollectorRegistry
 
-    from exporter.record.labels import call_label_policy, conference_label_policy
-    from exporter.subjects.call import CallRecorder
-    from exporter.subjects.conference import ConferenceRecorder
+    from exporter.subjects.call import CallRecorder, call_label_policy
+    from exporter.subjects.conference import ConferenceRecorder, conference_label_policy
 
     registry = CollectorRegistry()
     names = [

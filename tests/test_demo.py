@@ -12,10 +12,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter import metrics, synthetic
 from exporter.join import JOIN_TOTAL
 from exporter.models import CALL_SUMMARY_COMPLETE, CALL_SUMMARY_PARTIAL, CONFERENCE_SUMMARY_COMPLETE, SUMMARY_TYPES
-from exporter.record.labels import JOIN_LABELS, OTHER, UNKNOWN
+from exporter.record.labels import OTHER, UNKNOWN
 from exporter.subjects import call as call_subject
 from exporter.subjects import conference as conference_subject
 from exporter.subjects import participant as participant_subject
+from exporter.subjects.common import JOIN_LABELS
 from tests.exporter_process import ROOT, start_exporter
 from tests.helpers import clean_environ
 

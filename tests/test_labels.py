@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from exporter.record.labels import COMMON_LABELS, OTHER, BoundedLabel, LabelPolicy
+from exporter.record.labels import OTHER, BoundedLabel
+from exporter.subjects.participant import COMMON_LABELS
+from exporter.subjects.participant import label_policy as participant_label_policy
 
 VALUES = dict(zip(COMMON_LABELS, ("sip", "inbound", "us1", "us1", "US", "agent"), strict=True))
 
@@ -17,7 +19,7 @@ def test_a_lone_surrogate_in_a_label_value_is_written_as_a_replacement_character
 
 
 def test_a_label_set_of_a_summary_whose_recording_was_undone_gives_its_place_in_the_budget_back() -> None:
-    policy = LabelPolicy(COMMON_LABELS, max_label_sets=1)
+    policy = participant_label_policy(COMMON_LABELS, max_label_sets=1)
     first = policy.common(VALUES, {}, [])
     policy.forget(policy.admit(first, []))
 
@@ -31,7 +33,7 @@ def test_a_label_set_of_a_summary_whose_recording_was_undone_gives_its_place_in_
 
 
 def test_the_worst_case_label_set_count_is_the_product_of_caps_and_allowlists_when_under_the_budget() -> None:
-    policy = LabelPolicy(
+    policy = participant_label_policy(
         ("call_type", "call_direction"),
         max_values={"call_type": 2, "call_direction": 1},
         allowlists={"call_direction": frozenset({"inbound", "outbound", "trunking"})},
@@ -42,7 +44,7 @@ def test_the_worst_case_label_set_count_is_the_product_of_caps_and_allowlists_wh
 
 
 def test_two_new_detail_values_of_one_summary_cannot_both_take_the_last_free_place() -> None:
-    policy = LabelPolicy(COMMON_LABELS, max_values={"tag": 1, "action": 1})
+    policy = participant_label_policy(COMMON_LABELS, max_values={"tag": 1, "action": 1})
     pending: dict[str, set[str]] = {}
     overflow: list[str] = []
 
@@ -54,7 +56,7 @@ def test_two_new_detail_values_of_one_summary_cannot_both_take_the_last_free_pla
 
 
 def test_undoing_a_summary_forgets_only_the_values_it_brought_and_unknown_or_other_never_take_a_place() -> None:
-    policy = LabelPolicy(COMMON_LABELS, max_values={"tag": 2})
+    policy = participant_label_policy(COMMON_LABELS, max_values={"tag": 2})
     common = tuple(VALUES.values())
     assert policy.admit(common, [("tag", "silent")]) == [*VALUES.items(), ("label_set", "\x00".join(common)), ("tag", "silent")]
 

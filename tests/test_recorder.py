@@ -14,8 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from exporter.models import ParticipantSummary
 from exporter.record import families
-from exporter.record.labels import COMMON_LABELS, OTHER, LabelPolicy
-from exporter.subjects.participant import DEFAULT_BUCKETS, ParticipantRecorder
+from exporter.record.labels import OTHER
+from exporter.subjects.participant import COMMON_LABELS, DEFAULT_BUCKETS, ParticipantRecorder
+from exporter.subjects.participant import label_policy as participant_label_policy
 from tests.conftest import fixture, sample_sum, snapshot
 
 P = "twilio_conference_participant_"
@@ -27,7 +28,7 @@ OTHER_COMMON = ("carrier", "outbound", "ie1", "us1", "GB", "customer")
 
 def recorder(buckets: dict[str, tuple[float, ...]] | None = None, **max_values: int) -> tuple[ParticipantRecorder, CollectorRegistry]:
     registry = CollectorRegistry()
-    return ParticipantRecorder(registry, LabelPolicy(COMMON_LABELS, max_values=max_values), buckets), registry
+    return ParticipantRecorder(registry, participant_label_policy(COMMON_LABELS, max_values=max_values), buckets), registry
 
 
 def summary(**changes: Any) -> ParticipantSummary:

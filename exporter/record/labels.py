@@ -13,12 +13,9 @@ Admitting a value is split in two, so a summary is recorded all or nothing: :met
 decides the values of a summary without changing anything, :meth:`LabelPolicy.admit` keeps them
 once the summary is recorded (and again when the durable state is replayed).
 
-Each kind of summary has its own policy (participants: :data:`COMMON_LABELS`; calls:
-:func:`call_label_policy`; conferences: :func:`conference_label_policy`), with its own caps,
-allowlists and budget of label sets.
-
-Why one module: every kind's policy is built from the same :class:`BoundedLabel` and
-:class:`LabelPolicy`, and docs/metrics.md's caps and worst-case counts are read from these constants.
+Each subject declares its own policy in its module (exporter/subjects/participant.py,
+call.py, conference.py: its labels, caps, allowlists and budget of label sets); the join's labels,
+first in every subject's, are in exporter/subjects/common.py. This module is the machinery only.
 """
 
 from __future__ import annotations
@@ -29,50 +26,6 @@ from exporter.reader import clean_value
 
 UNKNOWN = "unknown"
 OTHER = "other"
-
-# The labels every participant series carries, in exposition order.
-COMMON_LABELS = ("call_type", "call_direction", "participant_region", "conference_region", "country_code", "participant_label")
-# The TaskRouter join's labels (exporter/join.py), first among every kind's common labels: a
-# state file of schema 3 gains them as 'unknown' in front of each saved label set (state.py).
-JOIN_LABELS = ("task_queue", "workflow", "team")
-# A Workspace allows 5,000 queues and 1,000 workflows (taskrouter-join-facts.md §5.1): the caps
-# are what a dashboard can still show, a centre of 50 queues and 20 teams with headroom.
-JOIN_MAX_VALUES = {"task_queue": 100, "workflow": 20, "team": 50}
-# Common labels an operator can switch on.
-OPTIONAL_LABELS = ("account_sid", "jitter_buffer_size")
-
-# Why each cap: the documented vocabulary plus headroom for values Twilio adds later. country_code
-# and participant_label are the open ones, bounded by what a dashboard can still show.
-DEFAULT_MAX_VALUES = {
-    "call_type": 10,
-    "call_direction": 5,
-    "participant_region": 20,
-    "conference_region": 20,
-    "country_code": 100,
-    "participant_label": 50,
-    "account_sid": 50,
-    "jitter_buffer_size": 10,
-    "processing_state": 10,
-    "call_status": 20,
-    "tag": 50,
-    "issue": 20,
-    "severity": 10,
-    "metric": 20,
-    "action": 30,
-    **JOIN_MAX_VALUES,
-}
-
-# Distinct common label sets kept before new combinations fold into the overflow set. A contact
-# centre uses a few hundred (a handful of regions x call types x a few dozen countries x a few
-# roles); each set costs about 200 samples, so the default bounds the participant families at
-# about 200k samples whatever arrives (docs/metrics.md, "Cardinality").
-#
-# The join labels multiply the sets: a centre of 50 queues x 20 teams, with up to four sets of
-# the other labels per (queue, team) pair (the customer's and the agent's legs, a country or
-# two), needs 4,000 more; so the budget is today's 1000 (kept whole: an upgrade's sets, all
-# 'unknown' in the join labels, never fold) plus 4,000.
-JOIN_LABEL_SETS = 50 * 20
-DEFAULT_MAX_LABEL_SETS = 1000 + 4 * JOIN_LABEL_SETS
 
 # The name under which a folded label set is counted in label_overflow_total.
 LABEL_SET = "label_set"
@@ -138,12 +91,12 @@ class LabelPolicy:
         common_names: tuple[str, ...],
         max_values: Mapping[str, int] | None = None,
         allowlists: Mapping[str, frozenset[str]] | None = None,
-        max_label_sets: int = DEFAULT_MAX_LABEL_SETS,
-        defaults: Mapping[str, int] = DEFAULT_MAX_VALUES,
+        *,
+        max_label_sets: int,
+        defaults: Mapping[str, int],
         default_allowlists: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
-        # defaults: the labels of one kind of summary and their caps (a kind's own policy: the
-        # participants' by default, CALL_MAX_VALUES or CONFERENCE_MAX_VALUES for the others).
+        # defaults: the labels of one subject and their caps (each subject's module declares its own).
         caps = {**defaults, **(max_values or {})}
         allowed = {**(default_allowlists or {}), **(allowlists or {})}
         self.common_names = common_names
@@ -209,102 +162,3 @@ class LabelPolicy:
         for label in self._common:
             product *= (len(label.allowlist) if label.allowlist is not None else label.max_values) + 2  # + unknown, other
         return min(product, self.max_label_sets + 1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Call Summaries (twilio_call_*). Each kind of summary has its own policy: its own caps, its own
-# budget of label sets, its own kept values. A label name may mean something else in another
-# kind's families (docs/metrics.md, "Labels"): ``country_code`` is the participant's own country in the
-# participant families and the far end's in the call families.
-# ---------------------------------------------------------------------------------------------
-CALL_COMMON_LABELS = (*JOIN_LABELS, "call_type", "call_status", "direction", "media_region", "edge_location", "country_code", "carrier", "connection")
-
-# Twilio documents these vocabularies (call-and-conference-summary-facts.md): anything else is
-# 'other' at once, so a typo or a hostile value never takes a place. call_type's whatsapp
-# appears only in newer specs.
-CALL_ALLOWLISTS = {
-    "call_type": frozenset({"carrier", "sip", "trunking", "client", "whatsapp"}),
-    "call_status": frozenset({"ringing", "completed", "busy", "fail", "noanswer", "canceled", "answered", "undialed"}),
-    "direction": frozenset({"inbound", "outbound_api", "outbound_dial", "trunking_originating", "trunking_terminating"}),
-    "connection": frozenset({"mobile", "landline", "voip", "pstn", "twilio_sdk", "sip_interface"}),
-    "answered_by": frozenset({"unknown", "machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "human", "fax"}),
-    "sip_response_class": frozenset({"1xx", "2xx", "3xx", "4xx", "5xx", "6xx"}),
-}
-
-# Caps: an allowlisted label's cap is its list's length (the cap never binds). media_region:
-# Twilio has nine; edge_location: about a dozen edges (ashburn, dublin, ...); country_code and
-# carrier are the open ones, bounded by what a dashboard can still show; disconnected_by names a
-# handful of parties; codec a handful of RTP codecs; tag Voice Insights' open list of call tags.
-CALL_MAX_VALUES = {
-    **{name: len(values) for name, values in CALL_ALLOWLISTS.items()},
-    "media_region": 20,
-    "edge_location": 30,
-    "country_code": 100,
-    "carrier": 50,
-    "disconnected_by": 10,
-    "codec": 10,
-    "tag": 50,
-    **JOIN_MAX_VALUES,
-}
-
-# A call label set is the costliest of the three kinds (every edge and direction, MOS and RTT
-# stats, codecs): fewer sets than the participants' budget keep the call families' worst case in
-# the same range (docs/metrics.md, computed from these caps).
-# With the join labels: today's 300 plus two sets (the customer's and the agent's leg) per
-# (queue, team) pair of a 50 x 20 centre.
-CALL_MAX_LABEL_SETS = 300 + 2 * JOIN_LABEL_SETS
-
-
-def call_label_policy(
-    max_values: Mapping[str, int] | None = None,
-    allowlists: Mapping[str, frozenset[str]] | None = None,
-    max_label_sets: int = CALL_MAX_LABEL_SETS,
-) -> LabelPolicy:
-    """The bounded labels of the ``twilio_call_*`` families (defaults in code; overrides optional)."""
-    return LabelPolicy(CALL_COMMON_LABELS, max_values, allowlists, max_label_sets, defaults=CALL_MAX_VALUES, default_allowlists=CALL_ALLOWLISTS)
-
-
-# ---------------------------------------------------------------------------------------------
-# Conference Summaries (twilio_conference_* without participant_). The common labels say where
-# the conference mixed, how it ended and why: all three are documented vocabularies.
-# ---------------------------------------------------------------------------------------------
-CONFERENCE_COMMON_LABELS = (*JOIN_LABELS, "mixer_region", "status", "end_reason")
-
-CONFERENCE_ALLOWLISTS = {
-    "status": frozenset({"in_progress", "not_started", "completed", "summary_timeout"}),
-    "end_reason": frozenset(
-        {
-            "last_participant_left",
-            "conference_ended_via_api",
-            "participant_with_end_conference_on_exit_left",
-            "last_participant_kicked",
-            "participant_with_end_conference_on_exit_kicked",
-        }
-    ),
-    "processing_state": frozenset({"complete", "in_progress", "timeout"}),
-    "category": frozenset({"call_quality", "region_configuration", "participant_behavior"}),
-}
-
-# mixer_region: nine documented regions, a cap rather than a list so a new region shows by name;
-# tag: the documented twelve plus headroom (the list is open).
-CONFERENCE_MAX_VALUES = {
-    **{name: len(values) for name, values in CONFERENCE_ALLOWLISTS.items()},
-    "mixer_region": 20,
-    "tag": 30,
-    **JOIN_MAX_VALUES,
-}
-
-# Without the join, at most (20 + 2) x (4 + 2) x (5 + 2) = 924 combinations exist; 300 sets bound
-# them (docs/taskrouter.md); with it, one more set per (queue, team) pair of a 50 x 20 centre.
-CONFERENCE_MAX_LABEL_SETS = 300 + JOIN_LABEL_SETS
-
-
-def conference_label_policy(
-    max_values: Mapping[str, int] | None = None,
-    allowlists: Mapping[str, frozenset[str]] | None = None,
-    max_label_sets: int = CONFERENCE_MAX_LABEL_SETS,
-) -> LabelPolicy:
-    """The bounded labels of the ``twilio_conference_*`` conference-summary families."""
-    return LabelPolicy(
-        CONFERENCE_COMMON_LABELS, max_values, allowlists, max_label_sets, defaults=CONFERENCE_MAX_VALUES, default_allowlists=CONFERENCE_ALLOWLISTS
-    )

@@ -24,15 +24,18 @@ from exporter.models import (
     ConferenceSummary,
     ParticipantSummary,
 )
-from exporter.record.labels import LabelPolicy, call_label_policy, conference_label_policy
 from exporter.subjects import Subject, Subjects, call, conference, participant
+from exporter.subjects.call import call_label_policy
+from exporter.subjects.conference import conference_label_policy
 
 
 def build_subjects(config: Config, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> Subjects:
     """The subjects the exporter records, built from the configuration against ``registry``."""
     settings = config.settings
     dedup = settings.dedup
-    policy = LabelPolicy(settings.labels.common_labels(), settings.labels.caps(), settings.labels.allowlists(), settings.labels.max_label_sets)
+    policy = participant.label_policy(
+        settings.labels.common_labels(), settings.labels.caps(), settings.labels.allowlists(), settings.labels.max_label_sets
+    )
     participants = Subject(
         name=participant.NAME,
         model=ParticipantSummary,
@@ -43,7 +46,7 @@ def build_subjects(config: Config, registry: CollectorRegistry, clock: Callable[
     )
     # Calls and conferences: their own windows (a key of each subject's own in the state file, so
     # the poller's conference_sid keys, "participants done", are another thing), label policies
-    # with their own caps and label-set budgets (exporter/record/labels.py), families (exporter/subjects/call.py, conference.py).
+    # with their own caps and label-set budgets and families (exporter/subjects/call.py, conference.py).
     calls = Subject(
         name=call.NAME,
         model=CallSummary,

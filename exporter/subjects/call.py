@@ -11,6 +11,7 @@ from exporter.models import CallSummary, EdgeStream
 from exporter.record.families import CounterFamily, HistogramFamily
 from exporter.record.labels import LabelPolicy
 from exporter.record.recorder import Change, Draft, Observation, SummaryRecorder, distinct, sid_exemplar
+from exporter.subjects.common import JOIN_LABEL_SETS, JOIN_LABELS, JOIN_MAX_VALUES
 from exporter.subjects.thresholds import (
     CALL_DURATION_BUCKETS,
     JITTER_BUCKETS,
@@ -53,6 +54,61 @@ CALL_DEFAULT_BUCKETS = {
     "duration": CALL_DURATION_BUCKETS,
     "queue_time": QUEUE_TIME_BUCKETS,
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Call Summaries (twilio_call_*). Each kind of summary has its own policy: its own caps, its own
+# budget of label sets, its own kept values. A label name may mean something else in another
+# kind's families (docs/metrics.md, "Labels"): ``country_code`` is the participant's own country in the
+# participant families and the far end's in the call families.
+# ---------------------------------------------------------------------------------------------
+CALL_COMMON_LABELS = (*JOIN_LABELS, "call_type", "call_status", "direction", "media_region", "edge_location", "country_code", "carrier", "connection")
+
+# Twilio documents these vocabularies (call-and-conference-summary-facts.md): anything else is
+# 'other' at once, so a typo or a hostile value never takes a place. call_type's whatsapp
+# appears only in newer specs.
+CALL_ALLOWLISTS = {
+    "call_type": frozenset({"carrier", "sip", "trunking", "client", "whatsapp"}),
+    "call_status": frozenset({"ringing", "completed", "busy", "fail", "noanswer", "canceled", "answered", "undialed"}),
+    "direction": frozenset({"inbound", "outbound_api", "outbound_dial", "trunking_originating", "trunking_terminating"}),
+    "connection": frozenset({"mobile", "landline", "voip", "pstn", "twilio_sdk", "sip_interface"}),
+    "answered_by": frozenset({"unknown", "machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "human", "fax"}),
+    "sip_response_class": frozenset({"1xx", "2xx", "3xx", "4xx", "5xx", "6xx"}),
+}
+
+# Caps: an allowlisted label's cap is its list's length (the cap never binds). media_region:
+# Twilio has nine; edge_location: about a dozen edges (ashburn, dublin, ...); country_code and
+# carrier are the open ones, bounded by what a dashboard can still show; disconnected_by names a
+# handful of parties; codec a handful of RTP codecs; tag Voice Insights' open list of call tags.
+CALL_MAX_VALUES = {
+    **{name: len(values) for name, values in CALL_ALLOWLISTS.items()},
+    "media_region": 20,
+    "edge_location": 30,
+    "country_code": 100,
+    "carrier": 50,
+    "disconnected_by": 10,
+    "codec": 10,
+    "tag": 50,
+    **JOIN_MAX_VALUES,
+}
+
+# A call label set is the costliest of the three kinds (every edge and direction, MOS and RTT
+# stats, codecs): fewer sets than the participants' budget keep the call families' worst case in
+# the same range (docs/metrics.md, computed from these caps).
+# With the join labels: today's 300 plus two sets (the customer's and the agent's leg) per
+# (queue, team) pair of a 50 x 20 centre.
+CALL_MAX_LABEL_SETS = 300 + 2 * JOIN_LABEL_SETS
+
+
+def call_label_policy(
+    max_values: Mapping[str, int] | None = None,
+    allowlists: Mapping[str, frozenset[str]] | None = None,
+    max_label_sets: int = CALL_MAX_LABEL_SETS,
+) -> LabelPolicy:
+    """The bounded labels of the ``twilio_call_*`` families (defaults in code; overrides optional)."""
+    return LabelPolicy(
+        CALL_COMMON_LABELS, max_values, allowlists, max_label_sets=max_label_sets, defaults=CALL_MAX_VALUES, default_allowlists=CALL_ALLOWLISTS
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +167,7 @@ def build_call_metrics(
 
 
 class CallRecorder(SummaryRecorder[CallMetrics]):
-    """Records final Call Summaries into the ``twilio_call_*`` families (labels: :func:`exporter.record.labels.call_label_policy`).
+    """Records final Call Summaries into the ``twilio_call_*`` families (labels: :func:`call_label_policy`).
 
     Twilio's milliseconds become seconds and its percentages ratios. What an edge did not
     measure is not recorded: an absent edge, an edge without metrics, one direction only leave

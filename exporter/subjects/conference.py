@@ -11,6 +11,7 @@ from exporter.models import ConferenceSummary
 from exporter.record.families import CounterFamily, HistogramFamily
 from exporter.record.labels import LabelPolicy
 from exporter.record.recorder import Change, Draft, Observation, SummaryRecorder, distinct, sid_exemplar
+from exporter.subjects.common import JOIN_LABEL_SETS, JOIN_LABELS, JOIN_MAX_VALUES
 from exporter.subjects.thresholds import CALL_DURATION_BUCKETS, CONCURRENT_PARTICIPANTS_BUCKETS
 
 NAME = "conference"
@@ -28,6 +29,57 @@ CONFERENCE_DEFAULT_BUCKETS = {
     "duration": CALL_DURATION_BUCKETS,
     "concurrent_participants": CONCURRENT_PARTICIPANTS_BUCKETS,
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Conference Summaries (twilio_conference_* without participant_). The common labels say where
+# the conference mixed, how it ended and why: all three are documented vocabularies.
+# ---------------------------------------------------------------------------------------------
+CONFERENCE_COMMON_LABELS = (*JOIN_LABELS, "mixer_region", "status", "end_reason")
+
+CONFERENCE_ALLOWLISTS = {
+    "status": frozenset({"in_progress", "not_started", "completed", "summary_timeout"}),
+    "end_reason": frozenset(
+        {
+            "last_participant_left",
+            "conference_ended_via_api",
+            "participant_with_end_conference_on_exit_left",
+            "last_participant_kicked",
+            "participant_with_end_conference_on_exit_kicked",
+        }
+    ),
+    "processing_state": frozenset({"complete", "in_progress", "timeout"}),
+    "category": frozenset({"call_quality", "region_configuration", "participant_behavior"}),
+}
+
+# mixer_region: nine documented regions, a cap rather than a list so a new region shows by name;
+# tag: the documented twelve plus headroom (the list is open).
+CONFERENCE_MAX_VALUES = {
+    **{name: len(values) for name, values in CONFERENCE_ALLOWLISTS.items()},
+    "mixer_region": 20,
+    "tag": 30,
+    **JOIN_MAX_VALUES,
+}
+
+# Without the join, at most (20 + 2) x (4 + 2) x (5 + 2) = 924 combinations exist; 300 sets bound
+# them (docs/taskrouter.md); with it, one more set per (queue, team) pair of a 50 x 20 centre.
+CONFERENCE_MAX_LABEL_SETS = 300 + JOIN_LABEL_SETS
+
+
+def conference_label_policy(
+    max_values: Mapping[str, int] | None = None,
+    allowlists: Mapping[str, frozenset[str]] | None = None,
+    max_label_sets: int = CONFERENCE_MAX_LABEL_SETS,
+) -> LabelPolicy:
+    """The bounded labels of the ``twilio_conference_*`` conference-summary families."""
+    return LabelPolicy(
+        CONFERENCE_COMMON_LABELS,
+        max_values,
+        allowlists,
+        max_label_sets=max_label_sets,
+        defaults=CONFERENCE_MAX_VALUES,
+        default_allowlists=CONFERENCE_ALLOWLISTS,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +115,7 @@ def build_conference_metrics(
 
 
 class ConferenceRecorder(SummaryRecorder[ConferenceMetrics]):
-    """Records final Conference Summaries into the ``twilio_conference_*`` families (labels: :func:`exporter.record.labels.conference_label_policy`)."""
+    """Records final Conference Summaries into the ``twilio_conference_*`` families (labels: :func:`conference_label_policy`)."""
 
     def __init__(self, registry: CollectorRegistry, labels: LabelPolicy, buckets: Mapping[str, tuple[float, ...]] | None = None) -> None:
         super().__init__(labels, build_conference_metrics(registry, labels.common_names, dict(buckets or {})))

@@ -1,8 +1,8 @@
 """The participant subject: Conference Participant Summaries, ``twilio_conference_participant_*``.
 
-Its families and their buckets, its plan (a summary to observations) and the exemplar; its event
-types, model and dedup key are declared in exporter/subjects/__init__.py's list, its label
-policy's defaults in exporter/record/labels.py.
+Its families and their buckets, its label policy (the labels, their caps, the budget of label
+sets: ``--labels.*`` overrides them), its plan (a summary to observations) and the exemplar; its
+event types, model and dedup key are given in exporter/subjects/build.py.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from exporter.models import ParticipantSummary, StreamMetrics
 from exporter.record.families import CounterFamily, HistogramFamily
 from exporter.record.labels import OTHER, LabelPolicy
 from exporter.record.recorder import MAX_DETAILS, SID, Change, Observation, SummaryRecorder, distinct, folded
+from exporter.subjects.common import JOIN_LABEL_SETS, JOIN_LABELS, JOIN_MAX_VALUES
 from exporter.subjects.thresholds import (
     DURATION_BUCKETS,
     JITTER_AVG_THRESHOLD_SECONDS,
@@ -76,6 +77,54 @@ DEFAULT_BUCKETS = {
     "duration": DURATION_BUCKETS,
     "queue_time": QUEUE_TIME_BUCKETS,
 }
+
+
+# The labels every participant series carries, in exposition order.
+COMMON_LABELS = ("call_type", "call_direction", "participant_region", "conference_region", "country_code", "participant_label")
+# Common labels an operator can switch on.
+OPTIONAL_LABELS = ("account_sid", "jitter_buffer_size")
+
+# Why each cap: the documented vocabulary plus headroom for values Twilio adds later. country_code
+# and participant_label are the open ones, bounded by what a dashboard can still show.
+DEFAULT_MAX_VALUES = {
+    "call_type": 10,
+    "call_direction": 5,
+    "participant_region": 20,
+    "conference_region": 20,
+    "country_code": 100,
+    "participant_label": 50,
+    "account_sid": 50,
+    "jitter_buffer_size": 10,
+    "processing_state": 10,
+    "call_status": 20,
+    "tag": 50,
+    "issue": 20,
+    "severity": 10,
+    "metric": 20,
+    "action": 30,
+    **JOIN_MAX_VALUES,
+}
+
+# Distinct common label sets kept before new combinations fold into the overflow set. A contact
+# centre uses a few hundred (a handful of regions x call types x a few dozen countries x a few
+# roles); each set costs about 200 samples, so the default bounds the participant families at
+# about 200k samples whatever arrives (docs/metrics.md, "Cardinality").
+#
+# The join labels multiply the sets: a centre of 50 queues x 20 teams, with up to four sets of
+# the other labels per (queue, team) pair (the customer's and the agent's legs, a country or
+# two), needs 4,000 more; so the budget is today's 1000 (kept whole: an upgrade's sets, all
+# 'unknown' in the join labels, never fold) plus 4,000.
+DEFAULT_MAX_LABEL_SETS = 1000 + 4 * JOIN_LABEL_SETS
+
+
+def label_policy(
+    common_names: tuple[str, ...] = JOIN_LABELS + COMMON_LABELS,
+    max_values: Mapping[str, int] | None = None,
+    allowlists: Mapping[str, frozenset[str]] | None = None,
+    max_label_sets: int = DEFAULT_MAX_LABEL_SETS,
+) -> LabelPolicy:
+    """The bounded labels of the participant families (``--labels.*`` sets ``common_names``, caps, allowlists and the budget)."""
+    return LabelPolicy(common_names, max_values, allowlists, max_label_sets=max_label_sets, defaults=DEFAULT_MAX_VALUES)
 
 
 @dataclass(frozen=True, slots=True)
