@@ -137,6 +137,9 @@ def test_defaults_render_no_optional_resource():
         ({"replicas": 2}, "additional properties 'replicas' not allowed"),
         ({"ingress": {"host": "hooks.example.com"}}, "additional properties 'host' not allowed"),
         ({"log": {"format": "yaml"}}, "at '/log/format': value must be one of 'json', 'text'"),
+        # The exporter refuses SI sizes (16MB is ambiguous): the chart must not let one through.
+        ({"webhook": {"maxBodySize": "16MB"}}, "at '/webhook/maxBodySize'"),
+        ({"webhook": {"memoryBudget": "176MB"}}, "at '/webhook/memoryBudget'"),
     ],
 )
 def test_schema_rejects_wrong_types_and_unknown_keys(values, complaint):
