@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_origin
+from typing import Annotated, Any, ClassVar, Literal, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -40,7 +40,9 @@ from pydantic_settings import (
 from exporter import subjects
 from exporter.subjects import participant as participant_subject
 from exporter.subjects import thresholds
+from exporter.subjects.call import CALL_ALLOWLISTS, CALL_MAX_LABEL_SETS, CALL_MAX_VALUES
 from exporter.subjects.common import JOIN_LABELS
+from exporter.subjects.conference import CONFERENCE_ALLOWLISTS, CONFERENCE_MAX_LABEL_SETS, CONFERENCE_MAX_VALUES
 from exporter.subjects.participant import COMMON_LABELS, DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_VALUES, OPTIONAL_LABELS
 from exporter.values import ByteSize, Duration, HttpUrl, ListenAddress, Network, PositiveDuration, Size, load_yaml
 from exporter.values import format_duration as format_duration  # re-exported: scripts/readme_tables.py and the tests read them here
@@ -240,6 +242,64 @@ class LabelSettings(_Section):
     def allowlists(self) -> dict[str, frozenset[str]]:
         """``{label: allowlist}`` for the labels that have one."""
         return {label: allowed for label in DEFAULT_MAX_VALUES if (allowed := self.allowlist(label)) is not None}
+
+
+class _SubjectLabelSettings(_Section):
+    """The shape of a subject's label settings beside the participants' ``--labels.*``: per-label caps and allowlists, and the budget of label sets."""
+
+    # The labels of the subject, with their default caps (its module declares them).
+    KNOWN: ClassVar[Mapping[str, int]] = {}
+
+    @field_validator("limits", check_fields=False)
+    @classmethod
+    def _known_labels(cls, value: dict[str, LabelLimit]) -> dict[str, LabelLimit]:
+        unknown = set(value) - set(cls.KNOWN)
+        if unknown:
+            raise ValueError(f"unknown labels {sorted(unknown)}; known: {sorted(cls.KNOWN)}")
+        return value
+
+    def caps(self) -> dict[str, int]:
+        """The caps set here (the subject's defaults fill in the rest)."""
+        return {label: limit.max_values for label, limit in self.limits.items() if limit.max_values}  # type: ignore[attr-defined]
+
+    def allowlists(self) -> dict[str, frozenset[str]]:
+        """The allowlists set here (the subject's documented vocabularies fill in the rest)."""
+        return {label: frozenset(limit.allowlist) for label, limit in self.limits.items() if limit.allowlist is not None}  # type: ignore[attr-defined]
+
+
+class CallLabelSettings(_SubjectLabelSettings):
+    """The call families' labels (exporter/subjects/call.py)."""
+
+    KNOWN: ClassVar[Mapping[str, int]] = CALL_MAX_VALUES
+    limits: YamlMapping = Field(
+        default_factory=dict,
+        description="Per-label caps and allowlists of the twilio_call_* families, e.g. {carrier: {max_values: 20}}. "
+        f"Default caps: {dict(CALL_MAX_VALUES)}; documented vocabularies are allowlisted: {sorted(CALL_ALLOWLISTS)}.",
+    )
+    max_label_sets: int = Field(
+        CALL_MAX_LABEL_SETS,
+        ge=1,
+        description="Most distinct combinations of the call families' common labels; past it, new ones fold into one set of 'other' "
+        '(label_overflow_total{subject="call",label="label_set"}).',
+    )
+
+
+class ConferenceLabelSettings(_SubjectLabelSettings):
+    """The conference families' labels (exporter/subjects/conference.py)."""
+
+    KNOWN: ClassVar[Mapping[str, int]] = CONFERENCE_MAX_VALUES
+    limits: YamlMapping = Field(
+        default_factory=dict,
+        description="Per-label caps and allowlists of the twilio_conference_* conference-summary families, e.g. {mixer_region: "
+        f"{{allowlist: [us1, ie1]}}}}. Default caps: {dict(CONFERENCE_MAX_VALUES)}; documented vocabularies are allowlisted: "
+        f"{sorted(CONFERENCE_ALLOWLISTS)}.",
+    )
+    max_label_sets: int = Field(
+        CONFERENCE_MAX_LABEL_SETS,
+        ge=1,
+        description="Most distinct combinations of the conference families' common labels; past it, new ones fold into one set of "
+        '\'other\' (label_overflow_total{subject="conference",label="label_set"}).',
+    )
 
 
 Buckets = list[float] | None
@@ -492,6 +552,8 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     dedup: DedupSettings = Field(default_factory=DedupSettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
+    call_labels: CallLabelSettings = Field(default_factory=CallLabelSettings)
+    conference_labels: ConferenceLabelSettings = Field(default_factory=ConferenceLabelSettings)
     buckets: BucketSettings = Field(default_factory=BucketSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     config: ConfigFileSettings = Field(default_factory=ConfigFileSettings)

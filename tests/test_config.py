@@ -360,8 +360,10 @@ def candidates(path: tuple[str, ...], info: FieldInfo, default: object, tmp_path
         return [json.dumps([subjects.NAMES[0]])]
     if isinstance(default, list):  # networks (CIDRs), as JSON: the one list form flags and variables share
         return [json.dumps(["10.0.0.0/8"])]
-    if isinstance(default, dict):  # per-label limits
-        return [json.dumps({next(iter(DEFAULT_MAX_VALUES)): {"max_values": 3}})]
+    if isinstance(default, dict):  # per-label limits: a label of that section's subject
+        section = Settings.model_fields[path[0]].annotation
+        known = getattr(section, "KNOWN", None) or DEFAULT_MAX_VALUES
+        return [json.dumps({next(iter(known)): {"max_values": 3}})]
     if Path in get_args(annotation):
         (tmp_path / "empty.yaml").touch()
         return [str(tmp_path / "empty.yaml")]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from exporter.config import load_config
 from exporter.metrics import Source
@@ -151,3 +152,17 @@ def test_a_conference_summarys_partial_event_is_carried_but_not_final_and_its_co
 
     assert subjects.carried_by(CONFERENCE_SUMMARY_PARTIAL) == (subjects[CONFERENCE], False)
     assert subjects.carried_by(CONFERENCE_SUMMARY_COMPLETE) == (subjects[CONFERENCE], True)
+
+
+def test_the_call_and_conference_label_policies_are_configured_in_the_participants_shape() -> None:
+    config = load_config(["--call-labels.max-label-sets=1", "--conference-labels.limits={mixer_region: {allowlist: [us1]}, tag: {max_values: 2}}"])
+    subjects = build_subjects(config, CollectorRegistry())
+    call_policy, conference_policy = subjects[CALL].recorder.labels, subjects[CONFERENCE].recorder.labels
+
+    assert call_policy.max_label_sets == 1
+    assert conference_policy["mixer_region"].allowlist == frozenset({"us1"}) and conference_policy["tag"].max_values == 2
+    # What is not set keeps the subject's defaults: a documented vocabulary stays allowlisted.
+    assert conference_policy["status"].allowlist == frozenset({"in_progress", "not_started", "completed", "summary_timeout"})
+    assert conference_policy.max_label_sets == build_subjects(load_config([]), CollectorRegistry())[CONFERENCE].recorder.labels.max_label_sets
+    with pytest.raises(ValidationError, match="unknown labels \\['carrier'\\]"):
+        load_config(["--conference-labels.limits={carrier: {max_values: 3}}"])

@@ -52,7 +52,9 @@ def build_subjects(config: Config, registry: CollectorRegistry, clock: Callable[
         model=CallSummary,
         key_field="call_sid",
         window=Window(dedup.window.total_seconds(), dedup.max_entries, clock=clock),
-        recorder=call.CallRecorder(registry, call_label_policy()),
+        recorder=call.CallRecorder(
+            registry, call_label_policy(settings.call_labels.caps(), settings.call_labels.allowlists(), settings.call_labels.max_label_sets)
+        ),
         final_types=frozenset({CALL_SUMMARY_COMPLETE}),
         not_final_types=frozenset({CALL_SUMMARY_PARTIAL, CALL_SUMMARY_PREDICTED}),
     )
@@ -61,7 +63,12 @@ def build_subjects(config: Config, registry: CollectorRegistry, clock: Callable[
         model=ConferenceSummary,
         key_field="conference_sid",
         window=Window(dedup.window.total_seconds(), dedup.max_entries, clock=clock),
-        recorder=conference.ConferenceRecorder(registry, conference_label_policy()),
+        recorder=conference.ConferenceRecorder(
+            registry,
+            conference_label_policy(
+                settings.conference_labels.caps(), settings.conference_labels.allowlists(), settings.conference_labels.max_label_sets
+            ),
+        ),
         final_types=frozenset({CONFERENCE_SUMMARY_COMPLETE}),
         not_final_types=frozenset({CONFERENCE_SUMMARY_PARTIAL}),
         is_final=lambda summary: summary.final(),
